@@ -1,0 +1,213 @@
+"""Entry point of ``slurm-gpu``: a click group whose subcommands are imported only when they run.
+
+Hooks (``slurm-gpu prolog`` ...) start for every job, so ``slurm-gpu --help`` and every command import
+only click and the one module they need. Errors of ``slurm_gpu.errors`` become exit codes here, in one
+place (:func:`main`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import click
+
+# name -> ("module:attr", one-line help shown by `slurm-gpu --help` without importing the module)
+COMMANDS: Dict[str, Tuple[str, str]] = {
+    "catalog": ("slurm_gpu.cli.catalog:cmd", "List GPU models, or one model's MIG profiles."),
+    "plan": ("slurm_gpu.cli.plan:cmd", "Show where a request would be placed on a described node."),
+    "inventory": ("slurm_gpu.cli.inventory:cmd", "List this node's GPUs and MIG instances."),
+    "status": ("slurm_gpu.cli.status:cmd", "Show MIG instances with their owning jobs and problems."),
+    "sim": ("slurm_gpu.cli.sim:cmd", "Create and inspect a simulated GPU driver state."),
+    "simulate": ("slurm_gpu.cli.simulate:cmd", "Replay a job trace through admission and placement."),
+    "trace": ("slurm_gpu.cli.trace:cmd", "Generate or inspect job traces for the simulator."),
+    "config": ("slurm_gpu.cli.config:cmd", "Show or check the node configuration."),
+    "cluster": ("slurm_gpu.cli.cluster:cmd", "Generate Slurm configuration for MIG nodes."),
+    "prolog": ("slurm_gpu.cli.hooks:prolog", "Slurm Prolog: create the job's MIG instances."),
+    "epilog": ("slurm_gpu.cli.hooks:epilog", "Slurm Epilog: destroy the job's MIG instances."),
+    "task-prolog": ("slurm_gpu.cli.hooks:task_prolog", "Slurm TaskProlog: export CUDA_VISIBLE_DEVICES."),
+    "reconcile": ("slurm_gpu.cli.hooks:reconcile", "Repair drift between driver, journal and Slurm."),
+}
+
+DEBUG_ENV = "SLURM_GPU_DEBUG"
+CONFIG_ENV = "SLURM_GPU_CONFIG"
+
+
+class LazyGroup(click.Group):
+    """A group that maps command names to ``"module:attr"`` and imports a module only to run it."""
+
+    def __init__(self, *args: Any, lazy_commands: Optional[Dict[str, Tuple[str, str]]] = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands: Dict[str, Tuple[str, str]] = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        if cmd_name not in self.lazy_commands:
+            return None
+        return _load(cmd_name, self.lazy_commands[cmd_name][0])
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Help comes from the map so that listing commands imports none of them.
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.commands:
+                rows.append((name, self.commands[name].get_short_help_str(limit=80)))
+            else:
+                rows.append((name, self.lazy_commands[name][1]))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class _Unavailable(click.Command):
+    """Stands in for a command whose module cannot be imported; fails only when it is run."""
+
+    def __init__(self, name: str, target: str, reason: str):
+        super().__init__(
+            name,
+            help=f"(unavailable: {reason})",
+            add_help_option=False,
+            context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        )
+        self.target = target
+        self.reason = reason
+
+    def invoke(self, ctx: click.Context) -> Any:
+        raise click.ClickException(f"command {self.name!r} is not available: {self.reason} ({self.target})")
+
+
+def _load(name: str, target: str) -> click.Command:
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        # A command whose module (or a module it needs) is missing fails when run, not at --help.
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        return _Unavailable(name, target, f"cannot import {module_name}: {exc}")
+    command = getattr(module, attr, None)
+    if not isinstance(command, click.Command):
+        return _Unavailable(name, target, f"{module_name} has no click command {attr!r}")
+    return command
+
+
+class CliContext:
+    """What the group hands its commands (``ctx.obj``); the configuration is loaded on first use."""
+
+    def __init__(self, config_path: Optional[str] = None):
+        self.config_path = config_path
+        self._config: Any = None
+
+    @property
+    def config(self) -> Any:
+        """The node's ``slurm_gpu.config.Config`` (``--config``, else env, else the default path)."""
+        if self._config is None:
+            from slurm_gpu.config import load_config
+
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def open_driver(self) -> Any:
+        """The configured GPU driver (``slurm_gpu.devices.open_driver``)."""
+        from slurm_gpu.devices import open_driver
+
+        return open_driver(self.config)
+
+
+def get_context(ctx: Optional[click.Context] = None) -> CliContext:
+    """The ``CliContext`` of the running command (one with defaults when a command runs on its own)."""
+    ctx = ctx or click.get_current_context()
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliContext):
+        root.obj = CliContext(config_path=os.environ.get(CONFIG_ENV) or None)
+    return root.obj
+
+
+def _version() -> str:
+    from slurm_gpu import __version__
+
+    return __version__
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_commands=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar=CONFIG_ENV,
+    default=None,
+    help=f"Node configuration file (env {CONFIG_ENV}; default /etc/slurm-gpu/config.yaml).",
+)
+@click.version_option(_version(), "--version", prog_name="slurm-gpu", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Optional[str]) -> None:
+    """Dynamic NVIDIA MIG for Slurm.
+
+    \b
+    Example:
+      slurm-gpu catalog H100-80GB
+      slurm-gpu plan --gpus H100-80GB:8 1g.10gb:2
+      slurm-gpu --config /etc/slurm-gpu/config.yaml inventory --json
+    """
+    ctx.obj = CliContext(config_path=config_path)
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"slurm-gpu: error: {message}", err=True)
+    return code
+
+
+def run(args: Optional[Sequence[str]] = None, prog_name: str = "slurm-gpu") -> int:
+    """Run the CLI and return its exit code; every error becomes a code here and nowhere else."""
+    from slurm_gpu.errors import EXIT_ERROR, SlurmGpuError
+
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        rv = cli.main(
+            args=list(args) if args is not None else None, prog_name=prog_name, standalone_mode=False
+        )
+    except SlurmGpuError as exc:
+        if debug:
+            raise
+        return _fail(str(exc), exc.exit_code)
+    except click.exceptions.Abort:
+        return _fail("aborted", EXIT_ERROR)
+    except click.UsageError as exc:
+        # Usage errors print click's own message (with the usage line) and keep click's code (2).
+        exc.show()
+        return exc.exit_code
+    except click.ClickException as exc:
+        return _fail(exc.format_message(), exc.exit_code)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except BrokenPipeError:
+        return EXIT_ERROR
+    except Exception as exc:
+        if debug:
+            raise
+        return _fail(
+            f"internal error: {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for a traceback)", EXIT_ERROR
+        )
+    # In non-standalone mode click returns ctx.exit(n)'s code; a command's own return value is not a code.
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+
+
+def main(args: Optional[Sequence[str]] = None) -> None:
+    """Console-script entry point: ``slurm-gpu = slurm_gpu.cli.main:main``."""
+    sys.exit(run(args))
+
+
+if __name__ == "__main__":
+    main()
