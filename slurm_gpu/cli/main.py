@@ -97,6 +97,23 @@ def _load(name: str, target: str) -> click.Command:
     return command
 
 
+class SlurmGpuGroup(LazyGroup):
+    """The top-level group: its ``main`` maps errors to exit codes (see :func:`_run_group`)."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Optional[Sequence[str]] = None,
+        prog_name: Optional[str] = None,
+        complete_var: Optional[str] = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        code = _run_group(self, args, prog_name or "slurm-gpu", complete_var=complete_var, **extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
 class CliContext:
     """What the group hands its commands (``ctx.obj``); the configuration is loaded on first use."""
 
@@ -136,7 +153,8 @@ def _version() -> str:
 
 
 @click.group(
-    cls=LazyGroup,
+    "slurm-gpu",
+    cls=SlurmGpuGroup,
     lazy_commands=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
 )
@@ -167,14 +185,18 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def run(args: Optional[Sequence[str]] = None, prog_name: str = "slurm-gpu") -> int:
-    """Run the CLI and return its exit code; every error becomes a code here and nowhere else."""
+def _run_group(group: click.Group, args: Optional[Sequence[str]], prog_name: str, **extra: Any) -> int:
+    """Run ``group`` and return its exit code; every error becomes a code here and nowhere else."""
     from slurm_gpu.errors import EXIT_ERROR, SlurmGpuError
 
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
-        rv = cli.main(
-            args=list(args) if args is not None else None, prog_name=prog_name, standalone_mode=False
+        rv = click.Group.main(
+            group,
+            args=list(args) if args is not None else None,
+            prog_name=prog_name,
+            standalone_mode=False,
+            **extra,
         )
     except SlurmGpuError as exc:
         if debug:
@@ -204,9 +226,14 @@ def run(args: Optional[Sequence[str]] = None, prog_name: str = "slurm-gpu") -> i
     return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
 
-def main(args: Optional[Sequence[str]] = None) -> None:
-    """Console-script entry point: ``slurm-gpu = slurm_gpu.cli.main:main``."""
-    sys.exit(run(args))
+def run(args: Optional[Sequence[str]] = None, prog_name: str = "slurm-gpu") -> int:
+    """Run ``slurm-gpu ARGS`` in this process and return the exit code (no ``sys.exit``)."""
+    return _run_group(cli, args, prog_name)
+
+
+# The console script ``slurm-gpu = slurm_gpu.cli.main:main``: calling it runs the CLI and exits with
+# the code; being the click group itself, it can also be handed to click's CliRunner.
+main = cli
 
 
 if __name__ == "__main__":
