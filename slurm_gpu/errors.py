@@ -75,7 +75,12 @@ class StateError(SlurmGpuError):
 
 
 class LockTimeout(StateError):
-    pass
+    """A lock not obtained in time; ``path`` is the lock file, ``holder_pid`` its holder where known."""
+
+    def __init__(self, message: str, path: Optional[str] = None, holder_pid: Optional[int] = None):
+        super().__init__(message)
+        self.path = path
+        self.holder_pid = holder_pid
 
 
 class ConfigError(SlurmGpuError):
