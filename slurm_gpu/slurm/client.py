@@ -1,0 +1,142 @@
+"""The Slurm adapter over the Slurm command-line tools (works on 22.05 to 26.05, needs no pyslurm).
+
+Hooks run with no PATH, so the tools are called by absolute path (``bin_dir``). Every call has a timeout
+and raises ``SlurmError`` carrying the command and Slurm's message when it fails.
+
+What was measured on 22.05 (tests/test_integration_hooks.py re-checks it on the real cluster):
+- ``scontrol requeue`` works from inside a Prolog (PrologFlags=Alloc): the job goes back to PENDING, the
+  node stays in service, the Epilog runs. A requeued job is held back ~120 s; ``StartTime=now+N`` shortens
+  that. A ``--no-requeue`` job refuses ("presently disabled") until ``Requeue=1`` is set on it.
+- ``squeue --json`` ignores ``-w`` in 22.05 and lists every job, so jobs on a node are read with a
+  ``--format`` listing instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
+
+from slurm_gpu.errors import SlurmError
+
+from .parse import ACTIVE_STATES, JobInfo, job_from_scontrol_text, parse_job_state
+
+__all__ = ["SlurmCli", "REQUEUE_MARK", "REFUSE_MARK"]
+
+# Markers appended to a job's admin comment so that `scontrol show job` tells users and admins why.
+REQUEUE_MARK = "slurm-gpu-requeued"
+REFUSE_MARK = "slurm-gpu-refused"
+
+
+class SlurmCli:
+    """Reads jobs and updates nodes/jobs through ``scontrol`` and ``squeue``."""
+
+    def __init__(self, bin_dir: str = "/usr/bin", timeout_s: float = 15.0,
+                 env: Optional[Mapping[str, str]] = None):
+        self.bin_dir = bin_dir
+        self.timeout_s = timeout_s
+        self._env = dict(env) if env is not None else None
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    def _run(self, tool: str, args: Sequence[str]) -> str:
+        cmd = [os.path.join(self.bin_dir, tool), *args]
+        env = self._env if self._env is not None else _minimal_env()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s, env=env)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SlurmError(f"{' '.join(cmd)}: {exc}") from exc
+        if proc.returncode != 0:
+            msg = (proc.stderr or proc.stdout).strip()
+            raise SlurmError(f"{' '.join(cmd)} exited {proc.returncode}: {msg}")
+        return proc.stdout
+
+    # -- reads ----------------------------------------------------------------------------------------
+    def job(self, job_id: int) -> JobInfo:
+        """A job's request, state and per-node allocation (``scontrol show job -d``)."""
+        return job_from_scontrol_text(self._run("scontrol", ["show", "job", "-d", str(int(job_id))]))
+
+    def active_jobs_on(self, node: str) -> Dict[int, str]:
+        """``{job_id: state}`` of jobs on ``node`` that may still own instances there."""
+        out = self._run("squeue", ["--noheader", "--nodelist", node, "--states", "all",
+                                   "--format", "%A|%T"])
+        jobs: Dict[int, str] = {}
+        for line in out.splitlines():
+            job_id, _, state = line.strip().partition("|")
+            if not job_id:
+                continue
+            base, flags = parse_job_state(state)
+            if base in ACTIVE_STATES or ACTIVE_STATES.intersection(flags):
+                jobs[int(job_id)] = base
+        return jobs
+
+    def node_features(self, node: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+        """``(available, active)`` features of ``node``."""
+        from .parse import parse_scontrol_pairs
+
+        fields: Dict[str, str] = {}
+        for line in self._run("scontrol", ["show", "node", node]).splitlines():
+            for k, v in parse_scontrol_pairs(line.strip()).items():
+                fields.setdefault(k, v)
+        available = _feature_list(fields.get("AvailableFeatures", ""))
+        return available, _feature_list(fields.get("ActiveFeatures", ""))
+
+    # -- writes ---------------------------------------------------------------------------------------
+    def set_features(self, node: str, available: Iterable[str], active: Iterable[str]) -> None:
+        """Publish a node's features; ``active`` must be a subset of ``available``."""
+        avail = sorted(set(available))
+        act = sorted(set(active))
+        missing = set(act) - set(avail)
+        if missing:
+            raise SlurmError(f"active features not available on {node}: {sorted(missing)}")
+        self._run("scontrol", ["update", f"nodename={node}", f"availablefeatures={','.join(avail)}",
+                               f"activefeatures={','.join(act)}"])
+
+    def requeue(self, job_id: int, reason: str, admin_comment: str, delay_s: int = 5) -> None:
+        """Send a job back to the queue from its Prolog, with ``reason`` in its admin comment.
+
+        ``Requeue=1`` first so that ``--no-requeue`` jobs are requeued too (we, not the job, failed).
+        """
+        jid = str(int(job_id))
+        self._run("scontrol", ["update", f"jobid={jid}", "requeue=1"])
+        self._run("scontrol", ["requeue", jid])
+        self.annotate(job_id, admin_comment, f"{REQUEUE_MARK}:{reason}")
+        try:
+            # Eligible again soon instead of after Slurm's 120 s requeue delay.
+            self._run("scontrol", ["update", f"jobid={jid}", f"starttime=now+{int(delay_s)}"])
+        except SlurmError:
+            pass  # the job keeps Slurm's default delay; it is requeued all the same
+
+    def hold(self, job_id: int, reason: str, admin_comment: str) -> None:
+        """Requeue a job held (it waits for an admin), with ``reason`` in its admin comment."""
+        jid = str(int(job_id))
+        self._run("scontrol", ["update", f"jobid={jid}", "requeue=1"])
+        self._run("scontrol", ["requeuehold", jid])
+        self.annotate(job_id, admin_comment, f"{REFUSE_MARK}:{reason}")
+
+    def cancel(self, job_id: int, reason: str, admin_comment: str) -> None:
+        self.annotate(job_id, admin_comment, f"{REFUSE_MARK}:{reason}")
+        self._run("scancel", [str(int(job_id))])
+
+    def annotate(self, job_id: int, admin_comment: str, mark: str) -> None:
+        """Replace our marker in the admin comment, keeping the recorded request before it."""
+        kept = [w for w in admin_comment.split() if not w.startswith((REQUEUE_MARK, REFUSE_MARK))]
+        text = " ".join([*kept, _clean(mark)])
+        self._run("scontrol", ["update", f"jobid={int(job_id)}", f"admincomment={text}"])
+
+
+def _clean(text: str) -> str:
+    """One word: the admin comment is split on blanks when our marker is replaced."""
+    return "_".join(text.split())
+
+
+def _feature_list(text: str) -> Tuple[str, ...]:
+    if not text or text == "(null)":
+        return ()
+    return tuple(f for f in text.split(",") if f)
+
+
+def _minimal_env() -> Dict[str, str]:
+    """Hooks start with almost no environment; keep what Slurm's tools need (SLURM_CONF, auth)."""
+    keep = {k: v for k, v in os.environ.items() if k.startswith(("SLURM_CONF", "MUNGE", "LANG", "LC_"))}
+    keep.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    return keep

@@ -1,0 +1,369 @@
+"""Pure parsers for what Slurm 22.05 to 26.05 prints about jobs and nodes (no I/O).
+
+Forms handled (recorded outputs live in tests/fixtures/slurm/):
+- request strings: ``gres:mig:4`` (22.05 ``tres_per_node``), ``gres/mig:4`` (24.11+), ``gres/mig=4``
+  (TRES form, ``AllocTRES``), ``mig:4(IDX:0-3)`` / ``gpu:1g.10gb:2(IDX:3-4)`` (``gres_detail``),
+  comma-separated lists of those, counts with ``k``/``m``/``g`` suffixes;
+- ``job_state``: a string (22.05) or a list such as ``["RUNNING", "REQUEUED"]`` (24.11+);
+- ``scontrol show job -d`` text, ``squeue --json`` and ``scontrol show job --json`` documents;
+- hostlists such as ``n[01-03,7],gpu5``;
+- the admin comment ``slurm-gpu:gpu:<profile>:<N>`` that job_submit.lua records.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from slurm_gpu.errors import BadInputError, RequestError, SlurmError
+
+__all__ = [
+    "GresCount",
+    "MigRequest",
+    "JobInfo",
+    "ACTIVE_STATES",
+    "parse_gres_counts",
+    "gres_total",
+    "parse_admin_comment",
+    "format_admin_comment",
+    "parse_job_state",
+    "expand_hostlist",
+    "parse_scontrol_pairs",
+    "job_from_scontrol_text",
+    "job_from_json",
+    "jobs_from_json",
+]
+
+# States in which a job may own instances on its nodes (reconcile must not touch those).
+ACTIVE_STATES = frozenset(
+    {"RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT",
+     "RESIZING", "REQUEUE_FED", "REQUEUE_HOLD", "REQUEUED", "SPECIAL_EXIT", "POWER_UP_NODE"}
+)
+# Base states (the rest of a 24.11+ list are flags).
+_BASE_STATES = frozenset(
+    {"PENDING", "RUNNING", "SUSPENDED", "COMPLETE", "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT",
+     "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY"}
+)
+
+_REQUEST_TOKEN = re.compile(r"slurm-gpu:gpu:(?P<profile>[A-Za-z0-9.+_-]+):(?P<count>\d+)")
+_SUFFIX = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_COUNT = re.compile(r"^(\d+)([kKmMgGtT]?)$")
+
+
+@dataclass(frozen=True)
+class GresCount:
+    """One gres term: ``name`` (``gpu``, ``mig``, ``shard``), optional ``type`` and its count."""
+
+    name: str
+    type: Optional[str]
+    count: int
+
+
+@dataclass(frozen=True)
+class MigRequest:
+    """What the user asked for, as job_submit.lua recorded it: ``count`` instances of ``profile``."""
+
+    profile: str
+    count: int
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """The parts of a job that the node agent needs, whatever the Slurm version printed."""
+
+    job_id: int
+    state: str  # base state, e.g. RUNNING
+    flags: Tuple[str, ...] = ()  # 24.11+ state flags, e.g. ("REQUEUED",), or 22.05 combined states
+    user_id: Optional[int] = None
+    nodes: Tuple[str, ...] = ()  # expanded allocation, empty while pending
+    admin_comment: str = ""
+    tres_per_node: str = ""  # what was asked per node, e.g. "gres:mig:4"
+    gres_by_node: Mapping[str, str] = field(default_factory=dict)  # allocation detail per node
+    features: str = ""  # the constraint expression
+    restart_count: int = 0
+    reason: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES or bool(ACTIVE_STATES.intersection(self.flags))
+
+    def request(self) -> Optional[MigRequest]:
+        return parse_admin_comment(self.admin_comment)
+
+    def mig_slices_per_node(self, node: Optional[str] = None) -> int:
+        """Slices Slurm allocated on ``node`` (detail when known, else the per-node request)."""
+        text = self.gres_by_node.get(node, "") if node else ""
+        if not text:
+            text = self.tres_per_node
+        return gres_total(parse_gres_counts(text), "mig")
+
+
+def _count(text: str, raw: str) -> int:
+    m = _COUNT.match(text.strip())
+    if not m:
+        raise RequestError(f"bad gres count {text!r} in {raw!r}", part=text)
+    return int(m.group(1)) * _SUFFIX[m.group(2).lower()]
+
+
+def _split_top(text: str, sep: str = ",") -> List[str]:
+    """Split on ``sep`` outside parentheses (``gpu:2(IDX:0,2)`` keeps its index list)."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth = max(0, depth - 1)
+        if ch == sep and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _parse_term(term: str, raw: str) -> Optional[GresCount]:
+    cnt = re.search(r"\(CNT:(\d+)\)", term)  # count-only gres detail: "mig(CNT:4)"
+    term = re.sub(r"\(.*\)$", "", term).strip()  # drop (IDX:...) / (S:0-1) / (CNT:n)
+    if cnt:
+        name, _, typ = term.partition(":")
+        typ = typ.rsplit(":", 1)[0] if _COUNT.match(typ.rsplit(":", 1)[-1]) else typ
+        return GresCount(name, typ or None, int(cnt.group(1)))
+    if term.startswith("gres:") or term.startswith("gres/"):
+        term = term[5:]
+    elif "=" in term or "/" in term.split(":", 1)[0]:
+        # TRES of another kind (cpu=1, mem=1G, billing=1, license/x=1): not a gres.
+        return None
+    if "=" in term:  # TRES form: mig=4, gpu:1g.10gb=2
+        left, _, value = term.partition("=")
+        name, _, typ = left.partition(":")
+        return GresCount(name, typ or None, _count(value, raw))
+    pieces = term.split(":")
+    name = pieces[0]
+    if not name:
+        raise RequestError(f"empty gres name in {raw!r}", part=term)
+    if len(pieces) == 1:
+        return GresCount(name, None, 1)
+    if len(pieces) == 2:
+        if _COUNT.match(pieces[1]):
+            return GresCount(name, None, _count(pieces[1], raw))
+        return GresCount(name, pieces[1], 1)
+    if len(pieces) == 3:
+        return GresCount(name, pieces[1], _count(pieces[2], raw))
+    raise RequestError(f"cannot parse gres term {term!r} in {raw!r}", part=term)
+
+
+def parse_gres_counts(text: Optional[str]) -> Tuple[GresCount, ...]:
+    """All gres terms of a request/allocation string; non-gres TRES (cpu=, mem=) are skipped."""
+    if not text or text in ("(null)", "N/A", "None"):
+        return ()
+    out = []
+    for term in _split_top(text):
+        parsed = _parse_term(term, text)
+        if parsed is not None:
+            out.append(parsed)
+    return tuple(out)
+
+
+def gres_total(counts: Sequence[GresCount], name: str) -> int:
+    """Sum of ``name`` counts; a typed and an untyped term of one gres describe the same units once."""
+    untyped = [c.count for c in counts if c.name == name and c.type is None]
+    if untyped:
+        return max(untyped)
+    return sum(c.count for c in counts if c.name == name)
+
+
+def parse_admin_comment(text: Optional[str]) -> Optional[MigRequest]:
+    """The recorded MIG request, or None when the job has none. Two different records are refused."""
+    if not text:
+        return None
+    found = {(m.group("profile"), int(m.group("count"))) for m in _REQUEST_TOKEN.finditer(text)}
+    if not found:
+        return None
+    if len(found) > 1:
+        raise BadInputError(f"several slurm-gpu requests in admin comment {text!r}", part=text)
+    profile, count = found.pop()
+    if count < 1:
+        raise BadInputError(f"slurm-gpu request count must be at least 1: {text!r}", part=text)
+    return MigRequest(profile, count)
+
+
+def format_admin_comment(req: MigRequest) -> str:
+    return f"slurm-gpu:gpu:{req.profile}:{req.count}"
+
+
+def parse_job_state(value: Any) -> Tuple[str, Tuple[str, ...]]:
+    """``(base_state, flags)`` from a 22.05 string (``RUNNING``, ``COMPLETING``) or a 24.11+ list."""
+    if isinstance(value, str):
+        items = [v for v in re.split(r"[,+ ]", value) if v]
+    elif isinstance(value, (list, tuple)):
+        items = [str(v) for v in value]
+    else:
+        raise SlurmError(f"unexpected job_state {value!r}")
+    if not items:
+        raise SlurmError(f"empty job_state {value!r}")
+    base = next((s for s in items if s in _BASE_STATES), items[0])
+    flags = tuple(s for s in items if s != base)
+    return base, flags
+
+
+_HOST_RANGE = re.compile(r"([^,\[]*)(?:\[([^\]]*)\])?([^,\[]*)")
+
+
+def expand_hostlist(text: Optional[str]) -> Tuple[str, ...]:
+    """``n[01-03,7],gpu5`` -> ``("n01", "n02", "n03", "n7", "gpu5")`` (one bracket per name)."""
+    if not text or text in ("(null)", "None"):
+        return ()
+    out: List[str] = []
+    for item in _split_brackets(text):
+        m = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", item)
+        if not m:
+            out.append(item)
+            continue
+        prefix, ranges, suffix = m.groups()
+        for rng in ranges.split(","):
+            lo, _, hi = rng.partition("-")
+            if not hi:
+                out.append(f"{prefix}{lo}{suffix}")
+                continue
+            width = len(lo)
+            for n in range(int(lo), int(hi) + 1):
+                out.append(f"{prefix}{n:0{width}d}{suffix}")
+    return tuple(out)
+
+
+def _split_brackets(text: str) -> List[str]:
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return [p.strip() for p in parts if p.strip()]
+
+
+# A key starts a field when it follows whitespace (or the line start) and is followed by "=".
+_KEY = re.compile(r"(?:^|(?<=\s))([A-Za-z][A-Za-z0-9_:/]*)=")
+
+
+def parse_scontrol_pairs(line: str) -> Dict[str, str]:
+    """``Key=Value`` fields of one ``scontrol show`` line; values may hold spaces (Comment=a b)."""
+    matches = list(_KEY.finditer(line))
+    out: Dict[str, str] = {}
+    for i, m in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(line)
+        out.setdefault(m.group(1), line[m.end():end].strip())
+    return out
+
+
+def job_from_scontrol_text(text: str) -> JobInfo:
+    """One job from ``scontrol show job -d <id>`` (22.05 to 26.05; with or without ``-o``)."""
+    fields: Dict[str, str] = {}
+    gres_by_node: Dict[str, str] = {}
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        pairs = parse_scontrol_pairs(stripped)
+        if stripped.startswith("Nodes=") and "CPU_IDs" in pairs:
+            # detail line of -d: "Nodes=n[1-2] CPU_IDs=0 Mem=0 GRES=mig:4(IDX:...)"
+            for node in expand_hostlist(pairs.get("Nodes", "")):
+                gres_by_node[node] = pairs.get("GRES", "")
+            continue
+        if stripped.startswith("Comment=") or stripped.startswith("AdminComment="):
+            # Comments may contain '=' and spaces: keep the whole rest of the line.
+            key, _, value = stripped.partition("=")
+            fields.setdefault(key, value.strip())
+            continue
+        for k, v in pairs.items():
+            fields.setdefault(k, v)
+    if "JobId" not in fields:
+        raise SlurmError("scontrol output has no JobId field")
+    state, flags = parse_job_state(fields.get("JobState", ""))
+    uid = _uid_from_userid(fields.get("UserId", ""))
+    nodes = expand_hostlist(fields.get("NodeList", "")) if fields.get("NodeList") else ()
+    return JobInfo(
+        job_id=int(fields["JobId"]),
+        state=state,
+        flags=flags,
+        user_id=uid,
+        nodes=nodes,
+        admin_comment=_none_to_empty(fields.get("AdminComment", "")),
+        tres_per_node=_none_to_empty(fields.get("TresPerNode", fields.get("TRES_PER_NODE", ""))),
+        gres_by_node=gres_by_node,
+        features=_none_to_empty(fields.get("Features", "")),
+        restart_count=int(fields.get("Restarts", "0") or 0),
+        reason=_none_to_empty(fields.get("Reason", "")),
+    )
+
+
+def _none_to_empty(value: str) -> str:
+    return "" if value in ("(null)", "None", "N/A") else value
+
+
+def _uid_from_userid(text: str) -> Optional[int]:
+    m = re.search(r"\((\d+)\)", text)  # "alice(1001)"
+    return int(m.group(1)) if m else None
+
+
+def _json_number(value: Any) -> Optional[int]:
+    """22.05 prints numbers; 23.02+ may wrap them as {"set": true, "number": N}."""
+    if isinstance(value, dict):
+        if not value.get("set", True) or value.get("infinite"):
+            return None
+        value = value.get("number")
+    if value is None or value == "":
+        return None
+    return int(value)
+
+
+def _json_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def job_from_json(obj: Mapping[str, Any]) -> JobInfo:
+    """One job object of ``squeue --json`` (v0.0.38 in 22.05 .. v0.0.4x) or ``scontrol show job --json``."""
+    try:
+        job_id = _json_number(obj["job_id"])
+    except KeyError as exc:
+        raise SlurmError("job object has no job_id") from exc
+    if job_id is None:
+        raise SlurmError(f"job object has an empty job_id: {obj.get('job_id')!r}")
+    state, flags = parse_job_state(obj.get("job_state", ""))
+    gres_by_node: Dict[str, str] = {}
+    nodes = expand_hostlist(_json_text(obj.get("nodes", "")))
+    detail = obj.get("gres_detail") or []
+    # gres_detail lists one entry per allocated node, in node order.
+    if isinstance(detail, list) and len(detail) == len(nodes):
+        gres_by_node = {n: str(d) for n, d in zip(nodes, detail)}
+    restart = _json_number(obj.get("restart_cnt", 0)) or 0
+    return JobInfo(
+        job_id=job_id,
+        state=state,
+        flags=flags,
+        user_id=_json_number(obj.get("user_id")),
+        nodes=nodes,
+        admin_comment=_json_text(obj.get("admin_comment", "")),
+        tres_per_node=_json_text(obj.get("tres_per_node", "")),
+        gres_by_node=gres_by_node,
+        features=_json_text(obj.get("features", "")),
+        restart_count=restart,
+        reason=_json_text(obj.get("state_reason", "")),
+    )
+
+
+def jobs_from_json(doc: Mapping[str, Any]) -> Tuple[JobInfo, ...]:
+    """Every job of a ``squeue --json`` / ``scontrol show job --json`` document."""
+    jobs = doc.get("jobs")
+    if not isinstance(jobs, list):
+        raise SlurmError("Slurm JSON has no 'jobs' list")
+    return tuple(job_from_json(j) for j in jobs)
