@@ -197,3 +197,33 @@ def test_json_24_11_number_objects_and_state_lists():
 def test_json_document_without_jobs_is_an_error():
     with pytest.raises(SlurmError):
         jobs_from_json({"errors": ["boom"]})
+
+
+# --- Slurm 24.11.5 (Debian trixie), recorded the same way ---------------------------------------------
+
+
+def test_scontrol_24_11_running_and_pending():
+    run = job_from_scontrol_text(fixture("scontrol_show_job_d_24.11_running.txt"))
+    assert run.state == "RUNNING" and run.nodes == ("tn1",)
+    assert run.tres_per_node == "gres/mig:1" and run.mig_slices_per_node("tn1") == 1
+    assert run.request() == MigRequest("1g.10gb", 1)
+    pend = job_from_scontrol_text(fixture("scontrol_show_job_d_24.11_pending.txt"))
+    assert pend.state == "PENDING" and pend.nodes == () and pend.mig_slices_per_node() == 8
+
+
+def test_scontrol_24_11_compressed_detail_line():
+    # 24.11 prints one "Nodes=tn[1-2] ... GRES=mig(CNT:4)" line for nodes with the same allocation.
+    job = job_from_scontrol_text(fixture("scontrol_show_job_d_24.11_multinode.txt"))
+    assert dict(job.gres_by_node) == {"tn1": "mig(CNT:4)", "tn2": "mig(CNT:4)"}
+    assert job.request() == MigRequest("3g.40gb", 1)
+
+
+@pytest.mark.parametrize("name", ["squeue_json_24.11.json", "scontrol_show_job_json_24.11.json"])
+def test_json_24_11(name):
+    jobs = jobs_from_json(json.loads(fixture(name)))
+    job = {j.job_id: j for j in jobs}[2]
+    assert job.state == "RUNNING" and job.active
+    assert job.nodes == ("tn1", "tn2")
+    assert job.mig_slices_per_node("tn2") == 4
+    assert job.request() == MigRequest("3g.40gb", 1)
+    assert job.user_id == 0 and job.restart_count == 0
