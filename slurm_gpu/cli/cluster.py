@@ -1,0 +1,93 @@
+"""``slurm-gpu cluster up|down|status``: a real local Slurm cluster with simulated MIG GPUs."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+DIR_OPTION = click.option("--dir", "directory", default="/var/tmp/slurm-gpu-cluster", show_default=True,
+                          type=click.Path(file_okay=False), help="Where configs, logs and GPU states live.")
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+
+
+@click.group("cluster")
+def cmd() -> None:
+    """Start, stop or inspect a local Slurm cluster (root; Debian Slurm 22.05 packages).
+
+    \b
+    Example:
+      slurm-gpu cluster up --nodes 2 --gpus H100-80GB:4
+      export SLURM_CONF=/var/tmp/slurm-gpu-cluster/etc/slurm.conf
+      sbatch --gres=gpu:1g.10gb --wrap 'echo $CUDA_VISIBLE_DEVICES'
+      slurm-gpu cluster down
+    """
+
+
+@cmd.command("up")
+@click.option("--nodes", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--gpus", default="H100-80GB:4", show_default=True, help="GPUs per node: MODEL[:COUNT][,...].")
+@DIR_OPTION
+@click.option("--port-base", default=17000, show_default=True, type=click.IntRange(1024, 65000),
+              help="slurmctld port; node i listens on port-base + i.")
+@click.option("--max-count", default=8, show_default=True, type=click.IntRange(1, 64),
+              help="Largest k of the mig.<profile>.<k> features.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for idle nodes.")
+@JSON_OPTION
+def up_cmd(nodes: int, gpus: str, directory: str, port_base: int, max_count: int, timeout: float,
+           as_json: bool) -> None:
+    """Start (or restart) the cluster and wait until every node is idle."""
+    import os
+
+    from slurm_gpu.cluster import local
+
+    spec = local.ClusterSpec(dir=os.path.abspath(directory), nodes=nodes, gpus=gpus, port_base=port_base,
+                             max_count_per_node=max_count)
+    result = local.up(spec, timeout=timeout)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    click.echo(f"cluster {result['name']} up: {', '.join(sorted(result['nodes']))} idle"
+               f" (hooks {'wired' if result['hooks'] else 'not installed'})")
+    click.echo(f"  export SLURM_CONF={result['slurm_conf']}")
+    click.echo("  sbatch --gres=gpu:1g.10gb --wrap 'env | grep CUDA'")
+    click.echo(f"  slurm-gpu cluster down --dir {result['dir']}")
+
+
+@cmd.command("down")
+@DIR_OPTION
+@JSON_OPTION
+def down_cmd(directory: str, as_json: bool) -> None:
+    """Cancel the cluster's jobs and stop its daemons (idempotent)."""
+    import os
+
+    from slurm_gpu.cluster import local
+
+    result = local.down(local.load_spec(os.path.abspath(directory)))
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        stopped = ", ".join(result["stopped"]) or "nothing was running"
+        click.echo(f"cluster in {result['dir']}: stopped {stopped}")
+
+
+@cmd.command("status")
+@DIR_OPTION
+@JSON_OPTION
+def status_cmd(directory: str, as_json: bool) -> None:
+    """Show the cluster's daemons and node states."""
+    import os
+
+    from slurm_gpu.cluster import local
+
+    result = local.status(local.load_spec(os.path.abspath(directory)))
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    click.echo(f"cluster {result['name']} in {result['dir']} (SLURM_CONF={result['slurm_conf']})")
+    for name, pid in sorted(result["processes"].items()):
+        click.echo(f"  {name}: pid {pid}")
+    for node, state in sorted(result["nodes"].items()):
+        click.echo(f"  {node}: {state}")
+    if not result["processes"]:
+        click.echo("  not running")
