@@ -136,3 +136,39 @@ def test_node_state():
         node.gpu(5)
     with pytest.raises(BadInputError):
         NodeState((GpuState(0, H100), GpuState(0, H100)))
+
+
+# --- properties ---------------------------------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from mig_oracle import oracle_valid  # noqa: E402
+
+MODELS = [m.key for m in CAT.models]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.sampled_from(MODELS),
+    ops=st.lists(st.tuples(st.booleans(), st.integers(0, 63), st.integers(0, 15)), max_size=40),
+)
+def test_random_place_remove_never_breaks_the_rules(key, ops):
+    model = CAT.model(key)
+    gpu = GpuState(0, model)
+    for is_place, pick, start_pick in ops:
+        if is_place or not gpu.slots:
+            p = model.profiles[pick % len(model.profiles)]
+            start = p.placement_starts[start_pick % len(p.placement_starts)]
+            before = [(model.profile_by_id(s.profile_id), s.start) for s in gpu.slots]
+            legal = oracle_valid(model, before + [(p, start)])
+            assert gpu.can_place(p, start) == legal
+            if legal:
+                gpu = gpu.place(p, start)
+            else:
+                with pytest.raises((NoFitError, BadInputError)):
+                    gpu.place(p, start)
+        else:
+            gpu = gpu.remove(gpu.slots[pick % len(gpu.slots)].start)
+        layout = [(model.profile_by_id(s.profile_id), s.start) for s in gpu.slots]
+        assert oracle_valid(model, layout)
+        masks = [s.mask for s in gpu.slots]
+        assert sum(masks) == gpu.used_mask  # disjoint masks add up to their union

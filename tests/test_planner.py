@@ -6,7 +6,7 @@ from slurm_gpu.catalog import load_catalog
 from slurm_gpu.errors import BadInputError, NoFitError, RequestError, UnknownProfileError
 from slurm_gpu.geometry import GpuState, NodeState
 from slurm_gpu.planner import PlannedInstance, capacity, fits, plan, plan_request
-from slurm_gpu.requests import parse_gres
+from slurm_gpu.requests import GresRequest, parse_gres
 
 CAT = load_catalog()
 H100 = CAT.model("H100-80GB")
@@ -143,3 +143,119 @@ def test_plan_is_deterministic():
     node = NodeState.empty(H100, 4).place(2, "2g.20gb", 2).place(0, "1g.10gb", 6)
     first = plan(node, "1g.20gb", 5)
     assert all(plan(node, "1g.20gb", 5) == first for _ in range(3))
+
+
+# --- properties against brute force -------------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from mig_oracle import addable_multisets, max_addable, oracle_valid  # noqa: E402
+
+SMALL = ["A30-24GB", "H100-80GB", "A100-40GB", "RTX-PRO-6000-Blackwell-96GB"]
+
+
+@st.composite
+def small_nodes(draw):
+    """A node of 1-2 GPUs in a random reachable state."""
+    model = CAT.model(draw(st.sampled_from(SMALL)))
+    node = NodeState.empty(model, draw(st.integers(1, 2)))
+    for _ in range(draw(st.integers(0, 6))):
+        g = draw(st.integers(0, len(node.gpus) - 1))
+        p = draw(st.sampled_from(model.profiles))
+        starts = node.gpu(g).free_starts(p)
+        if starts:
+            node = node.place(g, p, draw(st.sampled_from(starts)))
+    return node
+
+
+def existing(gpu):
+    return [(gpu.model.profile_by_id(s.profile_id), s.start) for s in gpu.slots]
+
+
+@settings(max_examples=150, deadline=None)
+@given(node=small_nodes(), count=st.integers(1, 8))
+def test_capacity_and_fits_agree_with_brute_force(node, count):
+    model = node.gpus[0].model
+    cap = capacity(node)
+    assert set(cap) == {p.name for p in model.profiles}
+    for p in model.profiles:
+        want = sum(max_addable(model, existing(g), p) for g in node.gpus)
+        assert cap[p.name] == want, p.name
+        assert fits(node, p.name, count) == (count <= want)
+
+
+@settings(max_examples=100, deadline=None)
+@given(node=small_nodes(), data=st.data())
+def test_plan_request_succeeds_exactly_when_brute_force_says_it_fits(node, data):
+    model = node.gpus[0].model
+    base = list(model.base_profiles())
+    names = data.draw(st.lists(st.sampled_from([p.name for p in base]), min_size=1, max_size=4))
+    wanted = tuple(sorted(names))
+    # brute force: split the demand over the GPUs, each part addable to that GPU
+    per_gpu = [addable_multisets(model, existing(g), sorted({model.profile(n) for n in names},
+                                                             key=lambda p: p.name)) for g in node.gpus]
+    possible = any(
+        tuple(sorted(sum((list(part) for part in parts), []))) == wanted
+        for parts in _products(per_gpu)
+    )
+    counts = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    reqs = [GresRequest("gpu", n, c, None, f"{n}:{c}") for n, c in counts.items()]
+    if possible:
+        planned = plan_request(node, reqs)
+        after = apply(node, planned)
+        assert sorted(i.profile_name for i in planned) == list(wanted)
+        assert all(oracle_valid(model, existing(g)) for g in after.gpus)
+    else:
+        with pytest.raises(NoFitError):
+            plan_request(node, reqs)
+
+
+def _products(per_gpu):
+    import itertools
+
+    return itertools.product(*per_gpu)
+
+
+@settings(max_examples=60, deadline=None)
+@given(node=small_nodes(), data=st.data())
+def test_plan_is_deterministic_and_valid(node, data):
+    from slurm_gpu import planner
+
+    model = node.gpus[0].model
+    p = data.draw(st.sampled_from(model.profiles))
+    count = data.draw(st.integers(1, 3))
+    try:
+        first = plan(node, p.name, count)
+    except NoFitError:
+        assert not fits(node, p.name, count)
+        return
+    planner._gpus.clear()  # a cold cache gives the same answer
+    planner._fit_memo.clear()
+    assert plan(node, p.name, count) == first
+    apply(node, first)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seq=st.lists(st.tuples(st.sampled_from(["1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb",
+                                            "7g.80gb"]), st.integers(1, 3), st.integers(0, 99)),
+                 max_size=30)
+)
+def test_random_plan_and_release_on_8_gpus_stays_valid(seq):
+    node = NodeState.empty(H100, 8)
+    live = []
+    for name, count, release in seq:
+        if live and release < 30:
+            gpu_index, start = live.pop(release % len(live))
+            node = node.remove(gpu_index, start)
+            continue
+        if fits(node, name, count):
+            planned = plan(node, name, count)
+            node = apply(node, planned)
+            live.extend((i.gpu_index, i.start) for i in planned)
+        else:
+            with pytest.raises(NoFitError):
+                plan(node, name, count)
+        for g in node.gpus:
+            assert oracle_valid(H100, existing(g))
