@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import BadInputError, StateError
+from .task_env import is_mig_uuid, read_task_env, task_env_path, validate_job_id
 
 __all__ = [
     "Journal",
@@ -64,25 +65,12 @@ CREATED = "created"
 RELEASED = "released"
 STATES = (PLANNED, CREATED, RELEASED)
 
-# SLURM_JOB_ID is digits; "<array_job_id>_<task_id>" is accepted for array tasks. Never used as a path
-# before it matched this.
-_JOB_ID = re.compile(r"[0-9]{1,20}(?:_[0-9]{1,20})?\Z")
 _RECORD_NAME = re.compile(r"([0-9]{1,20}(?:_[0-9]{1,20})?)\.json\Z")
-# "MIG-<uuid>" (R470+) or the older "MIG-GPU-<uuid>/<gi>/<ci>"; one per line in a task file.
-_MIG_UUID = re.compile(r"MIG-[A-Za-z0-9][A-Za-z0-9/_-]{0,127}\Z")
 
 _DIR_MODE = 0o700
 # state_dir and tasks/ are traversable but not listable, so a job's user can open its own task file.
 _TRAVERSE_MODE = 0o711
 _HISTORY_MAX_BYTES = 1 << 20
-
-
-def validate_job_id(job_id: Union[str, int]) -> str:
-    """Return ``job_id`` as a string if it is a Slurm job id (``123`` or ``123_4``), else raise."""
-    text = str(job_id)
-    if isinstance(job_id, bool) or not _JOB_ID.match(text):
-        raise BadInputError(f"not a Slurm job id: {text!r}", part=text)
-    return text
 
 
 @dataclass(frozen=True)
@@ -256,7 +244,7 @@ def _check_planned(p: Planned, where: str) -> None:
 
 def _check_actual(a: Actual, where: str) -> None:
     _want(_is_int(a.gi_id) and _is_int(a.ci_id), f"{where}: gi_id and ci_id must be integers")
-    uuid_ok = isinstance(a.mig_uuid, str) and bool(_MIG_UUID.match(a.mig_uuid))
+    uuid_ok = isinstance(a.mig_uuid, str) and is_mig_uuid(a.mig_uuid)
     _want(uuid_ok, f"{where}.mig_uuid is not a MIG UUID")
     _want(_opt_int(a.gi_cap_minor) and _opt_int(a.ci_cap_minor), f"{where}: cap minors must be int or null")
 
@@ -285,7 +273,7 @@ def _record_from_body(body: Mapping[str, Any]) -> JobRecord:
     expected = {"format_version", "boot_id", "job_id", "uid", "gid", "request", "phase", "created", "updated",
                 "instances"}
     _want(set(body) == expected, f"keys {sorted(set(body) ^ expected)} unexpected or missing")
-    _want(isinstance(body["job_id"], str) and bool(_JOB_ID.match(body["job_id"])), "job_id is not a job id")
+    _want(isinstance(body["job_id"], str) and _is_job_id(body["job_id"]), "job_id is not a job id")
     _want(_is_int(body["uid"]) and _is_int(body["gid"]), "uid and gid must be integers")
     _want(isinstance(body["request"], str), "request must be a string")
     _want(body["phase"] in PHASES, f"phase {body['phase']!r} is not one of {PHASES}")
@@ -708,14 +696,14 @@ class Journal:
     # -- task files for the TaskProlog --
 
     def task_env_path(self, job_id: Union[str, int]) -> str:
-        return os.path.join(self.tasks_dir, validate_job_id(job_id))
+        return task_env_path(self.state_dir, job_id)
 
     def write_task_env(self, job_id: Union[str, int], uid: int, gid: int, mig_uuids: Sequence[str]) -> str:
         """Leave the job's MIG UUIDs (one per line) in ``tasks/<job_id>``, 0400, owned by the job's user."""
         path = self.task_env_path(job_id)
         uuids = list(mig_uuids)
         for u in uuids:
-            if not isinstance(u, str) or not _MIG_UUID.match(u):
+            if not is_mig_uuid(u):
                 raise BadInputError(f"job {job_id}: not a MIG UUID: {u!r}", part=repr(u))
         if not (_is_int(uid) and _is_int(gid) and uid >= 0 and gid >= 0):
             raise BadInputError(f"job {job_id}: bad uid/gid {uid!r}/{gid!r}", part=f"{uid}:{gid}")
@@ -734,23 +722,6 @@ class Journal:
         except OSError as exc:
             raise StateError(f"cannot remove {path}: {exc}") from exc
         return True
-
-
-def read_task_env(state_dir: Union[str, os.PathLike], job_id: Union[str, int]) -> Optional[Tuple[str, ...]]:
-    """The MIG UUIDs the prolog left for the job, or None if it left no file (a job without MIG)."""
-    path = os.path.join(os.fspath(state_dir), "tasks", validate_job_id(job_id))
-    try:
-        with open(path, encoding="ascii") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StateError(f"cannot read {path}: {exc}") from exc
-    uuids = tuple(line.strip() for line in text.splitlines() if line.strip())
-    for u in uuids:
-        if not _MIG_UUID.match(u):
-            raise StateError(f"{path}: not a MIG UUID: {u!r}")
-    return uuids
 
 
 def _make_dir(path: str, mode: int, check_owner: bool = False) -> None:
@@ -779,6 +750,14 @@ def _make_dir(path: str, mode: int, check_owner: bool = False) -> None:
             os.chmod(path, mode)
         except OSError as exc:
             raise StateError(f"cannot chmod {path}: {exc}") from exc
+
+
+def _is_job_id(value: str) -> bool:
+    try:
+        validate_job_id(value)
+    except BadInputError:
+        return False
+    return True
 
 
 def _job_sort_key(job_id: str) -> Tuple[int, int]:
