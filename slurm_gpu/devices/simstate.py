@@ -1,0 +1,285 @@
+"""The simulated driver's state: one JSON file per node, shared by every process that opens it.
+
+Layout (``format_version`` 1)::
+
+    {"format": "slurm-gpu-simnvml", "format_version": 1, "checksum": "sha256:<hex of body>",
+     "body": {"allow_unprivileged": false, "sandbox": null, "cap_major": null, "next_serial": 1,
+              "gpus": [{"index": 0, "model": "H100-80GB", "name": "NVIDIA H100 80GB HBM3",
+                        "uuid": "GPU-...", "minor": 0, "pci_device_id": "0x233010DE",
+                        "bus_id": "00000000:01:00.0", "memory_total_mib": 81559,
+                        "mig_current": 1, "mig_pending": 1,
+                        "gpu_instances": [{"gi_id": 1, "profile_id": 19, "start": 0, "size": 1,
+                                           "serial": 7, "compute_instances": [
+                                               {"ci_id": 0, "profile_id": 0, "slices": 1,
+                                                "mig_uuid": "MIG-...", "handle_index": 0,
+                                                "serial": 8}]}],
+                        "processes": [{"pid": 4242, "start_time": 123, "gi_id": 1, "ci_id": 0}]}]}}
+
+Every change happens under an exclusive ``fcntl`` lock on ``<state>.lock``; the file is replaced
+atomically (temporary file, fsync, rename) with mode 0600. Readers need no lock: a rename is atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import time
+import uuid
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from slurm_gpu.errors import BadInputError, LockTimeout, StateError
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "init_state",
+    "load_state",
+    "reset_state",
+    "describe",
+    "locked_state",
+    "new_mig_uuid",
+]
+
+FORMAT = "slurm-gpu-simnvml"
+FORMAT_VERSION = 1
+LOCK_TIMEOUT_S = 30.0
+
+# Parsed bodies keyed by (inode, mtime, size): every write renames a new inode into place, so an
+# unchanged key means unchanged content. Saves a JSON parse on each of the many NVML calls of a listing.
+_cache: Dict[str, Tuple[Tuple[int, int, int], Dict[str, Any]]] = {}
+
+
+def _checksum(body: Dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _parse(path: str, text: str) -> Dict[str, Any]:
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise StateError(f"simulated GPU state {path} is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise StateError(f"simulated GPU state {path} is not a {FORMAT} file")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise StateError(
+            f"simulated GPU state {path} has format_version {doc.get('format_version')!r}, "
+            f"expected {FORMAT_VERSION}"
+        )
+    body = doc.get("body")
+    if not isinstance(body, dict) or not isinstance(body.get("gpus"), list):
+        raise StateError(f"simulated GPU state {path} has no GPU list")
+    if doc.get("checksum") != _checksum(body):
+        raise StateError(f"simulated GPU state {path} is corrupt: checksum mismatch")
+    return body
+
+
+def load_state(path: str) -> Dict[str, Any]:
+    """The state body of ``path`` (a deep copy the caller may change); StateError if missing or corrupt."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise StateError(
+            f"simulated GPU state {path} does not exist (create it with init_state / 'slurm-gpu sim init')"
+        ) from None
+    key = (st.st_ino, st.st_mtime_ns, st.st_size)
+    hit = _cache.get(path)
+    if hit is not None and hit[0] == key:
+        return copy.deepcopy(hit[1])
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise StateError(f"cannot read simulated GPU state {path}: {exc}") from exc
+    body = _parse(path, text)
+    _cache[path] = (key, body)
+    return copy.deepcopy(body)
+
+
+def _write(path: str, body: Dict[str, Any]) -> None:
+    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "checksum": _checksum(body), "body": body}
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".simnvml.", dir=directory)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=1, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _lock(path: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    lock_path = path + ".lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"simulated GPU state {path}: lock {lock_path} held > {timeout_s}s"
+                    ) from None
+                time.sleep(0.002)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+@contextlib.contextmanager
+def locked_state(path: str) -> Iterator[Dict[str, Any]]:
+    """Read-modify-write under the node lock; the body is saved only if the block ends normally."""
+    with _lock(path):
+        body = load_state(path)
+        before = copy.deepcopy(body)
+        yield body
+        if body != before:
+            _write(path, body)
+
+
+def new_mig_uuid() -> str:
+    return "MIG-" + str(uuid.uuid4())
+
+
+def _gpu_entry(index: int, model_key: str) -> Dict[str, Any]:
+    from slurm_gpu.catalog import load_catalog
+
+    model = load_catalog().model(model_key)
+    memory = model.total_memory_mib or model.full_profile().usable_memory_mib
+    return {
+        "index": index,
+        "model": model.key,
+        "name": next((n for n in model.nvml_names if n.startswith("NVIDIA ")), model.nvml_names[0]),
+        "uuid": "GPU-" + str(uuid.uuid4()),
+        "minor": index,
+        "pci_device_id": model.pci_device_ids[0],
+        "bus_id": f"00000000:{index + 1:02X}:00.0",
+        "memory_total_mib": memory,
+        "mig_current": 0,
+        "mig_pending": 0,
+        "gpu_instances": [],
+        "processes": [],
+    }
+
+
+def init_state(
+    path: str,
+    gpus: Sequence[Tuple[str, int]],
+    mig_enabled: bool = True,
+    sandbox: Optional[str] = None,
+    allow_unprivileged: bool = False,
+) -> Dict[str, Any]:
+    """Create (or replace) the state file of a simulated node: ``gpus`` is ``[(model key, count), ...]``.
+
+    With ``sandbox``, the capability file ``<sandbox>/mig-minors`` and, when root, the device nodes under
+    ``<sandbox>/dev`` are maintained there.
+    """
+    if not gpus:
+        raise BadInputError("a simulated node needs at least one GPU", part=str(gpus))
+    entries: List[Dict[str, Any]] = []
+    for model_key, count in gpus:
+        if count < 1:
+            raise BadInputError(f"GPU count must be >= 1, got {count} for {model_key}", part=str(count))
+        for _ in range(count):
+            entries.append(_gpu_entry(len(entries), model_key))
+    mode = 1 if mig_enabled else 0
+    for gpu in entries:
+        gpu["mig_current"] = gpu["mig_pending"] = mode
+    body: Dict[str, Any] = {
+        "allow_unprivileged": bool(allow_unprivileged),
+        "sandbox": os.path.abspath(sandbox) if sandbox else None,
+        "cap_major": None,
+        "next_serial": 1,
+        "gpus": entries,
+    }
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with _lock(path):
+        if body["sandbox"]:
+            from . import simdevfiles
+
+            body["cap_major"] = simdevfiles.init_sandbox(body["sandbox"], entries)
+        _write(path, body)
+    return copy.deepcopy(body)
+
+
+def reset_state(path: str) -> Dict[str, Any]:
+    """Destroy every instance and forget every process, keeping the GPUs (and their UUIDs and modes)."""
+    with locked_state(path) as body:
+        for gpu in body["gpus"]:
+            if body.get("sandbox"):
+                from . import simdevfiles
+
+                for gi in gpu["gpu_instances"]:
+                    for ci in gi["compute_instances"]:
+                        simdevfiles.remove_cap(body, gpu, gi["gi_id"], ci["ci_id"])
+                    simdevfiles.remove_cap(body, gpu, gi["gi_id"], None)
+            gpu["gpu_instances"] = []
+            gpu["processes"] = []
+        result = copy.deepcopy(body)
+    return result
+
+
+def describe(path: str) -> Dict[str, Any]:
+    """A summary for humans and the CLI: GPUs, MIG modes, instances (with UUIDs) and live processes."""
+    from .simnvml import live_processes
+
+    body = load_state(path)
+    gpus = []
+    for gpu in body["gpus"]:
+        live = live_processes(gpu)
+        instances = []
+        for gi in sorted(gpu["gpu_instances"], key=lambda g: g["start"]):
+            for ci in gi["compute_instances"] or [None]:
+                instances.append(
+                    {
+                        "gi_id": gi["gi_id"],
+                        "ci_id": ci["ci_id"] if ci else None,
+                        "profile_id": gi["profile_id"],
+                        "start": gi["start"],
+                        "size": gi["size"],
+                        "mig_uuid": ci["mig_uuid"] if ci else None,
+                        "pids": [
+                            p["pid"]
+                            for p in live
+                            if ci and p["gi_id"] == gi["gi_id"] and p["ci_id"] == ci["ci_id"]
+                        ],
+                    }
+                )
+        gpus.append(
+            {
+                "index": gpu["index"],
+                "model": gpu["model"],
+                "name": gpu["name"],
+                "uuid": gpu["uuid"],
+                "minor": gpu["minor"],
+                "mig_current": bool(gpu["mig_current"]),
+                "mig_pending": bool(gpu["mig_pending"]),
+                "instances": instances,
+            }
+        )
+    return {
+        "state": os.path.abspath(path),
+        "format_version": FORMAT_VERSION,
+        "sandbox": body.get("sandbox"),
+        "cap_major": body.get("cap_major"),
+        "allow_unprivileged": bool(body.get("allow_unprivileged")),
+        "gpus": gpus,
+    }
