@@ -26,6 +26,7 @@ DEFAULT_DIR = "/var/tmp/slurm-gpu-cluster"
 DEFAULT_PORT_BASE = 17000
 TEST_USERS = ("sgtest1", "sgtest2")
 SPEC_FILE = "cluster.json"
+PIDS_FILE = "pids.json"
 _HOOKS = (("prolog", "prolog"), ("epilog", "epilog"), ("task_prolog", "task-prolog"))
 
 
@@ -292,11 +293,12 @@ def up(spec: ClusterSpec, timeout: float = 60) -> Dict[str, Any]:
     write_config(spec)
     pids = _pid_files(spec)
     _run(["slurmctld", "-f", spec.conf], spec)
-    _wait_pid_file(pids["slurmctld"], 15)
     for node in node_names(spec):
         _run(["slurmd", "-N", node, "-f", spec.conf], spec)
+    started = {"slurmctld": _wait_pid_file(pids["slurmctld"], 15)}
     for node in node_names(spec):
-        _wait_pid_file(pids[f"slurmd:{node}"], 15)
+        started[f"slurmd:{node}"] = _wait_pid_file(pids[f"slurmd:{node}"], 15)
+    _write(os.path.join(spec.dir, PIDS_FILE), json.dumps(started) + "\n")
     wait_idle(spec, timeout)
     return status(spec)
 
@@ -343,13 +345,32 @@ def _our_stepds(spec: ClusterSpec) -> List[int]:
     return found
 
 
+def _recorded(spec: ClusterSpec) -> Dict[str, int]:
+    try:
+        with open(os.path.join(spec.dir, PIDS_FILE), encoding="utf-8") as fh:
+            return {str(k): int(v) for k, v in json.load(fh).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
 def processes(spec: ClusterSpec) -> Dict[str, int]:
     """Running daemons (and job step daemons) of this cluster: name -> pid."""
     out = {}
+    recorded = _recorded(spec)
     for name, path in _pid_files(spec).items():
-        pid = _read_pid(path)
-        if pid:
-            out[name] = pid
+        # A daemon removes its pid file when it starts to shut down: the pids recorded at `up` still count.
+        for pid in (_read_pid(path), recorded.get(name)):
+            if pid and _alive(pid) and _comm(pid) == name.split(":")[0]:
+                out[name] = pid
+                break
     for pid in _our_stepds(spec):
         out[f"slurmstepd:{pid}"] = pid
     return out
