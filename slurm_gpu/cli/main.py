@@ -130,11 +130,43 @@ class CliContext:
             self._config = load_config(self.config_path)
         return self._config
 
-    def open_driver(self) -> Any:
-        """The configured GPU driver (``slurm_gpu.devices.open_driver``)."""
+    def open_driver(self, kind: Optional[str] = None, sim_state: Optional[str] = None) -> Any:
+        """The GPU driver: ``kind``/``sim_state`` when given (``--driver``/``--sim-state``), else the
+        configured one (``slurm_gpu.devices.open_driver(config)``). The caller closes it."""
         from slurm_gpu.devices import open_driver
 
-        return open_driver(self.config)
+        if kind or sim_state:
+            return open_driver(kind or "sim", sim_state=sim_state)
+        configured = self.config.driver
+        return open_driver(configured.kind, sim_state=configured.sim_state)
+
+    def state_dir(self, override: Optional[str] = None) -> str:
+        """The journal's directory: ``override``, else the configuration's ``state_dir``."""
+        if override:
+            return override
+        configured = getattr(self.config, "state_dir", None)
+        if configured:
+            return str(configured)
+        from slurm_gpu.journal import DEFAULT_STATE_DIR
+
+        return DEFAULT_STATE_DIR
+
+
+def driver_options(func: Any) -> Any:
+    """``--driver`` and ``--sim-state``: use a driver other than the configured one (passed as
+    ``driver_kind`` and ``sim_state``)."""
+    func = click.option(
+        "--sim-state",
+        type=click.Path(dir_okay=False),
+        envvar="SLURM_GPU_SIM_STATE",
+        help="State file of the simulated driver (implies --driver sim; env SLURM_GPU_SIM_STATE).",
+    )(func)
+    return click.option(
+        "--driver",
+        "driver_kind",
+        type=click.Choice(["nvml", "sim"]),
+        help="GPU driver to ask instead of the configured one.",
+    )(func)
 
 
 def get_context(ctx: Optional[click.Context] = None) -> CliContext:

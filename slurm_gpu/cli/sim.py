@@ -1,0 +1,199 @@
+"""``slurm-gpu sim``: create, inspect, reset the simulated GPU driver's state file, attach fake processes.
+
+The simulated driver (``slurm_gpu.devices.simnvml``) keeps a node's GPUs and MIG instances in one JSON
+state file that every process shares; these commands are thin wrappers over its helpers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import click
+
+from .output import emit_json, emit_pairs, emit_table, json_option
+
+STATE_ENV = "SLURM_GPU_SIM_STATE"
+
+
+def _state_option(func: Any) -> Any:
+    return click.option(
+        "--state",
+        "state_path",
+        type=click.Path(dir_okay=False),
+        envvar=STATE_ENV,
+        help=f"The simulated driver's state file (env {STATE_ENV}; else the config's driver.sim_state).",
+    )(func)
+
+
+def _resolve_state(state_path: Optional[str]) -> str:
+    """--state, else $SLURM_GPU_SIM_STATE (click), else ``sim_state`` of the node configuration."""
+    if state_path:
+        return state_path
+    from .main import get_context
+
+    configured = get_context().config.driver.sim_state
+    if not configured:
+        raise click.UsageError(
+            f"no simulated state file: give --state, set {STATE_ENV}, or the config's driver.sim_state"
+        )
+    return str(configured)
+
+
+@click.group("sim")
+def cmd() -> None:
+    """Create and inspect a simulated GPU driver state.
+
+    \b
+    Example:
+      slurm-gpu sim init --gpus H100-80GB:4,A100-40GB:2 --state /tmp/node.json
+      slurm-gpu sim show --state /tmp/node.json
+      export SLURM_GPU_SIM_STATE=/tmp/node.json; slurm-gpu sim reset
+    """
+
+
+@cmd.command("init")
+@click.option(
+    "--gpus", required=True, metavar="MODEL:N[,MODEL:N]", help="GPUs of the node, e.g. H100-80GB:4."
+)
+@_state_option
+@click.option(
+    "--sandbox",
+    type=click.Path(file_okay=False),
+    help="Directory for the capability file mig-minors and, as root, device nodes under dev/.",
+)
+@click.option("--mig-disabled", is_flag=True, help="Start with MIG mode off on every GPU.")
+@click.option("--allow-unprivileged", is_flag=True, help="Let non-root processes change the state.")
+@json_option
+def init(
+    gpus: str,
+    state_path: Optional[str],
+    sandbox: Optional[str],
+    mig_disabled: bool,
+    allow_unprivileged: bool,
+    as_json: bool,
+) -> None:
+    """Create (or replace) a simulated node's state file with GPUs and no MIG instances.
+
+    GPUs get indices 0.. in the order given, fresh UUIDs and MIG mode on (off with --mig-disabled).
+
+    \b
+    Example:
+      slurm-gpu sim init --gpus H100-80GB:8 --state /var/lib/slurm-gpu/sim.json
+      slurm-gpu sim init --gpus A100-40GB:2,A30-24GB --state /tmp/n.json --sandbox /tmp/n --mig-disabled
+    """
+    from slurm_gpu.devices.simstate import init_state
+
+    from .plan import parse_gpus
+
+    state_path = _resolve_state(state_path)
+    init_state(
+        state_path,
+        parse_gpus(gpus),
+        mig_enabled=not mig_disabled,
+        sandbox=sandbox,
+        allow_unprivileged=allow_unprivileged,
+    )
+    _show(state_path, as_json)
+
+
+@cmd.command("show")
+@_state_option
+@json_option
+def show(state_path: Optional[str], as_json: bool) -> None:
+    """Show the simulated GPUs, their MIG modes, instances (with MIG UUIDs) and attached processes.
+
+    \b
+    Example:
+      slurm-gpu sim show --state /tmp/node.json
+      slurm-gpu sim show --state /tmp/node.json --json > node.json; slurm-gpu plan --state node.json 1g.10gb
+    """
+    _show(_resolve_state(state_path), as_json)
+
+
+@cmd.command("reset")
+@_state_option
+@json_option
+def reset(state_path: Optional[str], as_json: bool) -> None:
+    """Destroy every simulated instance and forget every process; GPUs, UUIDs and MIG modes stay.
+
+    \b
+    Example:
+      slurm-gpu sim reset --state /tmp/node.json
+    """
+    from slurm_gpu.devices.simstate import reset_state
+
+    state_path = _resolve_state(state_path)
+    reset_state(state_path)
+    _show(state_path, as_json)
+
+
+@cmd.command("attach")
+@_state_option
+@click.option("--uuid", "mig_uuid", required=True, metavar="MIG-UUID", help="The MIG instance to attach to.")
+@click.option(
+    "--pid", type=click.IntRange(min=1), required=True, help="Process id shown as using the instance."
+)
+@json_option
+def attach(state_path: Optional[str], mig_uuid: str, pid: int, as_json: bool) -> None:
+    """Show process PID as running on the MIG instance MIG-UUID (until it exits).
+
+    The simulated driver then reports the instance as in use, as NVML does for a running CUDA process,
+    so destroying it fails until the process is gone.
+
+    \b
+    Example:
+      sleep 600 & slurm-gpu sim attach --state /tmp/node.json --uuid MIG-0b2c... --pid $!
+    """
+    from slurm_gpu.devices.simnvml import attach_process
+
+    state_path = _resolve_state(state_path)
+    attach_process(state_path, mig_uuid, pid)
+    if as_json:
+        emit_json("sim.attach", {"state": state_path, "mig_uuid": mig_uuid, "pid": pid})
+    else:
+        click.echo(f"attached pid {pid} to {mig_uuid}")
+
+
+def describe_with_names(state_path: str) -> Dict[str, Any]:
+    """``simnvml.describe`` with each instance's profile name added (``profile``)."""
+    from slurm_gpu.catalog import load_catalog
+    from slurm_gpu.devices.simstate import describe
+
+    catalog = load_catalog()
+    info = describe(state_path)
+    for gpu in info["gpus"]:
+        model = catalog.model(gpu["model"])
+        for inst in gpu["instances"]:
+            inst["profile"] = model.profile_by_id(inst["profile_id"]).name
+    return info
+
+
+def _show(state_path: str, as_json: bool) -> None:
+    info = describe_with_names(state_path)
+    if as_json:
+        emit_json("sim", info)
+        return
+    emit_pairs(
+        [
+            ("state", info["state"]),
+            ("sandbox", info.get("sandbox")),
+            ("capability major", info.get("cap_major")),
+            ("unprivileged changes", info.get("allow_unprivileged")),
+        ]
+    )
+    click.echo()
+    emit_table(
+        ["GPU", "MODEL", "UUID", "MIG", "MIG_PENDING", "INSTANCES"],
+        [
+            (g["index"], g["model"], g["uuid"], g["mig_current"], g["mig_pending"], len(g["instances"]))
+            for g in info["gpus"]
+        ],
+    )
+    rows = [
+        (g["index"], i["gi_id"], i["ci_id"], i["profile"], i["start"], i["size"], i["mig_uuid"], i["pids"])
+        for g in info["gpus"]
+        for i in g["instances"]
+    ]
+    if rows:
+        click.echo()
+        emit_table(["GPU", "GI", "CI", "PROFILE", "START", "SIZE", "MIG_UUID", "PIDS"], rows)

@@ -1,0 +1,179 @@
+"""``slurm-gpu status``: MIG instances with the jobs that own them, by the driver and the journal.
+
+Read-only: it reports orphans (instances no journal record names), instances the journal says exist but
+the driver lacks, and journal files that cannot be trusted; ``slurm-gpu reconcile`` repairs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import click
+
+from .inventory import profile_name
+from .main import driver_options, get_context
+from .output import emit_json, emit_table, json_option
+
+
+def _owns(planned: Any, actual: Any, inst: Any) -> bool:
+    """Whether a journal instance names the driver instance ``inst``."""
+    same_gpu = planned.gpu_uuid == inst.gpu_uuid if planned.gpu_uuid else planned.gpu_index == inst.gpu_index
+    if actual is not None:
+        if inst.mig_uuid and actual.mig_uuid:
+            return inst.mig_uuid == actual.mig_uuid
+        # A GPU instance without a compute instance has no MIG UUID: match its ids and placement.
+        return same_gpu and inst.gi_id == actual.gi_id and inst.start == planned.start
+    # Only planned (a prolog interrupted around the create call): it may exist at its placement.
+    return same_gpu and inst.start == planned.start and inst.profile_id == planned.profile_id
+
+
+def match(
+    instances: Sequence[Any], records: Sequence[Any]
+) -> Tuple[List[Tuple[Any, Optional[Any], Any]], List]:
+    """Pairs each driver instance with ``(record, journal instance)`` or None; also the journal's
+    created instances that no driver instance matches (``missing``)."""
+    from slurm_gpu.journal import RELEASED
+
+    owned: List[Tuple[Any, Optional[Any], Any]] = []
+    used = set()
+    for inst in instances:
+        owner: Tuple[Optional[Any], Any] = (None, None)
+        for record in records:
+            for n, item in enumerate(record.instances):
+                if (
+                    item.state != RELEASED
+                    and (record.job_id, n) not in used
+                    and _owns(item.planned, item.actual, inst)
+                ):
+                    owner = (record, item)
+                    used.add((record.job_id, n))
+                    break
+            if owner[0] is not None:
+                break
+        owned.append((inst, owner[0], owner[1]))
+    missing = [
+        (record, item)
+        for record in records
+        for n, item in enumerate(record.instances)
+        if item.actual is not None and item.state != RELEASED and (record.job_id, n) not in used
+    ]
+    return owned, missing
+
+
+def collect(driver: Any, journal: Any) -> Dict[str, Any]:
+    """The ``slurm-gpu.status/v1`` payload."""
+    models = {g.index: g.model for g in driver.gpus()}
+    instances = sorted(driver.instances(), key=lambda i: (i.gpu_index, i.start))
+    records = journal.jobs()
+    owned, missing = match(instances, records)
+    rows = []
+    for inst, record, item in owned:
+        entry = dict(inst.to_dict(), profile=profile_name(models.get(inst.gpu_index), inst.profile_id))
+        entry.update(
+            job_id=record.job_id if record else None,
+            phase=record.phase if record else None,
+            journal_state=item.state if item else None,
+            stale=record.stale if record else None,
+        )
+        rows.append(entry)
+    return {
+        "state_dir": journal.state_dir,
+        "instances": rows,
+        "jobs": [
+            {
+                "job_id": r.job_id,
+                "uid": r.uid,
+                "request": r.request,
+                "phase": r.phase,
+                "stale": r.stale,
+                "instances": [
+                    {"state": i.state, "planned": _asdict(i.planned), "actual": _asdict(i.actual)}
+                    for i in r.instances
+                ],
+            }
+            for r in records
+        ],
+        "orphans": [row for row in rows if row["job_id"] is None],
+        "missing": [
+            {"job_id": r.job_id, "state": i.state, "planned": _asdict(i.planned), "actual": _asdict(i.actual)}
+            for r, i in missing
+        ],
+        "problems": [
+            {"path": p.path, "kind": p.kind, "reason": p.reason, "job_id": p.job_id}
+            for p in journal.problems()
+        ],
+    }
+
+
+def _asdict(value: Any) -> Optional[Dict[str, Any]]:
+    from dataclasses import asdict
+
+    return None if value is None else asdict(value)
+
+
+@click.command("status")
+@driver_options
+@click.option(
+    "--state-dir", type=click.Path(file_okay=False), help="Journal directory (default: from config)."
+)
+@json_option
+def cmd(
+    driver_kind: Optional[str], sim_state: Optional[str], state_dir: Optional[str], as_json: bool
+) -> None:
+    """Show MIG instances with their owning jobs, orphans, and journal problems.
+
+    Compares what the GPU driver has with what the node journal records. ORPHAN instances are named
+    by no journal record; MISSING ones are recorded as created but absent from the driver; PROBLEMS
+    are journal files that are corrupt, foreign or from another boot (never deleted here).
+    Read-only; `slurm-gpu reconcile` repairs. Exit code 0 whatever it finds.
+
+    \b
+    Example:
+      slurm-gpu status
+      slurm-gpu status --json | jq '.orphans | length'
+      slurm-gpu status --sim-state /tmp/node.json --state-dir /tmp/journal
+    """
+    from slurm_gpu.journal import Journal
+
+    context = get_context()
+    journal = Journal(context.state_dir(state_dir))
+    driver = context.open_driver(driver_kind, sim_state)
+    try:
+        data = collect(driver, journal)
+    finally:
+        driver.close()
+    if as_json:
+        emit_json("status", data)
+        return
+    if data["instances"]:
+        emit_table(
+            ["GPU", "GI", "CI", "PROFILE", "PLACEMENT", "MIG_UUID", "JOB", "PHASE"],
+            [
+                (
+                    r["gpu_index"],
+                    r["gi_id"],
+                    r["ci_id"],
+                    r["profile"] or f"id {r['profile_id']}",
+                    f"{r['start']}/{r['size']}",
+                    r["mig_uuid"],
+                    r["job_id"] or "ORPHAN",
+                    (r["phase"] or "-") + (" (stale)" if r["stale"] else ""),
+                )
+                for r in data["instances"]
+            ],
+        )
+    else:
+        click.echo("no MIG instances")
+    for m in data["missing"]:
+        p, a = m["planned"], m["actual"]
+        click.echo(
+            f"MISSING: job {m['job_id']} {p['profile_name']} on GPU {p['gpu_index']} at {p['start']} "
+            f"(gi {a['gi_id']}, {a['mig_uuid']}) is not in the driver"
+        )
+    for p in data["problems"]:
+        click.echo(f"PROBLEM: {p['path']}: {p['kind']}: {p['reason']}")
+    click.echo(
+        f"{len(data['instances'])} instance(s), {len(data['jobs'])} job record(s), "
+        f"{len(data['orphans'])} orphan(s), "
+        f"{len(data['missing'])} missing, {len(data['problems'])} problem(s)"
+    )
