@@ -1,0 +1,483 @@
+"""The node agent: the use cases behind Slurm's hooks on a dynamic-MIG node.
+
+- ``prepare(job)`` (Prolog): check the job's recorded request against what Slurm allocated, plan on the
+  node's real state, journal, create, grant device access, leave the TaskProlog file, republish features.
+- ``release(job)`` (Epilog): destroy what the journal says the job owns, idempotently.
+- ``reconcile(dry_run)``: driver vs journal vs Slurm; reap orphans, never touch an active job's instance.
+- ``publish_features()``: the node's ``mig.<profile>.<k>`` fit features, exact after every change.
+
+Everything it talks to is handed in (driver, journal, Slurm adapter), so tests run it on the simulated
+driver with a temporary journal. No method raises for a packing problem: a job that does not fit is
+requeued and the outcome says so, because a failing Prolog drains the node.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from slurm_gpu.errors import DriverError, NoFitError, SlurmError, SlurmGpuError, StateError
+
+__all__ = ["JobContext", "AgentPolicy", "Outcome", "Action", "ReconcileReport", "NodeAgent"]
+
+NVML_ERROR_NOT_FOUND = 6
+NVML_ERROR_IN_USE = 19
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a hook knows about its job from Slurm's environment."""
+
+    job_id: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def from_env(cls, environ: Optional[Dict[str, str]] = None) -> JobContext:
+        env = os.environ if environ is None else environ
+        try:
+            return cls(env["SLURM_JOB_ID"], int(env["SLURM_JOB_UID"]), int(env["SLURM_JOB_GID"]))
+        except (KeyError, ValueError) as exc:
+            from slurm_gpu.errors import BadInputError
+
+            raise BadInputError(f"hook environment lacks a usable {exc}", part=str(exc)) from None
+
+
+@dataclass(frozen=True)
+class AgentPolicy:
+    """Knobs of the agent; defaults suit production."""
+
+    max_count_per_node: int = 8
+    release_wait_s: float = 10.0  # how long the Epilog waits for processes to leave an instance
+    release_poll_s: float = 0.2
+    requeue_delay_s: int = 5  # a raced job is eligible again after this (Slurm's default is 120 s)
+    caps_dir: str = "/dev/nvidia-caps"
+    cgroup_root: Optional[str] = "/sys/fs/cgroup/devices"
+    enable_mig_mode: bool = True  # switch idle Hopper+ GPUs to MIG mode on demand
+    publish_features: bool = True
+
+
+@dataclass
+class Outcome:
+    """What a hook did; ``action`` is one of none, created, refused, requeued, released, partial."""
+
+    job_id: str
+    action: str
+    message: str = ""
+    mig_uuids: Tuple[str, ...] = ()
+    problems: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Action:
+    """One repair of ``reconcile``: ``kind`` is destroy_orphan, release_job, forget_instance or report."""
+
+    kind: str
+    detail: str
+    job_id: Optional[str] = None
+    gpu_index: Optional[int] = None
+    gi_id: Optional[int] = None
+    done: bool = False
+    error: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ReconcileReport:
+    dry_run: bool
+    actions: List[Action] = field(default_factory=list)
+    active_jobs: Tuple[str, ...] = ()
+    slurm_error: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"dry_run": self.dry_run, "active_jobs": list(self.active_jobs),
+                "slurm_error": self.slurm_error, "actions": [a.to_dict() for a in self.actions]}
+
+
+class NodeAgent:
+    """The use cases of one node. ``slurm`` is a ``SlurmCli`` (or anything with its methods)."""
+
+    def __init__(self, node: str, driver: Any, journal: Any, slurm: Any, policy: Optional[AgentPolicy] = None,
+                 catalog: Any = None):
+        self.node = node
+        self.driver = driver
+        self.journal = journal
+        self.slurm = slurm
+        self.policy = policy or AgentPolicy()
+        if catalog is None:
+            from slurm_gpu.catalog import load_catalog
+
+            catalog = load_catalog()
+        self.catalog = catalog
+
+    # ------------------------------------------------------------------ node state
+    def _gpus(self) -> List[Any]:
+        """GPUs of known MIG-capable models (others are not ours to manage)."""
+        return [g for g in self.driver.gpus() if g.model is not None]
+
+    def node_state(self, claim_planned: bool = True) -> Any:
+        """The node's occupancy: the driver's instances plus placements journalled but not yet seen
+        (an interrupted prolog), so nothing is planned on top of them."""
+        from slurm_gpu.geometry import GpuState, NodeState, Slot
+
+        gpus = self._gpus()
+        slots: Dict[int, Dict[int, Slot]] = {g.index: {} for g in gpus}
+        for inst in self.driver.instances():
+            if inst.gpu_index in slots:
+                slots[inst.gpu_index][inst.start] = Slot(inst.start, inst.size, inst.profile_id)
+        if claim_planned:
+            for rec in self.journal.jobs():
+                for item in rec.instances:
+                    p = item.planned
+                    free = p.gpu_index in slots and p.start not in slots[p.gpu_index]
+                    if item.state != "released" and free:
+                        slots[p.gpu_index][p.start] = Slot(p.start, p.size, p.profile_id)
+        states = []
+        for g in gpus:
+            model = self.catalog.model(g.model)
+            enabled = bool(g.mig_current) or self._can_enable(g, model)
+            states.append(GpuState(g.index, model, tuple(slots[g.index].values()), mig_enabled=enabled))
+        return NodeState(tuple(states))
+
+    def _can_enable(self, gpu: Any, model: Any) -> bool:
+        """Hopper and newer switch MIG on without a reset: count such a GPU as MIG-capable now."""
+        return self.policy.enable_mig_mode and not model.mode_change_requires_reset
+
+    # ------------------------------------------------------------------ features
+    def publish_features(self) -> Tuple[str, ...]:
+        """Set the node's fit features in Slurm, keeping the admin's other features; returns the fit set."""
+        from slurm_gpu.features import active_features, all_features, is_fit_feature
+        from slurm_gpu.planner import capacity
+
+        node = self.node_state()
+        models = [g.model for g in node.gpus]  # one per GPU: counts add up over the node
+        max_count = self.policy.max_count_per_node
+        fit_all = all_features(models, max_count)
+        fit_active = active_features(capacity(node), max_count)
+        if not self.policy.publish_features:
+            return fit_active
+        avail, active = self.slurm.node_features(self.node)
+        other_avail = [f for f in avail if not is_fit_feature(f)]
+        other_active = [f for f in active if not is_fit_feature(f)]
+        new_avail = sorted(set(other_avail) | set(fit_all))
+        new_active = sorted(set(other_active) | set(fit_active))
+        if new_avail != sorted(set(avail)) or new_active != sorted(set(active)):
+            self.slurm.set_features(self.node, new_avail, new_active)
+        return fit_active
+
+    def _publish_quietly(self, problems: List[str]) -> None:
+        try:
+            self.publish_features()
+        except SlurmGpuError as exc:
+            problems.append(f"publishing features: {exc}")
+
+    # ------------------------------------------------------------------ prepare (Prolog)
+    def prepare(self, ctx: JobContext) -> Outcome:
+        from slurm_gpu.slurm.parse import format_admin_comment
+
+        job = self.slurm.job(int(ctx.job_id.split("_")[0]))
+        try:
+            req = job.request()
+        except SlurmGpuError as exc:
+            return self._refuse(ctx, job, f"unreadable request: {exc}")
+        slices = job.mig_slices_per_node(self.node)
+        if req is None and slices == 0:
+            return Outcome(ctx.job_id, "none", "not a MIG job")
+        if req is None:
+            return self._refuse(ctx, job, f"mig:{slices} allocated without a recorded slurm-gpu request")
+        with self.journal.lock():
+            problems: List[str] = []
+            why = self._check_allocation(req, slices)
+            if why:
+                return self._refuse(ctx, job, why)
+            done = self._already_prepared(ctx)
+            if done is not None:
+                return done
+            node = self.node_state()
+            try:
+                from slurm_gpu.planner import plan
+
+                planned = plan(node, req.profile, req.count)
+            except NoFitError as exc:
+                return self._requeue(ctx, job, f"no placement for {req.count}x{req.profile} on {self.node}",
+                                     str(exc))
+            try:
+                self._enable_mig(planned)
+            except DriverError as exc:
+                return self._requeue(ctx, job, f"cannot enable MIG mode on {self.node}", str(exc))
+            uuids = {g.index: g.uuid for g in self.driver.gpus()}
+            from slurm_gpu.journal import Planned
+
+            self.journal.begin_prepare(ctx.job_id, ctx.uid, ctx.gid, format_admin_comment(req),
+                                       [Planned.from_any(p, uuids[p.gpu_index]) for p in planned])
+            created = []
+            try:
+                for n, p in enumerate(planned):
+                    inst = self.driver.create(p.gpu_index, p.profile_id, p.start)
+                    self.journal.record_created(ctx.job_id, n, inst)
+                    created.append(inst)
+            except DriverError as exc:
+                # Something the journal does not know holds the slices: undo, requeue, let reconcile look.
+                self._release_locked(ctx.job_id, problems)
+                out = self._requeue(ctx, job, f"driver refused a planned instance on {self.node}", str(exc))
+                out.problems.extend(problems)
+                return out
+            self.journal.finish_prepare(ctx.job_id)
+            self._grant(ctx, created)
+            mig_uuids = tuple(i.mig_uuid for i in created)
+            self.journal.write_task_env(ctx.job_id, ctx.uid, ctx.gid, mig_uuids)
+            self._publish_quietly(problems)
+            detail = ", ".join(f"GPU {i.gpu_index} {p.profile_name}@{i.start}"
+                               for i, p in zip(created, planned))
+            return Outcome(ctx.job_id, "created", detail, mig_uuids, problems)
+
+    def _check_allocation(self, req: Any, slices: int) -> Optional[str]:
+        """Why Slurm's allocation does not match the recorded request (None if it does)."""
+        models = [self.catalog.model(g.model) for g in self._gpus()]
+        have = [m.profile(req.profile) for m in models if m.has_profile(req.profile)]
+        if not have:
+            return f"profile {req.profile} does not exist on the GPUs of {self.node}"
+        if req.count > self.policy.max_count_per_node:
+            return f"{req.count} instances exceed max_count_per_node={self.policy.max_count_per_node}"
+        need = min(p.memory_slices for p in have) * req.count
+        # job_submit.lua counts the largest slice size of the profile over every model of the cluster.
+        most = max(m.profile(req.profile).memory_slices for m in self.catalog_models()
+                   if m.has_profile(req.profile)) * req.count
+        if not need <= slices <= most:
+            return (f"Slurm allocated mig:{slices} on {self.node} but {req.count}x{req.profile} "
+                    f"needs between {need} and {most} slices")
+        return None
+
+    def catalog_models(self) -> List[Any]:
+        return [self.catalog.model(k) for k in self.catalog.keys()]
+
+    def _already_prepared(self, ctx: JobContext) -> Optional[Outcome]:
+        """A Prolog run twice for one job start: reuse a complete record, roll back a half one."""
+        rec = self.journal.get(ctx.job_id)
+        if rec is None:
+            return None
+        if rec.phase == "PrepareCompleted" and rec.uid == ctx.uid:
+            live = {(i.gpu_index, i.gi_id) for i in self.driver.instances()}
+            if all((i.planned.gpu_index, i.actual.gi_id) in live for i in rec.instances if i.actual):
+                uuids = tuple(i.actual.mig_uuid for i in rec.instances if i.actual)
+                self.journal.write_task_env(ctx.job_id, ctx.uid, ctx.gid, uuids)
+                return Outcome(ctx.job_id, "created", "already prepared", uuids)
+        problems: List[str] = []
+        self._release_locked(ctx.job_id, problems)
+        if self.journal.get(ctx.job_id) is not None:
+            raise StateError(f"job {ctx.job_id}: an earlier attempt cannot be rolled back: {problems}")
+        return None
+
+    def _enable_mig(self, planned: Sequence[Any]) -> None:
+        wanted = {p.gpu_index for p in planned}
+        for g in self.driver.gpus():
+            if g.index in wanted and not g.mig_current:
+                self.driver.set_mig_mode(g.index, True)
+
+    def _grant(self, ctx: JobContext, mine: Sequence[Any]) -> None:
+        from slurm_gpu import access
+
+        ids = {(i.gpu_index, i.gi_id) for i in mine}
+        others = [i for i in self.driver.instances() if (i.gpu_index, i.gi_id) not in ids]
+        access.grant(ctx.job_id, ctx.uid, ctx.gid, mine, others, self.policy.caps_dir,
+                     self.policy.cgroup_root)
+
+    def _refuse(self, ctx: JobContext, job: Any, why: str) -> Outcome:
+        """Create nothing; hold the job (an admin must look) with the reason in its admin comment."""
+        try:
+            self.slurm.hold(job.job_id, why, job.admin_comment)
+            return Outcome(ctx.job_id, "refused", f"held: {why}")
+        except SlurmError as exc:
+            try:
+                self.slurm.cancel(job.job_id, why, job.admin_comment)
+                return Outcome(ctx.job_id, "refused", f"cancelled: {why}", problems=[f"hold failed: {exc}"])
+            except SlurmError as exc2:
+                return Outcome(ctx.job_id, "refused", why,
+                               problems=[f"hold failed: {exc}", f"cancel failed: {exc2}"])
+
+    def _requeue(self, ctx: JobContext, job: Any, why: str, detail: str) -> Outcome:
+        """A packing race: send the job back to the queue and count the event in the journal history."""
+        problems: List[str] = []
+        try:
+            self.slurm.requeue(job.job_id, why, job.admin_comment, self.policy.requeue_delay_s)
+        except SlurmError as exc:
+            problems.append(f"requeue failed: {exc}")
+        self._count_event("requeued", ctx.job_id, why, detail)
+        self._publish_quietly(problems)
+        return Outcome(ctx.job_id, "requeued", f"{why}: {detail}", problems=problems)
+
+    def _count_event(self, event: str, job_id: str, why: str, detail: str) -> None:
+        import json
+
+        from slurm_gpu.fsutil import append_line
+
+        line = {"time": time.time(), "event": event, "job_id": job_id, "node": self.node, "reason": why,
+                "detail": detail}
+        try:
+            append_line(self.journal.history_path, json.dumps(line, sort_keys=True, separators=(",", ":")))
+        except OSError:
+            pass  # counting must never fail the hook
+
+    # ------------------------------------------------------------------ release (Epilog)
+    def release(self, ctx: JobContext) -> Outcome:
+        problems: List[str] = []
+        with self.journal.lock():
+            if self.journal.get(ctx.job_id) is None:
+                self.journal.remove_task_env(ctx.job_id)
+                return Outcome(ctx.job_id, "none", "no instances recorded")
+            complete = self._release_locked(ctx.job_id, problems)
+            self._publish_quietly(problems)
+        if complete:
+            return Outcome(ctx.job_id, "released", problems=problems)
+        return Outcome(ctx.job_id, "partial", "left in releasing state for reconcile", problems=problems)
+
+    def _release_locked(self, job_id: str, problems: List[str]) -> bool:
+        """Destroy the job's instances (under the lock); True when its record is gone."""
+        rec = self.journal.begin_release(job_id)
+        if rec is None:
+            self.journal.remove_task_env(job_id)
+            return True
+        live = self.driver.instances()
+        others = {(i.planned.gpu_index, i.planned.start) for r in self.journal.jobs() if r.job_id != job_id
+                  for i in r.instances if i.state != "released"}
+        all_ok = True
+        for n, item in enumerate(rec.instances):
+            if item.state == "released":
+                continue
+            p = item.planned
+            if item.actual is not None:
+                found = [i for i in live if i.gpu_index == p.gpu_index and i.gi_id == item.actual.gi_id
+                         and i.start == p.start]
+            elif (p.gpu_index, p.start) in others:
+                found = []  # another job claims that placement: not ours to destroy
+            else:  # planned only: the prolog may have died after creating it
+                found = [i for i in live if i.gpu_index == p.gpu_index and i.start == p.start
+                         and i.profile_id == p.profile_id]
+            ok = True
+            for gi_id in sorted({i.gi_id for i in found}):
+                mine = [i for i in found if i.gi_id == gi_id]
+                ok = self._destroy(p.gpu_index, gi_id, mine, problems) and ok
+            if ok:
+                self.journal.record_released(job_id, n)
+            all_ok = all_ok and ok
+        if all_ok:
+            self.journal.finish_release(job_id)
+        return all_ok
+
+    def _destroy(self, gpu_index: int, gi_id: int, insts: Sequence[Any], problems: List[str]) -> bool:
+        """Destroy one GPU instance, waiting up to ``release_wait_s`` while processes hold it."""
+        from slurm_gpu import access
+
+        access.revoke(insts, self.policy.caps_dir)
+        deadline = time.monotonic() + self.policy.release_wait_s
+        while True:
+            try:
+                self.driver.destroy(gpu_index, gi_id)
+                return True
+            except DriverError as exc:
+                if exc.nvml_code == NVML_ERROR_NOT_FOUND:
+                    return True
+                if exc.nvml_code != NVML_ERROR_IN_USE or time.monotonic() >= deadline:
+                    pids = self._pids(gpu_index, gi_id, insts)
+                    problems.append(f"GPU {gpu_index} gi {gi_id} not destroyed: {exc}"
+                                    + (f" (processes {pids})" if pids else ""))
+                    return False
+            time.sleep(self.policy.release_poll_s)
+
+    def _pids(self, gpu_index: int, gi_id: int, insts: Sequence[Any]) -> List[int]:
+        pids: List[int] = []
+        for i in insts:
+            if i.ci_id is None:
+                continue
+            try:
+                pids.extend(self.driver.processes(gpu_index, gi_id, i.ci_id))
+            except DriverError:
+                pass
+        return pids
+
+    # ------------------------------------------------------------------ reconcile
+    def reconcile(self, dry_run: bool = False) -> ReconcileReport:
+        """Compare driver, journal and Slurm; repair what belongs to no active job (only report: dry_run)."""
+        report = ReconcileReport(dry_run)
+        active: Optional[set] = None
+        try:
+            active = {str(j) for j in self.slurm.active_jobs_on(self.node)}
+            report.active_jobs = tuple(sorted(active, key=_job_key))
+        except SlurmError as exc:
+            report.slurm_error = str(exc)  # without Slurm's view only unclaimed instances are touched
+        with self.journal.lock():
+            for prob in self.journal.problems():
+                report.actions.append(Action("report", f"untrusted journal file {prob.path}: {prob.kind}: "
+                                                       f"{prob.reason}", job_id=prob.job_id))
+            records = {r.job_id: r for r in self.journal.jobs()}
+            live = self.driver.instances()
+            claimed = set()
+            for rec in records.values():
+                for item in rec.instances:
+                    if item.state == "released":
+                        continue
+                    p = item.planned
+                    if item.actual is not None:
+                        claimed.add((p.gpu_index, item.actual.gi_id))
+                    if item.actual is None:  # planned only: whatever sits at its placement
+                        claimed.update((i.gpu_index, i.gi_id) for i in live
+                                       if i.gpu_index == p.gpu_index and i.start == p.start)
+            # 1. jobs the journal holds that Slurm no longer runs here
+            for job_id, rec in sorted(records.items(), key=lambda kv: _job_key(kv[0])):
+                if active is None or job_id.split("_")[0] in active or job_id in active:
+                    self._check_active_record(rec, live, report)
+                    continue
+                act = Action("release_job", f"job {job_id} ({rec.phase}) is not active on {self.node}",
+                             job_id=job_id)
+                report.actions.append(act)
+                if not dry_run:
+                    problems: List[str] = []
+                    try:
+                        act.done = self._release_locked(job_id, problems)
+                    except SlurmGpuError as exc:
+                        problems.append(str(exc))
+                    act.error = "; ".join(problems) or None
+            # 2. instances nobody claims (and, with the journal trusted, no running prolog is making)
+            seen = set()
+            for inst in live:
+                key = (inst.gpu_index, inst.gi_id)
+                if key in claimed or key in seen:
+                    continue
+                seen.add(key)
+                act = Action("destroy_orphan", f"GPU {inst.gpu_index} gi {inst.gi_id} profile "
+                             f"{inst.profile_id}@{inst.start} ({inst.mig_uuid or 'no compute instance'}) "
+                             "is in no journal record", gpu_index=inst.gpu_index, gi_id=inst.gi_id)
+                report.actions.append(act)
+                if not dry_run:
+                    problems = []
+                    act.done = self._destroy(inst.gpu_index, inst.gi_id,
+                                             [i for i in live if (i.gpu_index, i.gi_id) == key], problems)
+                    act.error = "; ".join(problems) or None
+            if not dry_run:
+                problems = []
+                self._publish_quietly(problems)
+                for p in problems:
+                    report.actions.append(Action("report", p, error=p))
+        return report
+
+    def _check_active_record(self, rec: Any, live: Sequence[Any], report: ReconcileReport) -> None:
+        """An active job's instances are never touched; say so when one vanished."""
+        have = {(i.gpu_index, i.gi_id) for i in live}
+        for item in rec.instances:
+            if item.state == "created" and (item.planned.gpu_index, item.actual.gi_id) not in have:
+                gpu, act = item.planned.gpu_index, item.actual
+                report.actions.append(Action(
+                    "report", f"job {rec.job_id}: instance GPU {gpu} gi {act.gi_id} ({act.mig_uuid}) is gone",
+                    job_id=rec.job_id, gpu_index=gpu, gi_id=act.gi_id))
+
+
+def _job_key(job_id: str) -> Tuple[int, int]:
+    head, _, tail = job_id.partition("_")
+    return (int(head) if head.isdigit() else 0, int(tail) if tail.isdigit() else 0)

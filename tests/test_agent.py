@@ -1,0 +1,282 @@
+"""The node agent on the simulated driver (real NvmlDriver code path) with a temporary journal.
+
+The Slurm controller is replaced by ``FakeSlurm`` (same methods as ``SlurmCli``) so that refusals and
+requeues can be observed; the real controller is exercised in tests/test_integration_hooks.py.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from slurm_gpu.agent import AgentPolicy, JobContext, NodeAgent
+from slurm_gpu.devices import open_driver, simstate
+from slurm_gpu.devices.simnvml import attach_process
+from slurm_gpu.features import is_fit_feature
+from slurm_gpu.journal import Journal, read_task_env
+from slurm_gpu.slurm.parse import JobInfo
+
+
+class FakeSlurm:
+    """Holds jobs and node features in memory and records every write."""
+
+    def __init__(self, node: str):
+        self.node = node
+        self.jobs = {}
+        self.available = ("gpu_h100",)  # an admin's own feature: must survive our updates
+        self.active = ("gpu_h100",)
+        self.calls = []
+
+    def add(self, job_id, profile=None, count=1, slices=None, state="RUNNING"):
+        comment = f"slurm-gpu:gpu:{profile}:{count}" if profile else ""
+        tres = f"gres:mig:{slices}" if slices else ""
+        self.jobs[job_id] = JobInfo(job_id, state, (), 1000, (self.node,), comment, tres)
+
+    def job(self, job_id):
+        return self.jobs[int(job_id)]
+
+    def active_jobs_on(self, node):
+        return {j: i.state for j, i in self.jobs.items() if i.active}
+
+    def node_features(self, node):
+        return self.available, self.active
+
+    def set_features(self, node, available, active):
+        self.calls.append(("features", tuple(available), tuple(active)))
+        self.available, self.active = tuple(available), tuple(active)
+
+    def requeue(self, job_id, reason, admin_comment, delay_s=5):
+        self.calls.append(("requeue", job_id, reason))
+
+    def hold(self, job_id, reason, admin_comment):
+        self.calls.append(("hold", job_id, reason))
+
+    def cancel(self, job_id, reason, admin_comment):
+        self.calls.append(("cancel", job_id, reason))
+
+
+@pytest.fixture
+def node(tmp_path):
+    state = str(tmp_path / "sim.json")
+    simstate.init_state(state, [("H100-80GB", 2)], sandbox=str(tmp_path / "sb"))
+    driver = open_driver("sim", sim_state=state)
+    journal = Journal(str(tmp_path / "state"), boot_id="boot-1")
+    slurm = FakeSlurm("n1")
+    policy = AgentPolicy(release_wait_s=0.3, release_poll_s=0.05,
+                         caps_dir=str(tmp_path / "sb/dev/nvidia-caps"), cgroup_root=None)
+    agent = NodeAgent("n1", driver, journal, slurm, policy)
+    agent.state_path = state
+    return agent
+
+
+def ctx(job_id, uid=None, gid=None):
+    return JobContext(str(job_id), os.getuid() if uid is None else uid, os.getgid() if gid is None else gid)
+
+
+def fit(agent):
+    return sorted(f for f in agent.slurm.active if is_fit_feature(f))
+
+
+def test_prepare_creates_journals_and_writes_task_file(node):
+    node.slurm.add(10, "1g.10gb", 1, slices=1)
+    out = node.prepare(ctx(10))
+    assert out.action == "created", out
+    assert len(out.mig_uuids) == 1 and out.mig_uuids[0].startswith("MIG-")
+    live = node.driver.instances()
+    assert [i.mig_uuid for i in live] == list(out.mig_uuids)
+    rec = node.journal.get("10")
+    assert rec.phase == "PrepareCompleted" and rec.instances[0].actual.mig_uuid == out.mig_uuids[0]
+    assert read_task_env(node.journal.state_dir, "10") == out.mig_uuids
+    mode = stat.S_IMODE(os.stat(node.journal.task_env_path("10")).st_mode)
+    assert mode == 0o400
+
+
+def test_prepare_publishes_exact_features_and_keeps_admin_features(node):
+    node.slurm.add(11, "7g.80gb", 1, slices=8)
+    node.prepare(ctx(11))
+    assert "gpu_h100" in node.slurm.active and "gpu_h100" in node.slurm.available
+    # One H100 is full, the other empty: exactly one more 7g fits, seven 1g.10gb.
+    assert "mig.7g.80gb.1" in fit(node) and "mig.7g.80gb.2" not in fit(node)
+    assert "mig.1g.10gb.7" in fit(node) and "mig.1g.10gb.8" not in fit(node)
+    assert "mig.7g.80gb.2" in node.slurm.available
+
+
+def test_non_mig_job_is_left_alone(node):
+    node.slurm.add(12)
+    out = node.prepare(ctx(12))
+    assert out.action == "none"
+    assert node.driver.instances() == [] and node.journal.get("12") is None
+    assert node.slurm.calls == []
+
+
+@pytest.mark.parametrize(
+    "profile,count,slices,why",
+    [
+        (None, 1, 4, "without a recorded"),  # someone used the mig gres directly
+        ("1g.10gb", 1, 8, "allocated mig:8"),  # forged/mismatched allocation
+        ("3g.40gb", 2, 4, "allocated mig:4"),  # too few slices for the request
+        ("1g.5gb", 1, 1, "does not exist"),  # an A100-40GB profile on an H100 node
+        ("1g.10gb", 9, 9, "max_count_per_node"),
+    ],
+)
+def test_mismatch_is_refused_and_creates_nothing(node, profile, count, slices, why):
+    node.slurm.add(13, profile, count, slices=slices)
+    out = node.prepare(ctx(13))
+    assert out.action == "refused" and why in out.message
+    assert node.driver.instances() == []
+    assert node.journal.get("13") is None
+    assert node.slurm.calls and node.slurm.calls[0][0] == "hold"
+
+
+def test_race_requeues_without_failing_and_counts(node):
+    node.slurm.add(20, "7g.80gb", 1, slices=8)
+    node.slurm.add(21, "7g.80gb", 1, slices=8)
+    node.slurm.add(22, "4g.40gb", 1, slices=4)
+    assert node.prepare(ctx(20)).action == "created"
+    assert node.prepare(ctx(21)).action == "created"
+    out = node.prepare(ctx(22))  # both GPUs full: the third job raced onto the node
+    assert out.action == "requeued"
+    assert [c[:2] for c in node.slurm.calls if c[0] == "requeue"] == [("requeue", 22)]
+    assert node.journal.get("22") is None
+    events = [h for h in node.journal.history() if h.get("event") == "requeued"]
+    assert [e["job_id"] for e in events] == ["22"]
+
+
+def test_release_destroys_and_is_idempotent(node):
+    node.slurm.add(30, "3g.40gb", 2, slices=8)
+    out = node.prepare(ctx(30))
+    assert out.action == "created" and len(out.mig_uuids) == 2
+    assert len(node.driver.instances()) == 2
+    rel = node.release(ctx(30))
+    assert rel.action == "released", rel
+    assert node.driver.instances() == [] and node.journal.get("30") is None
+    assert read_task_env(node.journal.state_dir, "30") is None
+    assert node.release(ctx(30)).action == "none"
+    assert "mig.7g.80gb.2" in fit(node)
+
+
+def test_release_after_prolog_died_half_way(node):
+    # Intent journalled, first instance created, then the prolog died.
+    from slurm_gpu.planner import plan
+
+    planned = plan(node.node_state(), "2g.20gb", 2)
+    uuids = {g.index: g.uuid for g in node.driver.gpus()}
+    from slurm_gpu.journal import Planned
+
+    node.journal.begin_prepare("40", 1000, 1000, "slurm-gpu:gpu:2g.20gb:2",
+                               [Planned.from_any(p, uuids[p.gpu_index]) for p in planned])
+    node.driver.create(planned[0].gpu_index, planned[0].profile_id, planned[0].start)
+    assert len(node.driver.instances()) == 1
+    assert node.release(ctx(40)).action == "released"
+    assert node.driver.instances() == [] and node.journal.get("40") is None
+
+
+def test_release_waits_for_processes_then_leaves_record_for_reconcile(node):
+    node.slurm.add(50, "1g.10gb", 1, slices=1)
+    out = node.prepare(ctx(50))
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        attach_process(node.state_path, out.mig_uuids[0], proc.pid)
+        rel = node.release(ctx(50))
+        assert rel.action == "partial" and "not destroyed" in rel.problems[0]
+        assert str(proc.pid) in rel.problems[0]
+        assert node.journal.get("50").phase == "ReleaseStarted"
+        assert len(node.driver.instances()) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+    # The process is gone: reconcile finishes the job's release (Slurm no longer runs it).
+    node.slurm.jobs[50] = JobInfo(50, "COMPLETED")
+    report = node.reconcile()
+    kinds = [(a.kind, a.job_id, a.done) for a in report.actions]
+    assert ("release_job", "50", True) in kinds
+    assert node.driver.instances() == [] and node.journal.get("50") is None
+
+
+def test_release_retries_while_in_use_and_succeeds_when_process_leaves(node):
+    node.slurm.add(51, "1g.10gb", 1, slices=1)
+    node.policy = AgentPolicy(release_wait_s=5, release_poll_s=0.05, caps_dir=node.policy.caps_dir,
+                              cgroup_root=None)
+    out = node.prepare(ctx(51))
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    attach_process(node.state_path, out.mig_uuids[0], proc.pid)
+    rel = node.release(ctx(51))
+    proc.wait()
+    assert rel.action == "released", rel
+    assert node.driver.instances() == []
+
+
+def test_prepare_twice_reuses_the_instances(node):
+    node.slurm.add(60, "2g.20gb", 1, slices=2)
+    first = node.prepare(ctx(60))
+    second = node.prepare(ctx(60))
+    assert second.action == "created" and second.mig_uuids == first.mig_uuids
+    assert len(node.driver.instances()) == 1
+
+
+def test_planned_but_uncreated_placements_are_not_reused(node):
+    # Job 70's prolog died after journalling intent: its placements stay reserved until released.
+    from slurm_gpu.journal import Planned
+    from slurm_gpu.planner import plan
+
+    planned = plan(node.node_state(), "7g.80gb", 2)
+    uuids = {g.index: g.uuid for g in node.driver.gpus()}
+    node.journal.begin_prepare("70", 1000, 1000, "x",
+                               [Planned.from_any(p, uuids[p.gpu_index]) for p in planned])
+    node.slurm.add(71, "1g.10gb", 1, slices=1)
+    assert node.prepare(ctx(71)).action == "requeued"
+
+
+def test_reconcile_reaps_orphans_and_spares_active_jobs(node):
+    node.slurm.add(80, "3g.40gb", 1, slices=4)
+    kept = node.prepare(ctx(80))
+    orphan = node.driver.create(1, 9, 4)  # created outside any journal record (3g.40gb@4 on GPU 1)
+    node.slurm.add(81, "1g.10gb", 1, slices=1)
+    gone = node.prepare(ctx(81))
+    node.slurm.jobs[81] = JobInfo(81, "COMPLETED")  # its epilog never ran
+
+    dry = node.reconcile(dry_run=True)
+    assert {a.kind for a in dry.actions} == {"destroy_orphan", "release_job"}
+    assert not any(a.done for a in dry.actions)
+    assert len(node.driver.instances()) == 3
+
+    report = node.reconcile()
+    assert all(a.done for a in report.actions if a.kind != "report"), report
+    uuids = [i.mig_uuid for i in node.driver.instances()]
+    assert uuids == list(kept.mig_uuids)
+    assert orphan.mig_uuid not in uuids and gone.mig_uuids[0] not in uuids
+    assert node.reconcile().actions == []
+
+
+def test_reconcile_without_slurm_touches_only_unclaimed(node):
+    node.slurm.add(90, "1g.10gb", 1, slices=1)
+    node.prepare(ctx(90))
+    node.driver.create(1, 19, 0)
+
+    def broken(_node):
+        from slurm_gpu.errors import SlurmError
+
+        raise SlurmError("controller down")
+
+    node.slurm.active_jobs_on = broken
+    report = node.reconcile()
+    assert report.slurm_error == "controller down"
+    assert [a.kind for a in report.actions] == ["destroy_orphan"]
+    assert node.journal.get("90") is not None and len(node.driver.instances()) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_access_is_granted_to_the_job_user_only_and_revoked(node):
+    node.slurm.add(95, "1g.10gb", 1, slices=1)
+    out = node.prepare(ctx(95, uid=4242, gid=4343))
+    inst = node.driver.instances()[0]
+    for minor in (inst.gi_cap_minor, inst.ci_cap_minor):
+        st = os.stat(os.path.join(node.policy.caps_dir, f"nvidia-cap{minor}"))
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (4242, 4343, 0o400)
+    assert out.action == "created"
+    st = os.stat(node.journal.task_env_path("95"))
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (4242, 0o400)
