@@ -92,7 +92,7 @@ class NodeGroup:
     def static_type(self, device: StaticDevice) -> str:
         if device.profile:
             return self.type_prefix + device.profile
-        return self.type_prefix + self.gpus[device.gpu_index].key.lower()
+        return self.gpus[device.gpu_index].key.lower()  # whole GPU: the model, never a profile name
 
 
 @dataclass(frozen=True)
