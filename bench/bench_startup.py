@@ -26,9 +26,15 @@ def _time_once(argv: Sequence[str]) -> float:
     return time.perf_counter() - start
 
 
-def median_seconds(argv: Sequence[str], runs: int) -> float:
-    _time_once(argv)  # warm the page cache and .pyc files; not counted
-    return statistics.median(_time_once(argv) for _ in range(runs))
+def median_seconds(cases: Dict[str, Sequence[str]], runs: int) -> Dict[str, float]:
+    """Median per case; the cases take turns each round so that load changes hit all of them alike."""
+    for argv in cases.values():
+        _time_once(argv)  # warm the page cache and .pyc files; not counted
+    samples: Dict[str, List[float]] = {name: [] for name in cases}
+    for _ in range(runs):
+        for name, argv in cases.items():
+            samples[name].append(_time_once(argv))
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def _console_script() -> str:
@@ -44,7 +50,6 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--runs", type=int, default=30, help="runs per command (median taken)")
     args = parser.parse_args(argv)
 
-    # Interleaving would be fairer against drift, but medians of 30 are already stable to a few percent.
     cases: Dict[str, Sequence[str]] = {
         "python3 -c pass (baseline)": [sys.executable, "-c", "pass"],
         "python3 -c 'import click'": [sys.executable, "-c", "import click"],
@@ -52,7 +57,7 @@ def main(argv: List[str]) -> int:
         "python -m slurm_gpu --help": [sys.executable, "-m", "slurm_gpu", "--help"],
         "slurm-gpu catalog H100-80GB": [_console_script(), "catalog", "H100-80GB"],
     }
-    times = {name: median_seconds(cmd, args.runs) for name, cmd in cases.items()}
+    times = median_seconds(cases, args.runs)
     base = times["python3 -c pass (baseline)"]
     print(f"median of {args.runs} runs each, ratio to `python3 -c pass`")
     for name, seconds in times.items():

@@ -176,3 +176,35 @@ def test_python_dash_m_is_the_same_command():
         [sys.executable, "-m", "slurm_gpu", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == f"slurm-gpu {__version__}"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["catalog"],
+        ["plan"],
+        ["inventory"],
+        ["status"],
+        ["sim"],
+        ["sim", "init"],
+        ["sim", "show"],
+        ["sim", "reset"],
+        ["sim", "attach"],
+    ],
+)
+def test_every_command_help_has_an_example(argv):
+    result = invoke([*argv, "--help"])
+    assert result.exit_code == 0
+    example = result.stdout.split("Example:", 1)
+    assert len(example) == 2, result.stdout
+    assert "slurm-gpu " + argv[0] in example[1]
+
+
+@pytest.mark.parametrize("argv", [["catalog"], ["plan", "--gpus", "A30-24GB", "1g.6gb"]])
+def test_json_documents_start_with_their_schema(argv):
+    import json
+
+    result = invoke([*argv, "--json"])
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert next(iter(doc)) == "schema" and doc["schema"] == f"slurm-gpu.{argv[0]}/v1"
