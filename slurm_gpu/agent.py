@@ -75,7 +75,8 @@ class Outcome:
 
 @dataclass
 class Action:
-    """One repair of ``reconcile``: ``kind`` is destroy_orphan, release_job, forget_instance or report."""
+    """One step of ``reconcile``: ``kind`` is a ``reconcile_plan`` kind (destroy, destroy_orphan,
+    mark_released, finish_release, adopt, report)."""
 
     kind: str
     detail: str
@@ -404,78 +405,70 @@ class NodeAgent:
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self, dry_run: bool = False) -> ReconcileReport:
-        """Compare driver, journal and Slurm; repair what belongs to no active job (only report: dry_run)."""
+        """Compare driver, journal and Slurm (``reconcile_plan.diff``) and apply the repairs under the node
+        lock; with ``dry_run`` only report them. Without an answer from Slurm every recorded job counts
+        as running, so only instances that no record claims are touched."""
+        from slurm_gpu import reconcile_plan as rp
+
         report = ReconcileReport(dry_run)
         active: Optional[set] = None
         try:
             active = {str(j) for j in self.slurm.active_jobs_on(self.node)}
             report.active_jobs = tuple(sorted(active, key=_job_key))
         except SlurmError as exc:
-            report.slurm_error = str(exc)  # without Slurm's view only unclaimed instances are touched
+            report.slurm_error = str(exc)
         with self.journal.lock():
-            for prob in self.journal.problems():
+            records = self.journal.jobs()
+            running = {r.job_id for r in records if active is None or r.job_id.split("_")[0] in active
+                       or r.job_id in active}
+            problems = [p for p in self.journal.problems() if p.kind != "stale"]
+            for prob in problems:
                 report.actions.append(Action("report", f"untrusted journal file {prob.path}: {prob.kind}: "
                                                        f"{prob.reason}", job_id=prob.job_id))
-            records = {r.job_id: r for r in self.journal.jobs()}
             live = self.driver.instances()
-            claimed = set()
-            for rec in records.values():
-                for item in rec.instances:
-                    if item.state == "released":
-                        continue
-                    p = item.planned
-                    if item.actual is not None:
-                        claimed.add((p.gpu_index, item.actual.gi_id))
-                    if item.actual is None:  # planned only: whatever sits at its placement
-                        claimed.update((i.gpu_index, i.gi_id) for i in live
-                                       if i.gpu_index == p.gpu_index and i.start == p.start)
-            # 1. jobs the journal holds that Slurm no longer runs here
-            for job_id, rec in sorted(records.items(), key=lambda kv: _job_key(kv[0])):
-                if active is None or job_id.split("_")[0] in active or job_id in active:
-                    self._check_active_record(rec, live, report)
+            for step in rp.diff(records, live, running, problems):
+                if step.kind == rp.KEEP:
                     continue
-                act = Action("release_job", f"job {job_id} ({rec.phase}) is not active on {self.node}",
-                             job_id=job_id)
+                inst = step.instance
+                act = Action(step.kind, str(step), job_id=step.job_id,
+                             gpu_index=getattr(inst, "gpu_index", None), gi_id=getattr(inst, "gi_id", None))
                 report.actions.append(act)
-                if not dry_run:
-                    problems: List[str] = []
-                    try:
-                        act.done = self._release_locked(job_id, problems)
-                    except SlurmGpuError as exc:
-                        problems.append(str(exc))
-                    act.error = "; ".join(problems) or None
-            # 2. instances nobody claims (and, with the journal trusted, no running prolog is making)
-            seen = set()
-            for inst in live:
-                key = (inst.gpu_index, inst.gi_id)
-                if key in claimed or key in seen:
+                if dry_run or step.kind == rp.REPORT:
                     continue
-                seen.add(key)
-                act = Action("destroy_orphan", f"GPU {inst.gpu_index} gi {inst.gi_id} profile "
-                             f"{inst.profile_id}@{inst.start} ({inst.mig_uuid or 'no compute instance'}) "
-                             "is in no journal record", gpu_index=inst.gpu_index, gi_id=inst.gi_id)
-                report.actions.append(act)
-                if not dry_run:
-                    problems = []
-                    act.done = self._destroy(inst.gpu_index, inst.gi_id,
-                                             [i for i in live if (i.gpu_index, i.gi_id) == key], problems)
-                    act.error = "; ".join(problems) or None
+                errors: List[str] = []
+                try:
+                    act.done = self._apply(step, live, errors)
+                except SlurmGpuError as exc:
+                    errors.append(str(exc))
+                act.error = "; ".join(errors) or None
             if not dry_run:
-                problems = []
-                self._publish_quietly(problems)
-                for p in problems:
-                    report.actions.append(Action("report", p, error=p))
+                errors = []
+                self._publish_quietly(errors)
+                report.actions.extend(Action("report", e, error=e) for e in errors)
         return report
 
-    def _check_active_record(self, rec: Any, live: Sequence[Any], report: ReconcileReport) -> None:
-        """An active job's instances are never touched; say so when one vanished."""
-        have = {(i.gpu_index, i.gi_id) for i in live}
-        for item in rec.instances:
-            if item.state == "created" and (item.planned.gpu_index, item.actual.gi_id) not in have:
-                gpu, act = item.planned.gpu_index, item.actual
-                report.actions.append(Action(
-                    "report", f"job {rec.job_id}: instance GPU {gpu} gi {act.gi_id} ({act.mig_uuid}) is gone",
-                    job_id=rec.job_id, gpu_index=gpu, gi_id=act.gi_id))
+    def _apply(self, step: Any, live: Sequence[Any], errors: List[str]) -> bool:
+        from slurm_gpu import reconcile_plan as rp
+
+        inst = step.instance
+        if step.kind == rp.ADOPT:
+            self.journal.record_created(step.job_id, step.index, inst)
+            return True
+        if step.kind == rp.DESTROY_ORPHAN:
+            same = [i for i in live if (i.gpu_index, i.gi_id) == (inst.gpu_index, inst.gi_id)]
+            return self._destroy(inst.gpu_index, inst.gi_id, same, errors)
+        if step.kind in (rp.DESTROY, rp.MARK_RELEASED):
+            self.journal.begin_release(step.job_id)
+            if inst is not None:
+                same = [i for i in live if (i.gpu_index, i.gi_id) == (inst.gpu_index, inst.gi_id)]
+                if not self._destroy(inst.gpu_index, inst.gi_id, same, errors):
+                    return False
+            self.journal.record_released(step.job_id, step.index)
+            return True
+        if step.kind == rp.FINISH_RELEASE:
+            self.journal.begin_release(step.job_id)
+            return bool(self.journal.finish_release(step.job_id))
+        return False
 
 
 def _job_key(job_id: str) -> Tuple[int, int]:

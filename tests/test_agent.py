@@ -193,7 +193,7 @@ def test_release_waits_for_processes_then_leaves_record_for_reconcile(node):
     node.slurm.jobs[50] = JobInfo(50, "COMPLETED")
     report = node.reconcile()
     kinds = [(a.kind, a.job_id, a.done) for a in report.actions]
-    assert ("release_job", "50", True) in kinds
+    assert ("destroy", "50", True) in kinds and ("finish_release", "50", True) in kinds
     assert node.driver.instances() == [] and node.journal.get("50") is None
 
 
@@ -240,7 +240,7 @@ def test_reconcile_reaps_orphans_and_spares_active_jobs(node):
     node.slurm.jobs[81] = JobInfo(81, "COMPLETED")  # its epilog never ran
 
     dry = node.reconcile(dry_run=True)
-    assert {a.kind for a in dry.actions} == {"destroy_orphan", "release_job"}
+    assert {a.kind for a in dry.actions} == {"destroy_orphan", "destroy", "finish_release"}
     assert not any(a.done for a in dry.actions)
     assert len(node.driver.instances()) == 3
 
@@ -280,3 +280,21 @@ def test_access_is_granted_to_the_job_user_only_and_revoked(node):
     assert out.action == "created"
     st = os.stat(node.journal.task_env_path("95"))
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (4242, 0o400)
+
+
+def test_reconcile_adopts_an_unrecorded_instance_of_a_running_job(node):
+    # The prolog created the instance, then died before journalling it; the job still runs.
+    from slurm_gpu.journal import Planned
+    from slurm_gpu.planner import plan
+
+    planned = plan(node.node_state(), "1g.10gb", 1)
+    uuids = {g.index: g.uuid for g in node.driver.gpus()}
+    node.journal.begin_prepare("100", 1000, 1000, "slurm-gpu:gpu:1g.10gb:1",
+                               [Planned.from_any(p, uuids[p.gpu_index]) for p in planned])
+    inst = node.driver.create(planned[0].gpu_index, planned[0].profile_id, planned[0].start)
+    node.slurm.add(100, "1g.10gb", 1, slices=1)
+    report = node.reconcile()
+    assert [(a.kind, a.done) for a in report.actions] == [("adopt", True)]
+    rec = node.journal.get("100")
+    assert rec.instances[0].state == "created" and rec.instances[0].actual.mig_uuid == inst.mig_uuid
+    assert [i.mig_uuid for i in node.driver.instances()] == [inst.mig_uuid]
