@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what slurm-gpu needs on a Debian 12 machine (run as root): Slurm 22.05 and munge from Debian,
+# Lua for job_submit.lua, and a virtual environment in .venv with the package and its test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+    python3 python3-venv python3-dev
+    munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins
+    lua5.3
+    iproute2 procps util-linux
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup.sh: run as root (it installs Debian packages and starts Slurm daemons)" >&2
+    exit 1
+fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[dev,plot,metrics]'
+echo "setup.sh: ready (.venv/bin/slurm-gpu)"
