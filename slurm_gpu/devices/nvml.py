@@ -308,6 +308,8 @@ class NvmlDriver:
         nv = self._nv
         ctx = f"GPU {gpu_index}"
         h = self._handle(gpu_index)
+        if not self._mig_mode_on(h, ctx):
+            raise DriverError(f"{ctx}: MIG mode is not enabled", nvml_code=nv.NVML_ERROR_NOT_SUPPORTED)
         profile = self._profile(gpu_index, profile_id)
         sizes = [z for s, z in profile.placements if s == start] or [z for _, z in profile.placements] or [0]
         placement = nv.c_nvmlGpuInstancePlacement_t(start, sizes[0])

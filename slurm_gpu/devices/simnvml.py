@@ -21,10 +21,11 @@ a handle of a destroyed instance is recognised as stale.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 from . import simstate
 from .faults import FaultPlan, parse_faults, plan_from_env
@@ -273,6 +274,8 @@ class SimNvml:
         self._init_count = 0
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
         value = getattr(_pynvml(), name)  # constants, structures, NVMLError and its subclasses
         if name.startswith("nvml") and callable(value) and name not in _HELPERS:
 
@@ -294,6 +297,13 @@ class SimNvml:
     def _require_root(self, body: Dict[str, Any]) -> None:
         if os.geteuid() != 0 and not body.get("allow_unprivileged"):
             _fail(_pynvml().NVML_ERROR_NO_PERMISSION)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[Dict[str, Any]]:
+        """The state under the node lock, for a privileged change (checked before taking the lock)."""
+        self._require_root(self._body())
+        with simstate.locked_state(self.state_path) as body:
+            yield body
 
     def _require_mig(self, gpu: Dict[str, Any]) -> None:
         if not gpu["mig_current"]:
@@ -443,8 +453,7 @@ class SimNvml:
         nv = _pynvml()
         if mode not in (nv.NVML_DEVICE_MIG_DISABLE, nv.NVML_DEVICE_MIG_ENABLE):
             _fail(nv.NVML_ERROR_INVALID_ARGUMENT)
-        with simstate.locked_state(self.state_path) as body:
-            self._require_root(body)
+        with self._locked() as body:
             gpu = self._device(body, handle)
             if gpu["mig_current"] == mode and gpu["mig_pending"] == mode:
                 return nv.NVML_SUCCESS
@@ -544,8 +553,7 @@ class SimNvml:
 
     def _create_gi(self, handle: Any, profile_id: int, placement: Optional[Tuple[int, int]]) -> Any:
         nv = _pynvml()
-        with simstate.locked_state(self.state_path) as body:
-            self._require_root(body)
+        with self._locked() as body:
             gpu = self._device(body, handle)
             self._require_mig(gpu)
             _prune(gpu)
@@ -639,8 +647,7 @@ class SimNvml:
     @_nvml_call
     def nvmlGpuInstanceDestroy(self, gpuInstance: Any) -> int:  # noqa: N803
         nv = _pynvml()
-        with simstate.locked_state(self.state_path) as body:
-            self._require_root(body)
+        with self._locked() as body:
             gpu, gi = self._gi(body, gpuInstance)
             _prune(gpu)
             if gi["compute_instances"] or any(p["gi_id"] == gi["gi_id"] for p in gpu["processes"]):
@@ -691,8 +698,7 @@ class SimNvml:
     @_nvml_call
     def nvmlGpuInstanceCreateComputeInstance(self, gpuInstance: Any, profileId: int) -> Any:  # noqa: N803
         nv = _pynvml()
-        with simstate.locked_state(self.state_path) as body:
-            self._require_root(body)
+        with self._locked() as body:
             gpu, gi = self._gi(body, gpuInstance)
             model = _model(gpu)
             gi_profile = _profile_by_id(gpu, gi["profile_id"])
@@ -785,8 +791,7 @@ class SimNvml:
     @_nvml_call
     def nvmlComputeInstanceDestroy(self, computeInstance: Any) -> int:  # noqa: N803
         nv = _pynvml()
-        with simstate.locked_state(self.state_path) as body:
-            self._require_root(body)
+        with self._locked() as body:
             gpu, gi, ci = self._ci(body, computeInstance)
             _prune(gpu)
             if any(p["gi_id"] == gi["gi_id"] and p["ci_id"] == ci["ci_id"] for p in gpu["processes"]):

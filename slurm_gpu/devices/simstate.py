@@ -123,7 +123,10 @@ def _write(path: str, body: Dict[str, Any]) -> None:
 @contextlib.contextmanager
 def _lock(path: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
     lock_path = path + ".lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StateError(f"cannot open the lock {lock_path} of simulated GPU state {path}: {exc}") from exc
     try:
         deadline = time.monotonic() + timeout_s
         while True:
