@@ -292,7 +292,8 @@ class SimNvml:
     # ------------------------------------------------------------------ internals
 
     def _body(self) -> Dict[str, Any]:
-        return simstate.load_state(self.state_path)
+        """The state for a read-only call (shared, never modified; changes go through ``_locked``)."""
+        return simstate.read_state(self.state_path)
 
     def _require_root(self, body: Dict[str, Any]) -> None:
         if os.geteuid() != 0 and not body.get("allow_unprivileged"):

@@ -82,6 +82,11 @@ def _parse(path: str, text: str) -> Dict[str, Any]:
 
 def load_state(path: str) -> Dict[str, Any]:
     """The state body of ``path`` (a deep copy the caller may change); StateError if missing or corrupt."""
+    return copy.deepcopy(read_state(path))
+
+
+def read_state(path: str) -> Dict[str, Any]:
+    """Like ``load_state`` but the shared cached body itself: for readers that never change it."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -91,7 +96,7 @@ def load_state(path: str) -> Dict[str, Any]:
     key = (st.st_ino, st.st_mtime_ns, st.st_size)
     hit = _cache.get(path)
     if hit is not None and hit[0] == key:
-        return copy.deepcopy(hit[1])
+        return hit[1]
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
@@ -99,7 +104,7 @@ def load_state(path: str) -> Dict[str, Any]:
         raise StateError(f"cannot read simulated GPU state {path}: {exc}") from exc
     body = _parse(path, text)
     _cache[path] = (key, body)
-    return copy.deepcopy(body)
+    return body
 
 
 def _write(path: str, body: Dict[str, Any]) -> None:
