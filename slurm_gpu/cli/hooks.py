@@ -1,0 +1,82 @@
+"""``slurm-gpu prolog | epilog | task-prolog | reconcile``: Slurm's hooks and the repair command."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import click
+
+from slurm_gpu.cli.main import get_context
+from slurm_gpu.cli.output import emit_json, json_option
+
+
+@click.command("prolog")
+def prolog() -> None:
+    """Slurm Prolog (root): create the job's MIG instances (reads SLURM_JOB_ID/UID/GID)."""
+    from slurm_gpu.hooks.prolog import main
+
+    sys.exit(main(get_context().config_path))
+
+
+@click.command("epilog")
+def epilog() -> None:
+    """Slurm Epilog (root): destroy the job's MIG instances; safe to run twice."""
+    from slurm_gpu.hooks.epilog import main
+
+    sys.exit(main(get_context().config_path))
+
+
+@click.command("task-prolog")
+@click.option("--state-dir", default=None, help="Journal directory (default: the configuration's).")
+def task_prolog(state_dir: Optional[str]) -> None:
+    """Slurm TaskProlog: print `export CUDA_VISIBLE_DEVICES=MIG-...` for this task.
+
+    The fast form for slurm.conf is `python3 -I -S <package>/hooks/task_prolog.py STATE_DIR`.
+    """
+    from slurm_gpu.hooks.task_prolog import main
+
+    sys.exit(main([state_dir or get_context().config.state_dir]))
+
+
+@click.command("reconcile")
+@click.option("--dry-run", is_flag=True, help="Only report what would be repaired.")
+@click.option("--node", default=None, help="Node name (default: SLURMD_NODENAME, else the host name).")
+@json_option
+def reconcile(dry_run: bool, node: Optional[str], as_json: bool) -> None:
+    """Compare GPUs, journal and Slurm's jobs on this node; reap orphans and finish interrupted releases.
+
+    Never touches an instance of a job Slurm still runs here. Exit status 0 when every repair succeeded
+    (or --dry-run), 6 when some could not be made (they are listed).
+
+    \b
+    Example:
+      slurm-gpu reconcile --dry-run
+      slurm-gpu --config /etc/slurm-gpu/config.yaml reconcile --json
+    """
+    from slurm_gpu.hooks.runtime import build_agent, log_event
+
+    agent = build_agent(get_context().config_path, node=node)
+    try:
+        report = agent.reconcile(dry_run=dry_run)
+    finally:
+        agent.driver.close()
+    failed = [a for a in report.actions if not dry_run and a.kind != "report" and not a.done]
+    if not dry_run:
+        log_event(agent, "reconcile", {"actions": len(report.actions), "failed": len(failed)})
+    if as_json:
+        emit_json("reconcile", {"node": agent.node, **report.to_dict()})
+    else:
+        if report.slurm_error:
+            click.echo("warning: Slurm not reachable, recorded jobs treated as running: "
+                       f"{report.slurm_error}")
+        if not report.actions:
+            click.echo(f"{agent.node}: nothing to repair")
+        for a in report.actions:
+            state = "would do" if dry_run else ("done" if a.done else ("reported" if a.kind == "report" else
+                                                                       "FAILED"))
+            click.echo(f"{state:9} {a.kind:15} {a.detail}" + (f"  [{a.error}]" if a.error else ""))
+    if failed:
+        from slurm_gpu.errors import EXIT_STATE
+
+        sys.exit(EXIT_STATE)

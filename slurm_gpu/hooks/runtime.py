@@ -1,0 +1,59 @@
+"""What every root hook needs: the configuration, the node agent built from it, and a log line per run."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Mapping, Optional
+
+__all__ = ["build_agent", "log_event", "policy_from_config"]
+
+
+def policy_from_config(config: Any) -> Any:
+    from slurm_gpu.agent import AgentPolicy
+
+    sandbox = getattr(config.driver, "sim_sandbox", None)
+    caps_dir = os.path.join(sandbox, "dev", "nvidia-caps") if sandbox else "/dev/nvidia-caps"
+    return AgentPolicy(max_count_per_node=config.policy.max_count_per_node, caps_dir=caps_dir,
+                       publish_features=config.features.publish)
+
+
+def build_agent(config_path: Optional[str] = None, node: Optional[str] = None) -> Any:
+    """The node agent over the configured driver, journal and Slurm CLI; the caller closes its driver."""
+    from slurm_gpu.agent import NodeAgent
+    from slurm_gpu.config import load_config, node_name
+    from slurm_gpu.devices import open_driver
+    from slurm_gpu.journal import Journal
+    from slurm_gpu.slurm.client import SlurmCli
+
+    name = node_name(node)
+    config = load_config(config_path, node=name)
+    env = None
+    if config.slurm.conf:
+        env = {"SLURM_CONF": config.slurm.conf, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    driver = open_driver(config.driver.kind, sim_state=config.driver.sim_state)
+    journal = Journal(config.state_dir, lock_timeout_s=config.lock_timeout_s)
+    slurm = SlurmCli(config.slurm.bin_dir, env=env)
+    agent = NodeAgent(name, driver, journal, slurm, policy_from_config(config))
+    agent.config = config
+    return agent
+
+
+def log_event(agent: Any, hook: str, record: Mapping[str, Any]) -> None:
+    """One JSON line per hook run: to the configured log file, else ``<state_dir>/hooks.log``."""
+    line = {"time": round(time.time(), 3), "hook": hook, "node": getattr(agent, "node", None), **record}
+    text = json.dumps(line, sort_keys=True, default=str, separators=(",", ":"))
+    config = getattr(agent, "config", None)
+    path = None
+    if config is not None:
+        path = config.log.file or os.path.join(config.state_dir, "hooks.log")
+    try:
+        if path is None:
+            raise OSError("no log file")
+        from slurm_gpu.fsutil import append_line
+
+        append_line(path, text)
+    except OSError:
+        sys.stderr.write(text + "\n")
