@@ -154,15 +154,19 @@ def open_driver(
 ) -> Any:
     """``NvmlDriver`` over the real pynvml (``kind='nvml'``) or over ``SimNvml(sim_state)`` (``kind='sim'``).
 
-    ``kind`` may also be a configuration object with ``driver`` and ``sim_state`` attributes. For the
+    ``kind`` may also be a ``Config`` (its ``driver.kind`` / ``driver.sim_state``) or that section. For the
     simulator, capability minors come from ``<sandbox>/mig-minors`` when its state has a sandbox.
     """
     from slurm_gpu.errors import BadInputError
 
-    if not isinstance(kind, str):
-        config = kind
-        kind = getattr(config, "driver", "nvml")
-        sim_state = sim_state or getattr(config, "sim_state", None)
+    if not isinstance(kind, str):  # a Config (``config.driver.kind``) or its driver section
+        section = getattr(kind, "driver", kind)
+        if isinstance(section, str):
+            section = kind
+            kind = getattr(kind, "driver", "nvml")
+        else:
+            kind = getattr(section, "kind", "nvml")
+        sim_state = sim_state or getattr(section, "sim_state", None)
     kind = kind.strip().lower()
     from .nvml import DEFAULT_MIG_MINORS, NvmlDriver
 
