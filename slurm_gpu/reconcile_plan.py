@@ -10,9 +10,10 @@ running, and destroys no unclaimed instance while journal files are unreadable (
 unknown). Call it, and apply its actions, under ``Journal.lock()``: then no prolog or epilog is half-way
 through a change and a 'planned' instance found on the driver is one whose creation was interrupted.
 
-How a record instance is matched with a driver instance: a 'created' or 'released' one by its MIG UUID;
-a 'planned' one (its creation may have happened before the crash) by its placement: same GPU, profile id
-and start, among instances no MIG UUID match has claimed.
+How a record instance is matched with a driver instance: a 'created' or 'released' one by its MIG UUID,
+else (a destroy interrupted after the compute instance went) by a GPU instance without compute instance
+with the recorded GPU, gi_id, profile id and start; a 'planned' one (its creation may have happened
+before the crash) by its placement: same GPU, profile id and start, among instances not claimed above.
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ def _same_gpu(planned: Any, inst: Any) -> bool:
     return bool(planned.gpu_index == inst.gpu_index)
 
 
+def _same_gi(planned: Any, actual: Any, inst: Any) -> bool:
+    return _at_placement(planned, inst) and actual.gi_id == inst.gi_id
+
+
 def _at_placement(planned: Any, inst: Any) -> bool:
     return _same_gpu(planned, inst) and planned.profile_id == inst.profile_id and planned.start == inst.start
 
@@ -105,6 +110,13 @@ def diff(
             found = None
             if item.state != _PLANNED and item.actual is not None:
                 hits = by_uuid.get(item.actual.mig_uuid, [])
+                if not hits:
+                    # A destroy interrupted between the CI and the GI leaves the GI alone, without UUID.
+                    hits = [
+                        n
+                        for n, inst in enumerate(instances)
+                        if not inst.mig_uuid and _same_gi(item.planned, item.actual, inst)
+                    ]
                 found = hits[0] if hits else None
             match[(r.job_id, k)] = found
             if found is not None:
@@ -162,6 +174,8 @@ def _instance_action(
                 return None
             return Action(REPORT, job_id, index, None, f"{state} instance of a running job is missing")
         if state == _CREATED:
+            if not inst.mig_uuid:
+                return Action(REPORT, job_id, index, inst, "running job's instance lost its compute instance")
             return Action(KEEP, job_id, index, inst)
         if state == _PLANNED:
             if not inst.mig_uuid or inst.ci_id is None:

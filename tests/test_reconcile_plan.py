@@ -114,9 +114,17 @@ def _claimed_by_running(records, running, inst) -> bool:
         if r.job_id not in running:
             continue
         for item in r.instances:
+            p = item.planned
             if item.actual is not None and item.actual.mig_uuid == inst.mig_uuid and inst.mig_uuid:
                 return True
-            p = item.planned
+            same_gi = (p.gpu_uuid, p.profile_id, p.start, item.actual and item.actual.gi_id) == (
+                inst.gpu_uuid,
+                inst.profile_id,
+                inst.start,
+                inst.gi_id,
+            )
+            if item.actual is not None and same_gi and not inst.mig_uuid:
+                return True
             if item.state == PLANNED and (p.gpu_uuid, p.profile_id, p.start) == (
                 inst.gpu_uuid,
                 inst.profile_id,
@@ -152,7 +160,8 @@ def _check_invariants(records, instances, running, problems, actions: List[Actio
             assert len(finish) == 1
 
 
-DRIVER_CASES = ("absent", "present", "half")  # half: a GI without its CI (a crash inside create)
+# half: a GI without its CI (a crash inside create, or inside destroy after the CI went)
+DRIVER_CASES = ("absent", "present", "half")
 
 
 def _cases():
@@ -162,8 +171,6 @@ def _cases():
                 for running, releasing, orphan, problem in itertools.product((False, True), repeat=4):
                     if not releasing and RELEASED in states:
                         continue  # a released instance exists only in phase ReleaseStarted
-                    if any(s != PLANNED and d == "half" for s, d in zip(states, drivers)):
-                        continue  # record_created follows a complete create: never a GI without CI
                     yield states, drivers, running, releasing, orphan, problem
 
 
@@ -204,6 +211,20 @@ def test_job_ids_given_as_integers_count_as_running():
     records = [_record("5", PREPARE_COMPLETED, [InstanceRecord(p, Actual(1, 0, mig), CREATED)])]
     (action,) = diff(records, [_inst(p, 1, mig)], [5])
     assert action.kind == KEEP
+
+
+def test_a_gpu_instance_left_by_an_interrupted_destroy_is_matched_by_gi_id():
+    p = _planned(4)
+    mig = _uuid()
+    half = _inst(p, 3, None, with_ci=False)
+    other_gi = _inst(p, 5, None, with_ci=False)  # same placement, another gi_id: not this record's
+    records = [_record("8", RELEASE_STARTED, [InstanceRecord(p, Actual(3, 0, mig), CREATED)])]
+    actions = diff(records, [half], set())
+    assert [(a.kind, a.instance) for a in actions] == [(DESTROY, half), (FINISH_RELEASE, None)]
+    actions = diff(records, [other_gi], set())
+    assert [a.kind for a in actions] == [MARK_RELEASED, FINISH_RELEASE, DESTROY_ORPHAN]
+    (action,) = diff(records, [half], {"8"})
+    assert action.kind == REPORT
 
 
 def test_adoption_after_a_crash_between_create_and_record():
