@@ -159,7 +159,7 @@ def _context(inventory: Inventory, options: Options) -> Dict[str, Any]:
         groups.append({
             "g": g,
             "features": node_features(g, inventory.max_count_per_node),
-            "static": [{"type": g.static_type(d), "files": d.files(options.dev_dir)}
+            "static": [{"type": g.static_type(d), "files": d.files(g.dev_dir or options.dev_dir)}
                        for d in g.static_devices],
         })
     return {

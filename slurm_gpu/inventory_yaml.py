@@ -30,7 +30,7 @@ from .catalog import Catalog, GpuModel, load_catalog
 from .errors import BadInputError
 
 __all__ = ["StaticDevice", "NodeGroup", "Inventory", "parse_gpus", "parse_layout_entry",
-           "inventory_from_dict", "load_inventory", "cap_minors"]
+           "inventory_from_dict", "load_inventory", "cap_minors", "MODES"]
 
 MODES = ("dynamic", "static")
 _HOSTLIST = re.compile(r"^[A-Za-z0-9_.\-]+(\[[0-9,\-]+\][A-Za-z0-9_.\-]*)*$")
@@ -83,6 +83,7 @@ class NodeGroup:
     sockets: Optional[int] = None
     cores_per_socket: Optional[int] = None
     threads_per_core: Optional[int] = None
+    dev_dir: Optional[str] = None  # where this group's device files live, if not Options.dev_dir
 
     @property
     def mig_count(self) -> int:

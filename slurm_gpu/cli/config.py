@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Any, Optional, Tuple
 
 import click
+
+from .main import driver_options, get_context
 
 KIND_CHOICES = ("gres", "slurm", "cgroup", "job-submit", "all")
 
@@ -15,23 +17,32 @@ KIND_CHOICES = ("gres", "slurm", "cgroup", "job-submit", "all")
 @click.option("--inventory", "inventory_path", type=click.Path(dir_okay=False),
               help="YAML inventory of node groups (schema in docs/confgen.md).")
 @click.option("--gpus", help="Inventory of one node group from a GPU list, e.g. H100-80GB:8.")
-@click.option("--nodes", "node_names", default="localhost", show_default=True,
-              help="Node names (Slurm hostlist) for --gpus.")
+@click.option("--from-driver", is_flag=True,
+              help="Inventory of this node from its GPU driver (configured, or --driver/--sim-state).")
+@driver_options
+@click.option("--mode", type=click.Choice(["dynamic", "static"]), default="dynamic", show_default=True,
+              help="With --from-driver: static binds a typed gpu gres to every MIG device that exists now.")
+@click.option("--nodes", "node_names",
+              help="Node names (Slurm hostlist) for --gpus/--from-driver [default: localhost / this host].")
+@click.option("--dev-dir", help="Where the GPU device files are (static gres File= paths) [default: /dev, "
+              "or <sandbox>/dev of a simulated driver].")
 @click.option("--max-count", type=click.IntRange(1, 64), help="Largest k of mig.<profile>.<k> features.")
 @click.option("--prolog", help="Prolog path to write into slurm.conf.")
 @click.option("--epilog", help="Epilog path to write into slurm.conf.")
 @click.option("--task-prolog", help="TaskProlog path to write into slurm.conf.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write files into this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print {file name: text} as JSON.")
-def cmd(kind: str, inventory_path: Optional[str], gpus: Optional[str], node_names: str,
-        max_count: Optional[int], prolog: Optional[str], epilog: Optional[str], task_prolog: Optional[str],
-        out_dir: Optional[str], as_json: bool) -> None:
+def cmd(kind: str, inventory_path: Optional[str], gpus: Optional[str], from_driver: bool,
+        driver_kind: Optional[str], sim_state: Optional[str], mode: str, node_names: Optional[str],
+        dev_dir: Optional[str], max_count: Optional[int], prolog: Optional[str], epilog: Optional[str],
+        task_prolog: Optional[str], out_dir: Optional[str], as_json: bool) -> None:
     """Render gres.conf, slurm.conf lines, cgroup.conf or job_submit.lua.
 
     \b
     Example:
       slurm-gpu config all --inventory cluster.yaml --out /etc/slurm/generated
       slurm-gpu config slurm --gpus H100-80GB:8 --nodes 'gpu[01-16]'
+      slurm-gpu config gres --from-driver --mode static
     """
     import dataclasses
 
@@ -39,15 +50,24 @@ def cmd(kind: str, inventory_path: Optional[str], gpus: Optional[str], node_name
     from slurm_gpu.errors import BadInputError
     from slurm_gpu.inventory_yaml import inventory_from_dict, load_inventory
 
-    if bool(inventory_path) == bool(gpus):
-        raise BadInputError("give exactly one of --inventory FILE or --gpus MODEL[:COUNT]")
+    if sum(map(bool, (inventory_path, gpus, from_driver))) != 1:
+        raise BadInputError("give exactly one of --inventory FILE, --gpus MODEL[:COUNT] or --from-driver")
+    if mode == "static" and not from_driver:
+        raise BadInputError("--mode static needs --from-driver (or a layout in an --inventory file)",
+                            part=mode)
     if inventory_path:
         inventory = load_inventory(inventory_path)
+    elif gpus:
+        inventory = inventory_from_dict({"version": 1, "nodes": [{"names": node_names or "localhost",
+                                                                   "gpus": gpus}]})
     else:
-        inventory = inventory_from_dict({"version": 1, "nodes": [{"names": node_names, "gpus": gpus}]})
+        inventory, sandbox = _from_driver(driver_kind, sim_state, mode, node_names)
+        if sandbox and not dev_dir:
+            dev_dir = f"{sandbox}/dev"
     if max_count:
         inventory = dataclasses.replace(inventory, max_count_per_node=max_count)
-    options = confgen.Options(prolog=prolog, epilog=epilog, task_prolog=task_prolog)
+    options = confgen.Options(prolog=prolog, epilog=epilog, task_prolog=task_prolog,
+                              dev_dir=dev_dir or "/dev")
     kinds = confgen.KINDS if kind == "all" else (kind,)
     files = {confgen.FILENAMES[k]: confgen.render(k, inventory, options) for k in kinds}
     if out_dir:
@@ -65,3 +85,29 @@ def cmd(kind: str, inventory_path: Optional[str], gpus: Optional[str], node_name
         if len(files) > 1:
             click.echo(f"# ===== {name}")
         click.echo(text, nl=False)
+
+
+def _from_driver(driver_kind: Optional[str], sim_state: Optional[str], mode: str,
+                 node_names: Optional[str]) -> Tuple[Any, Optional[str]]:
+    """The node's inventory and, for a simulated driver with a sandbox, the sandbox (its /dev lives there)."""
+    import socket
+
+    from slurm_gpu.inventory_driver import inventory_from_driver
+
+    names = node_names or socket.gethostname().split(".")[0]  # slurmd's default NodeName
+    context = get_context()
+    driver = context.open_driver(driver_kind, sim_state)
+    try:
+        inventory = inventory_from_driver(driver, names, mode)
+    finally:
+        driver.close()
+    sandbox = None
+    if driver_kind != "nvml":
+        state = sim_state
+        if not state and not driver_kind and context.config.driver.kind == "sim":
+            state = context.config.driver.sim_state
+        if state:
+            from slurm_gpu.devices.simstate import load_state
+
+            sandbox = load_state(state).get("sandbox")
+    return inventory, sandbox

@@ -181,11 +181,14 @@ def _hook_config(spec: ClusterSpec) -> str:
     d = spec.dir
     return (
         "# slurm-gpu configuration of the local test cluster ({node} is the node's name).\n"
+        "version: 1\n"
         "driver:\n"
         "  kind: sim\n"
         f"  sim_state: {d}/{{node}}/gpus.json\n"
         f"  sim_sandbox: {d}/{{node}}/sandbox\n"
         f"state_dir: {d}/{{node}}/state\n"
+        f"policy:\n  max_count_per_node: {spec.max_count_per_node}\n"
+        f"slurm:\n  conf: {spec.conf}\n"
     )
 
 
