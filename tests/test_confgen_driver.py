@@ -52,7 +52,8 @@ def test_static_gres_per_existing_mig_device_with_driver_cap_minors(node):
     minors = _mig_minors(sandbox)
     expected = []
     for inst in sorted(made, key=lambda i: (i.gpu_index, i.start)):
-        gi_key, ci_key = f"gpu{inst.gpu_index}/gi{inst.gi_id}/access", f"gpu{inst.gpu_index}/gi{inst.gi_id}/ci0/access"
+        gi_key = f"gpu{inst.gpu_index}/gi{inst.gi_id}/access"
+        ci_key = f"gpu{inst.gpu_index}/gi{inst.gi_id}/ci0/access"
         profile = H100.profile_by_id(inst.profile_id).name
         expected.append(
             f"NodeName=n1 Name=gpu Type={profile} MultipleFiles={dev}/nvidia{inst.gpu_index},"
@@ -73,7 +74,8 @@ def test_static_follows_the_current_layout(node):
     state, driver, made, _ = node
     driver.destroy(0, made[0].gi_id)  # the 3g.40gb goes; a 4g.40gb cannot fit next to 1g.10gb@0 at 0
     driver.create(0, H100.profile("2g.20gb").profile_id, 4)
-    types = sorted(d.profile for d in inventory_from_driver(driver, "n1", mode="static").groups[0].static_devices)
+    group = inventory_from_driver(driver, "n1", mode="static").groups[0]
+    types = sorted(d.profile for d in group.static_devices)
     assert types == ["1g.10gb", "2g.20gb", "2g.20gb"]
 
 
@@ -105,13 +107,14 @@ def test_static_with_mig_on_and_no_instance_is_refused_dynamic_is_not(tmp_path):
 
 def test_cli_from_sim_state_and_from_configured_driver(node, tmp_path, capsys, monkeypatch):
     state, _, _, sandbox = node
-    assert run(["config", "gres", "--from-driver", "--sim-state", state, "--mode", "static", "--nodes", "n1"]) == 0
+    args = ["config", "gres", "--from-driver", "--mode", "static", "--nodes", "n1"]
+    assert run([*args, "--sim-state", state]) == 0
     by_option = capsys.readouterr().out
     assert f"MultipleFiles={sandbox}/dev/nvidia1,{sandbox}/dev/nvidia-caps/nvidia-cap147," in by_option
     config = tmp_path / "config.yaml"
     config.write_text(f"version: 1\ndriver:\n  kind: sim\n  sim_state: {state}\n  sim_sandbox: {sandbox}\n")
     monkeypatch.setenv("SLURM_GPU_CONFIG", str(config))
-    assert run(["config", "gres", "--from-driver", "--mode", "static", "--nodes", "n1"]) == 0
+    assert run(args) == 0
     assert capsys.readouterr().out == by_option
     assert run(["config", "slurm", "--from-driver", "--nodes", "n1", "--json"]) == 0
     assert "NodeName=n1 Gres=mig:16 " in capsys.readouterr().out
