@@ -360,3 +360,20 @@ def test_refuses_a_state_dir_others_can_write(tmp_path):
     bad.chmod(0o777)
     Journal(bad, boot_id=BOOT).begin_prepare("1", 1, 1, "x", [P0])
     assert _mode(bad) == 0o711  # our own directory is tightened, not trusted as it was
+
+
+def test_history_is_rotated_when_large(journal, monkeypatch):
+    import slurm_gpu.journal as jmod
+
+    monkeypatch.setattr(jmod, "_HISTORY_MAX_BYTES", 300)
+    for job in range(1, 6):
+        journal.begin_prepare(str(job), 1, 1, "x", [P0])
+        journal.begin_release(str(job))
+        journal.record_released(str(job), 0)
+        journal.finish_release(str(job))
+    rotated = journal.history_path + ".1"
+    assert os.path.exists(rotated) and _mode(rotated) == 0o600
+    current = [line["job_id"] for line in journal.history()]
+    older = [json.loads(line)["job_id"] for line in open(rotated)]
+    assert older + current == [str(j) for j in range(1, 6)][-len(older + current):]
+    assert current and current[-1] == "5"

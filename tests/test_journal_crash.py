@@ -163,3 +163,41 @@ def test_kill_at_random_moments(node):
         seen.add(_check_and_recover(state_dir, sim_state))
     # the kills landed in more than one phase (not all before the start or after the end)
     assert len(seen) >= 2, seen
+
+
+def _churn(state_dir: str, seconds: float) -> None:
+    journal = Journal(state_dir, boot_id=BOOT)
+    planned = [Planned.from_any(p, "GPU-x") for p in PLAN]
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        job = str(1000 + n % 3)
+        journal.begin_prepare(job, 1, 1, "x", planned)
+        for k in range(2):
+            journal.record_created(job, k, {"gi_id": k + 1, "ci_id": 0, "mig_uuid": f"MIG-{n}-{k}"})
+        journal.finish_prepare(job)
+        journal.begin_release(job)
+        for k in range(2):
+            journal.record_released(job, k)
+        journal.finish_release(job)
+        n += 1
+    os._exit(0)
+
+
+def test_readers_without_the_lock_never_see_a_partial_record(tmp_path):
+    state_dir = str(tmp_path / "state")
+    Journal(state_dir, boot_id=BOOT).begin_prepare("1", 1, 1, "x", [])  # creates the directories
+    ctx = multiprocessing.get_context("fork")
+    writer = ctx.Process(target=_churn, args=(state_dir, 1.5))
+    writer.start()
+    reader = Journal(state_dir, boot_id=BOOT)
+    reads = 0
+    phases = set()
+    while writer.is_alive():
+        assert reader.problems() == ()
+        for r in reader.jobs():
+            phases.add(r.phase)
+        reads += 1
+    writer.join()
+    assert writer.exitcode == 0
+    assert reads > 10 and len(phases) >= 2, (reads, phases)
