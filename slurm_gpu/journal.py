@@ -731,6 +731,14 @@ def _make_dir(path: str, mode: int, check_owner: bool = False) -> None:
         os.mkdir(path, mode)
     except FileExistsError:
         pass
+    except FileNotFoundError:
+        # A missing parent (state_dir: /var/lib/slurm-gpu/{node}): created traversable like state_dir.
+        parent = os.path.dirname(path)
+        if parent == path:
+            raise StateError(f"cannot create {path}") from None
+        _make_dir(parent, _TRAVERSE_MODE)
+        _make_dir(path, mode, check_owner)
+        return
     except OSError as exc:
         raise StateError(f"cannot create {path}: {exc}") from exc
     try:

@@ -377,3 +377,15 @@ def test_history_is_rotated_when_large(journal, monkeypatch):
     older = [json.loads(line)["job_id"] for line in open(rotated)]
     assert older + current == [str(j) for j in range(1, 6)][-len(older + current):]
     assert current and current[-1] == "5"
+
+
+def test_missing_parents_of_state_dir_are_created_traversable(tmp_path):
+    old = os.umask(0o077)  # even under a strict umask users must reach tasks/
+    try:
+        j = Journal(tmp_path / "a" / "b" / "state", boot_id=BOOT)
+        j.write_task_env("3", os.getuid(), os.getgid(), [A0.mig_uuid])
+    finally:
+        os.umask(old)
+    for d in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "state"):
+        assert _mode(d) == 0o711
+    assert _mode(j.tasks_dir) == 0o711 and _mode(j.jobs_dir) == 0o700
