@@ -102,13 +102,20 @@ class Cluster:
                              f"{info.get('Reason')}")
 
 
-def start_cluster(nodes: int = 2, gpus: str = "H100-80GB:4", prefix: str = "sg-test-") -> Cluster:
+def start_cluster(nodes: int = 2, gpus: str = "H100-80GB:4", prefix: str = "sg-test-", **fields) -> Cluster:
+    """Start a cluster in a fresh directory on a free port range; ``fields`` are further ClusterSpec
+    fields (``mode="static", layout=...``, ``hooks=False``)."""
     from slurm_gpu.cluster import local
 
     directory = tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")
     os.chmod(directory, 0o755)
-    spec = local.ClusterSpec(dir=directory, nodes=nodes, gpus=gpus, port_base=free_port_base(nodes + 2))
-    local.up(spec)
+    spec = local.ClusterSpec(dir=directory, nodes=nodes, gpus=gpus, port_base=free_port_base(nodes + 2),
+                             **fields)
+    try:
+        local.up(spec)
+    except BaseException:
+        local.down(spec)
+        raise
     return Cluster(spec=spec, nodes=local.node_names(spec))
 
 

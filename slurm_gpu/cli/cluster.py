@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import click
 
-DIR_OPTION = click.option("--dir", "directory", default="/var/tmp/slurm-gpu-cluster", show_default=True,
-                          type=click.Path(file_okay=False), help="Where configs, logs and GPU states live.")
+DIR_OPTION = click.option(
+    "--dir",
+    "directory",
+    default="/var/tmp/slurm-gpu-cluster",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where configs, logs and GPU states live.",
+)
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 
 
@@ -26,31 +33,76 @@ def cmd() -> None:
 
 @cmd.command("up")
 @click.option("--nodes", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--gpus", default="H100-80GB:4", show_default=True, help="GPUs per node: MODEL[:COUNT][,...].")
+@click.option(
+    "--gpus",
+    default="H100-80GB:4",
+    show_default=True,
+    help="GPUs per node: MODEL[:COUNT][,...]; per node split by ';' (node i takes entry i, cycling).",
+)
 @DIR_OPTION
-@click.option("--port-base", default=17000, show_default=True, type=click.IntRange(1024, 65000),
-              help="slurmctld port; node i listens on port-base + i.")
-@click.option("--max-count", default=8, show_default=True, type=click.IntRange(1, 64),
-              help="Largest k of the mig.<profile>.<k> features.")
+@click.option(
+    "--port-base",
+    default=17000,
+    show_default=True,
+    type=click.IntRange(1024, 65000),
+    help="slurmctld port; node i listens on port-base + i.",
+)
+@click.option(
+    "--max-count",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Largest k of the mig.<profile>.<k> features.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["dynamic", "static"]),
+    default="dynamic",
+    show_default=True,
+    help="static: make --layout on every GPU and declare typed gpu gres (today's practice).",
+)
+@click.option("--layout", default="", help="With --mode static: profiles per GPU, e.g. 3g.40gb,1g.10gb.")
+@click.option("--hooks/--no-hooks", default=None, help="Wire our hooks [default: if dynamic].")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for idle nodes.")
 @JSON_OPTION
-def up_cmd(nodes: int, gpus: str, directory: str, port_base: int, max_count: int, timeout: float,
-           as_json: bool) -> None:
+def up_cmd(
+    nodes: int,
+    gpus: str,
+    directory: str,
+    port_base: int,
+    max_count: int,
+    mode: str,
+    layout: str,
+    hooks: Optional[bool],
+    timeout: float,
+    as_json: bool,
+) -> None:
     """Start (or restart) the cluster and wait until every node is idle."""
     import os
 
     from slurm_gpu.cluster import local
 
-    spec = local.ClusterSpec(dir=os.path.abspath(directory), nodes=nodes, gpus=gpus, port_base=port_base,
-                             max_count_per_node=max_count)
+    spec = local.ClusterSpec(
+        dir=os.path.abspath(directory),
+        nodes=nodes,
+        gpus=gpus,
+        port_base=port_base,
+        max_count_per_node=max_count,
+        mode=mode,
+        layout=layout,
+        hooks=hooks,
+    )
     result = local.up(spec, timeout=timeout)
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
         return
-    click.echo(f"cluster {result['name']} up: {', '.join(sorted(result['nodes']))} idle"
-               f" (hooks {'wired' if result['hooks'] else 'not installed'})")
+    click.echo(
+        f"cluster {result['name']} up: {', '.join(sorted(result['nodes']))} idle"
+        f" ({result['mode']}, hooks {'wired' if result['hooks'] else 'not wired'})"
+    )
     click.echo(f"  export SLURM_CONF={result['slurm_conf']}")
-    click.echo("  sbatch --gres=gpu:1g.10gb --wrap 'env | grep CUDA'")
+    example = f"gpu:{spec.layout.split(',')[0].strip()}:1" if spec.mode == "static" else "gpu:1g.10gb"
+    click.echo(f"  sbatch --gres={example} --wrap 'env | grep CUDA'")
     click.echo(f"  slurm-gpu cluster down --dir {result['dir']}")
 
 

@@ -19,8 +19,8 @@ from typing import Any, Dict, List, Optional
 
 from slurm_gpu.errors import BadInputError, SlurmError
 
-__all__ = ["ClusterSpec", "up", "down", "status", "node_names", "TEST_USERS", "DEFAULT_DIR",
-           "DEFAULT_PORT_BASE"]
+__all__ = ["ClusterSpec", "up", "down", "status", "node_names", "apply_layout", "wired_hooks", "TEST_USERS",
+           "DEFAULT_DIR", "DEFAULT_PORT_BASE"]
 
 DEFAULT_DIR = "/var/tmp/slurm-gpu-cluster"
 DEFAULT_PORT_BASE = 17000
@@ -39,6 +39,9 @@ class ClusterSpec:
     cpus: int = 8
     memory_mib: int = 16000
     max_count_per_node: int = 8
+    mode: str = "dynamic"  # static: a fixed MIG layout made through the driver, typed gpu gres (no hooks)
+    layout: str = ""  # static: profiles made on every GPU, first fit, e.g. "3g.40gb,2g.20gb,1g.10gb"
+    hooks: Optional[bool] = None  # None: wired on dynamic clusters when slurm_gpu.cli.hooks exists
 
     @property
     def name(self) -> str:
@@ -53,6 +56,12 @@ class ClusterSpec:
         env["SLURM_CONF"] = self.conf
         return env
 
+    def node_gpus(self, i: int) -> str:
+        """GPUs of node ``i`` (1-based): ``gpus`` is one spec for all, or per-node specs split by ';'
+        (node i takes entry i, cycling), e.g. ``H100-80GB:1;A100-40GB:1``."""
+        parts = [p.strip() for p in self.gpus.split(";") if p.strip()]
+        return parts[(i - 1) % len(parts)]
+
 
 def node_names(spec: ClusterSpec) -> List[str]:
     # Names carry the port base: slurmd's cgroups are named after the node, shared across clusters.
@@ -66,6 +75,14 @@ def _validate(spec: ClusterSpec) -> None:
         raise BadInputError(f"--port-base {spec.port_base} out of range", part=str(spec.port_base))
     if not os.path.isabs(spec.dir):
         raise BadInputError(f"--dir must be an absolute path: {spec.dir}", part=spec.dir)
+    if spec.mode not in ("dynamic", "static"):
+        raise BadInputError(f"--mode must be dynamic or static, not {spec.mode!r}", part=spec.mode)
+    if (spec.mode == "static") != bool(spec.layout):
+        raise BadInputError("--layout goes with --mode static, and static needs a layout", part=spec.layout)
+    from slurm_gpu.inventory_yaml import parse_gpus
+
+    for i in range(1, spec.nodes + 1):
+        parse_gpus(spec.node_gpus(i))  # unknown models fail before anything starts
 
 
 def _run(args: List[str], spec: Optional[ClusterSpec] = None, check: bool = True,
@@ -125,10 +142,16 @@ def hooks_available() -> bool:
     return importlib.util.find_spec("slurm_gpu.cli.hooks") is not None
 
 
+def wired_hooks(spec: ClusterSpec) -> bool:
+    """Whether the cluster runs our Prolog/Epilog/TaskProlog (static-layout clusters need none)."""
+    wanted = spec.hooks if spec.hooks is not None else spec.mode == "dynamic"
+    return bool(wanted) and hooks_available()
+
+
 def _base_conf(spec: ClusterSpec, host: str) -> str:
     d = spec.dir
     lines = [
-        f"# Local test cluster of slurm-gpu ({spec.nodes} nodes, {spec.gpus} each). Generated; do not edit.",
+        f"# Local test cluster of slurm-gpu ({spec.nodes} nodes, {spec.gpus}, {spec.mode}). Generated.",
         f"ClusterName={spec.name}",
         f"SlurmctldHost={host}(127.0.0.1)",
         f"SlurmctldPort={spec.port_base}",
@@ -167,14 +190,52 @@ def _base_conf(spec: ClusterSpec, host: str) -> str:
 def _inventory(spec: ClusterSpec, host: str):
     from slurm_gpu.inventory_yaml import Inventory, NodeGroup, parse_gpus
 
-    models = parse_gpus(spec.gpus)
     groups = []
     for i, name in enumerate(node_names(spec), start=1):
-        groups.append(NodeGroup(
-            names=name, gpus=models, cpus=spec.cpus, memory_mib=spec.memory_mib,
-            slurm=(("NodeHostname", host), ("NodeAddr", "127.0.0.1"), ("Port", str(spec.port_base + i))),
-        ))
+        # Each node its own address/port: several slurmd on one host (slurm-facts: slurmd -N).
+        address = (("NodeHostname", host), ("NodeAddr", "127.0.0.1"), ("Port", str(spec.port_base + i)))
+        common = {"cpus": spec.cpus, "memory_mib": spec.memory_mib, "slurm": address}
+        if spec.mode == "static":
+            groups.append(_static_group(spec, name, common))
+        else:
+            groups.append(NodeGroup(names=name, gpus=parse_gpus(spec.node_gpus(i)), **common))
     return Inventory(groups=tuple(groups), max_count_per_node=spec.max_count_per_node)
+
+
+def _static_group(spec: ClusterSpec, node: str, common: Dict[str, Any]):
+    """The node's group as the driver reports it after the layout was made (typed gres, sandbox files)."""
+    from slurm_gpu.devices import open_driver
+    from slurm_gpu.inventory_driver import node_group_from_driver
+
+    base = os.path.join(spec.dir, node)
+    driver = open_driver("sim", sim_state=os.path.join(base, "gpus.json"))
+    try:
+        return node_group_from_driver(driver, node, "static", dev_dir=os.path.join(base, "sandbox", "dev"),
+                                      **common)
+    finally:
+        driver.close()
+
+
+def apply_layout(driver: Any, layout: str) -> List[Any]:
+    """Create the profiles of ``layout`` (comma list) on every GPU through the driver, first fit."""
+    from slurm_gpu.catalog import load_catalog
+
+    catalog = load_catalog()
+    made = []
+    for gpu in driver.gpus():
+        model = catalog.model(gpu.model)
+        used = [(i.start, i.end) for i in driver.instances(gpu.index)]
+        for name in (x.strip() for x in layout.split(",") if x.strip()):
+            profile = model.profile(name)
+            start = next((s for s, z in profile.placements
+                          if all(s + z <= a or s >= b for a, b in used)), None)
+            if start is None:
+                raise BadInputError(f"layout {layout!r}: no room for {name} on GPU {gpu.index} ({model.key})",
+                                    part=name)
+            inst = driver.create(gpu.index, profile.profile_id, start)
+            used.append((inst.start, inst.end))
+            made.append(inst)
+    return made
 
 
 def _hook_config(spec: ClusterSpec) -> str:
@@ -192,7 +253,20 @@ def _hook_config(spec: ClusterSpec) -> str:
     )
 
 
+def _task_prolog_script() -> Optional[str]:
+    import slurm_gpu
+
+    path = os.path.join(os.path.dirname(os.path.abspath(slurm_gpu.__file__)), "hooks", "task_prolog.py")
+    return path if os.path.isfile(path) else None
+
+
 def _hook_script(spec: ClusterSpec, command: str) -> str:
+    script = _task_prolog_script()
+    if command == "task-prolog" and script:
+        # Runs as the job's user, per task: the system python (a venv's may sit in a private home) on the
+        # standard-library-only script; {node} in the state dir is replaced by the script itself.
+        python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+        return f"#!/bin/sh\nexec {python} -I -S {script} {spec.dir}/{{node}}/state\n"
     return (
         "#!/bin/sh\n"
         f"export SLURM_GPU_CONFIG={spec.dir}/config.yaml\n"
@@ -210,7 +284,7 @@ def write_config(spec: ClusterSpec) -> Dict[str, str]:
     for sub in ("etc", "ctld", "log", "hooks"):
         os.makedirs(os.path.join(d, sub), exist_ok=True)
     os.chmod(d, 0o755)  # noqa: S103 - test users read slurm.conf through it
-    with_hooks = hooks_available()
+    with_hooks = wired_hooks(spec)
     hooks: Dict[str, Optional[str]] = {}
     for key, command in _HOOKS:
         path = os.path.join(d, "hooks", command)
@@ -219,6 +293,7 @@ def write_config(spec: ClusterSpec) -> Dict[str, str]:
         hooks[key] = path if with_hooks else None
     options = confgen.Options(prolog=hooks["prolog"], epilog=hooks["epilog"],
                               task_prolog=hooks["task_prolog"], constrain_cores=False, constrain_ram=False)
+    _init_gpus(spec)  # first: a static node's gres come from the layout made on its GPUs
     inventory = _inventory(spec, host)
     files = confgen.render_all(inventory, options)
     files["slurm.conf"] = (_base_conf(spec, host) + files["slurm.conf"]
@@ -228,7 +303,6 @@ def write_config(spec: ClusterSpec) -> Dict[str, str]:
         paths[name] = os.path.join(d, "etc", name)
         _write(paths[name], text)
     _write(os.path.join(d, "config.yaml"), _hook_config(spec))
-    _init_gpus(spec)
     _write(os.path.join(d, SPEC_FILE), json.dumps(asdict(spec), indent=2) + "\n")
     return paths
 
@@ -240,15 +314,26 @@ def _init_gpus(spec: ClusterSpec) -> None:
         from slurm_gpu.devices.simnvml import init_state
     except ImportError:
         from slurm_gpu.devices.simstate import init_state
-    counts: Dict[str, int] = {}
-    for model in parse_gpus(spec.gpus):
-        counts[model.key] = counts.get(model.key, 0) + 1
-    for node in node_names(spec):
+    for i, node in enumerate(node_names(spec), start=1):
+        runs: List[List[Any]] = []  # (model, count) in GPU order
+        for model in parse_gpus(spec.node_gpus(i)):
+            if runs and runs[-1][0] == model.key:
+                runs[-1][1] += 1
+            else:
+                runs.append([model.key, 1])
         base = os.path.join(spec.dir, node)
         for sub in ("spool", "state", "sandbox"):
             os.makedirs(os.path.join(base, sub), exist_ok=True)
-        init_state(os.path.join(base, "gpus.json"), list(counts.items()), mig_enabled=True,
-                   sandbox=os.path.join(base, "sandbox"))
+        state = os.path.join(base, "gpus.json")
+        init_state(state, [tuple(r) for r in runs], mig_enabled=True, sandbox=os.path.join(base, "sandbox"))
+        if spec.mode == "static":
+            from slurm_gpu.devices import open_driver
+
+            driver = open_driver("sim", sim_state=state)
+            try:
+                apply_layout(driver, spec.layout)
+            finally:
+                driver.close()
 
 
 def _pid_files(spec: ClusterSpec) -> Dict[str, str]:
@@ -424,7 +509,8 @@ def status(spec: ClusterSpec) -> Dict[str, Any]:
         "slurm_conf": spec.conf,
         "port_base": spec.port_base,
         "gpus": spec.gpus,
-        "hooks": hooks_available(),
+        "mode": spec.mode,
+        "hooks": wired_hooks(spec),
         "processes": processes(spec),
         "nodes": node_states(spec) if _read_pid(_pid_files(spec)["slurmctld"]) else {},
     }
