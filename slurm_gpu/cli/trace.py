@@ -1,0 +1,132 @@
+"""``slurm-gpu trace``: make job traces for ``slurm-gpu simulate``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import click
+
+from .output import emit_json, emit_pairs, json_option
+
+_KINDS = ["steady", "bursty", "mostly-large", "mostly-small", "daynight"]
+
+
+@click.group("trace")
+def cmd() -> None:
+    """Generate traces, or convert Slurm accounting (sacct) into one."""
+
+
+def _write(jobs: list, out: Optional[str]) -> int:
+    from slurm_gpu.traces import write_trace
+
+    if out is None or out == "-":
+        return write_trace(jobs, sys.stdout)
+    import io
+
+    from slurm_gpu.fsutil import atomic_write
+
+    buf = io.StringIO()
+    n = write_trace(jobs, buf)
+    atomic_write(out, buf.getvalue(), mode=0o644)
+    return n
+
+
+@cmd.command("generate")
+@click.argument("kind", type=click.Choice(_KINDS))
+@click.option("--jobs", "n_jobs", type=int, default=3000, show_default=True, help="Number of jobs.")
+@click.option(
+    "--cluster",
+    "cluster_spec",
+    default="16x8xH100-80GB",
+    show_default=True,
+    help="Cluster the load is sized for (NODESxGPUSxMODEL or YAML; its first model's profiles).",
+)
+@click.option(
+    "--load",
+    type=float,
+    default=0.9,
+    show_default=True,
+    help="Offered load: memory-slice-seconds asked / (cluster slices x arrival span).",
+)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--mix",
+    type=click.Choice(["balanced", "small", "large"]),
+    default=None,
+    help="Profile mix (default: the kind's own).",
+)
+@click.option("--median-duration", type=float, default=1800.0, show_default=True, help="Median run time (s).")
+@click.option(
+    "-o", "--output", "out", type=click.Path(dir_okay=False), default=None, help="File (default stdout)."
+)
+def generate_cmd(
+    kind: str,
+    n_jobs: int,
+    cluster_spec: str,
+    load: float,
+    seed: int,
+    mix: Optional[str],
+    median_duration: float,
+    out: Optional[str],
+) -> None:
+    """Generate a seeded trace of KIND at the given offered load."""
+    from slurm_gpu.catalog import load_catalog
+    from slurm_gpu.simulate.cluster import parse_cluster
+    from slurm_gpu.traces import generate
+
+    cluster = parse_cluster(cluster_spec)
+    model = load_catalog().model(cluster.models[0])
+    jobs = generate(
+        kind, n_jobs, model, cluster.memory_slices(), load=load, seed=seed, mix=mix, median_s=median_duration
+    )
+    n = _write(jobs, out)
+    if out:
+        click.echo(f"wrote {n} jobs to {out}", err=True)
+
+
+@cmd.command("from-sacct")
+@click.argument("source", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option(
+    "-o", "--output", "out", type=click.Path(dir_okay=False), default=None, help="File (default stdout)."
+)
+def from_sacct_cmd(source: str, out: Optional[str]) -> None:
+    """Convert `sacct -P -X -o JobID,Submit,Start,End,ReqTRES,AllocTRES,NNodes,Timelimit,AdminComment`
+    output (a file, or - for stdin) into a trace."""
+    from slurm_gpu.traces import from_sacct, read_lines
+
+    lines = sys.stdin.read().splitlines() if source == "-" else read_lines(source)
+    jobs = from_sacct(lines, warn=lambda msg: click.echo(msg, err=True))
+    n = _write(jobs, out)
+    if out:
+        click.echo(f"wrote {n} jobs to {out}", err=True)
+
+
+@cmd.command("info")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--cluster", "cluster_spec", default="16x8xH100-80GB", show_default=True)
+@json_option
+def info_cmd(path: str, cluster_spec: str, as_json: bool) -> None:
+    """Jobs, span and offered load of a trace on a cluster."""
+    from slurm_gpu.catalog import load_catalog
+    from slurm_gpu.simulate.cluster import parse_cluster
+    from slurm_gpu.traces import offered_load, parse_job_gres, read_trace
+
+    jobs = read_trace(path)
+    cluster = parse_cluster(cluster_spec)
+    model = load_catalog().model(cluster.models[0])
+    mix: dict = {}
+    for j in jobs:
+        key, count = parse_job_gres(j.gres)
+        mix[key] = mix.get(key, 0) + 1
+    payload = {
+        "trace": path,
+        "jobs": len(jobs),
+        "span_s": round(jobs[-1].submit - jobs[0].submit, 1) if jobs else 0.0,
+        "offered_load": round(offered_load(jobs, model, cluster.memory_slices()), 4),
+        "mix": dict(sorted(mix.items())),
+    }
+    if as_json:
+        emit_json("trace.info", payload)
+    else:
+        emit_pairs(payload.items())

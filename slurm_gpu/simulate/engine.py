@@ -1,0 +1,320 @@
+"""Discrete-event replay with a Slurm-like queue: priority FIFO (submit order) plus EASY backfill.
+
+Like slurmctld, two kinds of scheduling pass run over the same policy:
+- the main scheduler, after every batch of events at one instant (job ends, submissions, requeues): jobs
+  in priority order until the first that cannot start (it then blocks the rest of the partition);
+- the backfill scheduler, at most every ``bf_interval`` seconds: the top blocked job gets a reservation
+  (the earliest time and nodes where it fits once running jobs end at their time limits); any later job
+  may start now if it avoids the reserved nodes or ends (by its limit) before the reservation starts.
+  ``bf_max_job_test`` jobs are looked at per pass, as in slurm.conf.
+A pass is evaluated against one view of the cluster (the policy's); prologs then run in allocation order
+on the real GPU state. A misfit is requeued, eligible again after ``requeue_delay`` seconds.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+from slurm_gpu.catalog import Catalog, load_catalog
+from slurm_gpu.errors import BadInputError
+from slurm_gpu.traces import TraceJob, parse_job_gres
+
+from .cluster import ClusterSpec
+from .metrics import Result, Series, summarise
+from .policies import Policy, StaticPolicy, best_static_layouts
+from .slots import ModelTable
+from .state import SimJob, SimNode
+
+__all__ = ["SimConfig", "Simulation", "simulate"]
+
+_END, _SUBMIT, _WAKE = 0, 1, 2  # at one instant: ends free room before submissions are looked at
+
+
+@dataclass
+class SimConfig:
+    bf_interval: float = 30.0  # slurm.conf SchedulerParameters=bf_interval (default 30 s)
+    bf_max_job_test: int = 500  # bf_max_job_test (default 500)
+    # seconds before a requeued job is eligible again; None: the policy's (0 for our prolog's requeue,
+    # 120 for a failed prolog, which Slurm requeues held)
+    requeue_delay: Optional[float] = None
+    record_series: bool = False
+    check_invariants: bool = False  # verify the whole cluster after every instant (tests; slow)
+    progress: Optional[Callable[[int, int], None]] = None
+
+
+@dataclass
+class _Pass:
+    misfits: int = 0
+    started: List[SimJob] = field(default_factory=list)
+
+
+class Simulation:
+    def __init__(
+        self,
+        trace: Sequence[TraceJob],
+        cluster: ClusterSpec,
+        policy: Policy,
+        config: Optional[SimConfig] = None,
+        catalog: Optional[Catalog] = None,
+    ):
+        self.config = config or SimConfig()
+        self.policy = policy
+        cat = catalog or load_catalog()
+        parsed = [parse_job_gres(j.gres) for j in trace]
+        self.keys: List[str] = list(dict.fromkeys(k for k, _ in parsed))
+        key_index = {k: i for i, k in enumerate(self.keys)}
+        tables: Dict[str, ModelTable] = {}
+        for spec in cluster.nodes:
+            if spec.model not in tables:
+                tables[spec.model] = ModelTable(cat.model(spec.model), self.keys)
+        self.nodes = [SimNode(i, s.name, tables[s.model], s.gpus) for i, s in enumerate(cluster.nodes)]
+        self.total_slices = sum(n.total for n in self.nodes)
+        # Slurm's `mig` gres count per instance: the largest over the cluster's models (job_submit.lua)
+        slices_of = []
+        for k in range(len(self.keys)):
+            sizes = [p.memory_slices for t in tables.values() for p in (t.profiles[k],) if p is not None]
+            slices_of.append(max(sizes) if sizes else 0)
+        self.jobs = [
+            SimJob(i, j.id, j.submit, j.duration, j.limit, key_index[k], c, j.nodes)
+            for i, (j, (k, c)) in enumerate(zip(trace, parsed))
+        ]
+        if isinstance(policy, StaticPolicy) and policy.layout_text is None and not policy.layouts:
+            demand: Dict[int, float] = {}
+            for job in self.jobs:
+                demand[job.key] = demand.get(job.key, 0.0) + job.duration * job.count * job.nodes
+            policy.layouts = best_static_layouts(self.nodes, demand)
+        policy.setup(self.nodes, self.keys, slices_of)
+        self.rejected = [j for j in self.jobs if not policy.could_ever_fit(j)]
+        self._rejected_ids = {j.index for j in self.rejected}
+        self.series = Series() if self.config.record_series else None
+        delay = self.config.requeue_delay
+        self.requeue_delay = policy.requeue_delay if delay is None else delay
+        self.misfits = 0
+        self.version = 0  # bumps on every change the schedulers could notice
+
+    # -- the queue -------------------------------------------------------------------------------------
+    def run(self) -> Result:
+        cfg = self.config
+        events: List[Tuple[float, int, int, int]] = []
+        seq = 0
+        for job in self.jobs:
+            if job.index not in self._rejected_ids:
+                events.append((job.submit, _SUBMIT, seq, job.index))
+                seq += 1
+        heapq.heapify(events)
+        pending: List[SimJob] = []  # priority order = trace order (the job index)
+        self.pending = pending
+        used = 0
+        busy_area = 0.0
+        last_t = events[0][0] if events else 0.0
+        first_t = last_t
+        # utilization is measured while jobs arrive (the offered-load window), not in the drain-out tail
+        window_end = max((e[0] for e in events), default=first_t)
+        next_bf = -math.inf
+        bf_stamp = None
+        wake_at: Set[float] = set()
+        done = 0
+        total = len(events)
+        arrived = 0
+        while events:
+            t = events[0][0]
+            busy_area += used * (min(t, window_end) - min(last_t, window_end))
+            last_t = t
+            newcomers = False
+            while events and events[0][0] == t:
+                _, kind, _, idx = heapq.heappop(events)
+                if kind == _END:
+                    job = self.jobs[idx]
+                    used -= job.slices
+                    self.policy.release(job)
+                    for n in job.alloc_nodes:
+                        self.nodes[n].jobs.discard(idx)
+                    done += 1
+                    self.version += 1
+                elif kind == _SUBMIT:
+                    self._enqueue(self.jobs[idx])
+                    arrived += 1
+                    newcomers = True
+                else:
+                    wake_at.discard(t)
+            # main scheduler; a pass with misfits changes features, so Slurm runs again at once
+            while True:
+                p = self._main_pass(t)
+                used += self._account(p, t, events, seq)
+                seq += len(p.started)
+                if not p.misfits:
+                    break
+                if self.requeue_delay > 0 or not p.started:
+                    heapq.heappush(events, (t + max(self.requeue_delay, 1.0), _WAKE, seq, -1))
+                    seq += 1
+                    break
+            if pending:
+                stamp = (self.version, arrived)
+                if t >= next_bf and stamp != bf_stamp:
+                    p = self._backfill_pass(t)
+                    used += self._account(p, t, events, seq)
+                    seq += len(p.started)
+                    next_bf = t + cfg.bf_interval
+                    bf_stamp = (self.version, arrived) if not p.started else None
+                elif t < next_bf and next_bf not in wake_at and (stamp != bf_stamp or newcomers):
+                    wake_at.add(next_bf)
+                    heapq.heappush(events, (next_bf, _WAKE, seq, -1))
+                    seq += 1
+            if self.series is not None:
+                self.series.add(t, used, len(pending), self.misfits)
+            if cfg.check_invariants:
+                self.check()
+            if cfg.progress is not None and done % 1000 == 0:
+                cfg.progress(done, total)
+        return summarise(self, busy_area, first_t, last_t, window_end)
+
+    def _enqueue(self, job: SimJob) -> None:
+        pending = self.pending
+        if not pending or pending[-1].index < job.index:
+            pending.append(job)
+        else:
+            import bisect
+
+            keys = [j.index for j in pending]
+            pending.insert(bisect.bisect(keys, job.index), job)
+
+    def _account(self, p: _Pass, t: float, events: list, seq: int) -> int:
+        """Started jobs run to their end; returns the memory slices they took."""
+        added = 0
+        for job in p.started:
+            job.start = t
+            job.end = t + job.duration
+            job.slices = sum(
+                self.nodes[n].table.profiles[job.key].memory_slices * job.count for n, _ in job.alloc
+            )
+            job.alloc_nodes = tuple(n for n, _ in job.alloc)
+            for n in job.alloc_nodes:
+                self.nodes[n].jobs.add(job.index)
+            added += job.slices
+            heapq.heappush(events, (job.end, _END, seq, job.index))
+            seq += 1
+        if p.started or p.misfits:
+            self.version += 1
+            started = {j.index for j in p.started}
+            self.pending[:] = [j for j in self.pending if j.index not in started]
+        return added
+
+    def _try(self, job: SimJob, exclude: Set[int], p: _Pass, t: float) -> Optional[bool]:
+        """Allocate then run the prologs; None when the scheduler found no room."""
+        nodes = self.policy.allocate(job, exclude)
+        if nodes is None:
+            return None
+        job.attempts += 1
+        if self.policy.prolog(job, nodes):
+            p.started.append(job)
+            return True
+        p.misfits += 1
+        self.misfits += 1
+        job.eligible = t + self.requeue_delay
+        return False
+
+    def _main_pass(self, t: float) -> _Pass:
+        p = _Pass()
+        policy = self.policy
+        policy.begin_pass()
+        for job in self.pending:
+            if job.eligible > t:
+                continue
+            if job.blocked_at == self.version:
+                break  # nothing changed since it was refused
+            outcome = self._try(job, set(), p, t)
+            if outcome is None:
+                job.blocked_at = self.version if not p.started and not p.misfits else -1
+                break
+        policy.end_pass()
+        return p
+
+    def _backfill_pass(self, t: float) -> _Pass:
+        p = _Pass()
+        policy = self.policy
+        policy.begin_pass()
+        shadow, reserved = math.inf, set()
+        head = None
+        refused: Set[Tuple[int, int, int, bool]] = set()
+        for tested, job in enumerate(self.pending):
+            if tested >= self.config.bf_max_job_test:
+                break
+            if job.eligible > t:
+                continue
+            if head is None:
+                outcome = self._try(job, set(), p, t)
+                if outcome is None:
+                    head = job
+                    shadow, reserved = self._reservation(job, t)
+                continue
+            early = t + job.limit <= shadow
+            sig = (job.key, job.count, job.nodes, early)
+            if sig in refused:
+                continue
+            outcome = self._try(job, set() if early else reserved, p, t)
+            if outcome is None:
+                refused.add(sig)
+        policy.end_pass()
+        return p
+
+    def _reservation(self, job: SimJob, t: float) -> Tuple[float, Set[int]]:
+        """Earliest time (by time limits) and nodes where ``job`` fits: Slurm's backfill reservation."""
+        when: List[Tuple[float, int]] = []
+        for node in self.nodes:
+            running = sorted((self.jobs[i] for i in node.jobs), key=lambda j: (j.start + j.limit, j.index))
+            released: List[SimJob] = []
+            found = math.inf
+            for other in running:
+                released.append(other)
+                if self.policy.fits_after(node, job, released):
+                    found = max(t, other.start + other.limit)
+                    break
+            when.append((found, node.index))
+        when.sort()
+        chosen = when[: job.nodes]
+        if len(chosen) < job.nodes or chosen[-1][0] == math.inf:
+            return math.inf, set()
+        return chosen[-1][0], {n for _, n in chosen}
+
+    # -- checks ----------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise if any GPU holds overlapping or invalid instances, or the books do not balance."""
+        for node in self.nodes:
+            table = node.table
+            for g, slots in enumerate(node.gpus):
+                rebuilt: tuple = ()
+                for start, size, pid in slots:
+                    profile = table.model.profile_by_id(pid)
+                    if start not in table.free_starts(rebuilt, profile) or size != profile.memory_slices:
+                        raise AssertionError(f"{node.name} gpu {g}: invalid slots {slots}")
+                    rebuilt = table.add(rebuilt, start, profile)
+            if node.free != node.total - sum(table.used_slices(s) for s in node.gpus):
+                raise AssertionError(f"{node.name}: free slice count drifted")
+
+
+def simulate(
+    trace: Sequence[TraceJob], cluster: ClusterSpec, policy: Policy, config: Optional[SimConfig] = None
+) -> Result:
+    if not trace:
+        raise BadInputError("the trace has no jobs", part="trace")
+    return Simulation(trace, cluster, policy, config).run()
+
+
+def stderr_progress() -> Optional[Callable[[int, int], None]]:
+    """A one-line progress bar on stderr, only when it is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        width = 40
+        filled = width * done // max(total, 1)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} jobs")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show

@@ -1,0 +1,107 @@
+"""What a replay reports: the summary (stable JSON keys) and, on request, time series for plots.
+
+- ``misfits``: starts on a node where the job's instances could not be placed (requeued, or for ``shards``
+  a failed prolog); ``misfit_rate`` = misfits / (started + misfits), i.e. per start attempt.
+- ``utilization``: memory-slice-seconds held by running jobs / (the cluster's memory slices x the time),
+  over the arrival window (first to last submission), the window the offered load is defined on; the
+  drain-out tail after the last submission is left out. Memory slices, because they are what MIG
+  partitions (8 per H100) and what the ``mig`` gres counts.
+- ``mean_wait_s`` / ``p95_wait_s``: from submission to the start that ran (misfit attempts included).
+- ``makespan_s``: first submission to last end. ``drains``: node drains Slurm would do (``shards`` only).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import Simulation
+
+__all__ = ["Result", "Series", "summarise", "percentile", "SUMMARY_KEYS"]
+
+SUMMARY_KEYS = (
+    "policy",
+    "jobs",
+    "started",
+    "misfits",
+    "misfit_rate",
+    "utilization",
+    "mean_wait_s",
+    "p95_wait_s",
+    "makespan_s",
+    "drains",
+)
+
+
+@dataclass
+class Series:
+    """Per-instant samples: time, memory slices in use, pending jobs, misfits so far."""
+
+    t: List[float] = field(default_factory=list)
+    used: List[int] = field(default_factory=list)
+    queued: List[int] = field(default_factory=list)
+    misfits: List[int] = field(default_factory=list)
+
+    def add(self, t: float, used: int, queued: int, misfits: int) -> None:
+        self.t.append(t)
+        self.used.append(used)
+        self.queued.append(queued)
+        self.misfits.append(misfits)
+
+
+@dataclass
+class Result:
+    policy: str
+    jobs: int
+    started: int
+    misfits: int
+    misfit_rate: float
+    utilization: float
+    mean_wait_s: float
+    p95_wait_s: float
+    makespan_s: float
+    drains: int
+    rejected: int = 0
+    total_slices: int = 0
+    series: Any = None
+    waits: Sequence[float] = ()
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = {k: getattr(self, k) for k in SUMMARY_KEYS}
+        out["rejected"] = self.rejected
+        return out
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return float(ordered[rank - 1])
+
+
+def summarise(sim: Simulation, busy_area: float, first_t: float, last_t: float, window_end: float) -> Result:
+    started = [j for j in sim.jobs if j.start is not None]
+    waits = [j.start - j.submit for j in started]
+    makespan = last_t - first_t
+    attempts = len(started) + sim.misfits
+    window = window_end - first_t
+    return Result(
+        policy=sim.policy.name,
+        jobs=len(sim.jobs),
+        started=len(started),
+        misfits=sim.misfits,
+        misfit_rate=round(sim.misfits / attempts, 6) if attempts else 0.0,
+        utilization=round(busy_area / (sim.total_slices * window), 6) if window > 0 else 0.0,
+        mean_wait_s=round(sum(waits) / len(waits), 3) if waits else 0.0,
+        p95_wait_s=round(percentile(waits, 95), 3),
+        makespan_s=round(makespan, 3),
+        drains=sim.policy.drains,
+        rejected=len(sim.rejected),
+        total_slices=sim.total_slices,
+        series=sim.series,
+        waits=waits,
+    )

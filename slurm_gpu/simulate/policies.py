@@ -1,0 +1,476 @@
+"""Admission and placement policies, all driven by the same engine and Slurm-like queue.
+
+Each policy answers, for the scheduler, "may this job start on these nodes now?" from *its* view of the
+cluster (``allocate``), then plays the node side (``prolog``): create the instances on the real GPU state,
+or report a misfit. The engine requeues a misfit job.
+
+- ``default``: what slurm-gpu ships. Slurm admits with the count-only ``mig`` gres (live within a pass) and
+  the fit features ``mig.<profile>.<k>`` (a snapshot taken when the pass starts); the node agent places
+  with the fragmentation-aware planner. Two jobs of one pass can race onto one node: the loser misfits
+  and our prolog requeues it (no drain).
+- ``oracle``: exact admission on the live geometry, best-fit node, same placement. Never misfits.
+- ``shards``: gres/shard counting per GPU (Slurm 22.05: all shards of a job on a node from one GPU); a
+  misfit is what a naive prolog hits, and Slurm drains the node for it (counted in ``drains``).
+- ``static``: fixed MIG layouts, jobs take a free instance of their exact profile. Never misfits.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+from slurm_gpu.errors import BadInputError
+
+from .slots import GpuSlots, ModelTable
+from .state import SimJob, SimNode, plan_on_node
+
+__all__ = ["Policy", "DefaultPolicy", "OraclePolicy", "ShardsPolicy", "StaticPolicy", "POLICIES"]
+
+INF = float("inf")
+
+
+class Policy:
+    """Base: the real GPU state lives in ``self.nodes``; subclasses add their scheduler's view."""
+
+    name = "?"
+    drains = 0
+    requeue_delay = 0.0  # our prolog requeues a job it cannot place; eligible at once
+
+    def setup(self, nodes: List[SimNode], keys: Sequence[str], slices_of: Sequence[int]) -> None:
+        self.nodes = nodes
+        self.keys = keys
+        self.slices_of = slices_of  # Slurm's `mig` count per instance of each key (largest over models)
+        self.drains = 0
+
+    def begin_pass(self) -> None:
+        pass
+
+    def end_pass(self) -> None:
+        pass
+
+    def allocate(self, job: SimJob, exclude: Set[int]) -> Optional[List[int]]:
+        raise NotImplementedError
+
+    def prolog(self, job: SimJob, nodes: List[int]) -> bool:
+        """Create the job's instances on every node, or undo everything and return False (a misfit)."""
+        raise NotImplementedError
+
+    def release(self, job: SimJob) -> None:
+        for n, placed in job.alloc:
+            node = self.nodes[n]
+            for g, start in placed:
+                node.set_gpu(g, node.table.remove(node.gpus[g], start))
+        job.alloc = []
+
+    def could_ever_fit(self, job: SimJob) -> bool:
+        empty = [n for n in self.nodes if n.table.capacity(())[job.key] * len(n.gpus) >= job.count]
+        return len(empty) >= job.nodes
+
+    # -- reservations (backfill) ---------------------------------------------------------------------
+    def fits_after(self, node: SimNode, job: SimJob, released: Iterable[SimJob]) -> bool:
+        """Would ``job`` fit on ``node`` in this policy's view once ``released`` have ended?"""
+        gpus = list(node.gpus)
+        table = node.table
+        for other in released:
+            for n, placed in other.alloc:
+                if n == node.index:
+                    for g, start in placed:
+                        gpus[g] = table.remove(gpus[g], start)
+        return sum(table.capacity(s)[job.key] for s in gpus) >= job.count
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _place(self, job: SimJob, nodes: List[int]) -> bool:
+        """Plan and create on each node with the agent's placement; all or nothing."""
+        done: List[Tuple[int, List[Tuple[int, int]]]] = []
+        for n in nodes:
+            node = self.nodes[n]
+            plan = plan_on_node(node, job.key, job.count)
+            if plan is None:
+                job.alloc = done
+                self.release(job)
+                return False
+            for g, _start, after in plan:
+                node.set_gpu(g, after)
+            done.append((n, [(g, start) for g, start, _ in plan]))
+        job.alloc = done
+        return True
+
+
+class OraclePolicy(Policy):
+    name = "oracle"
+
+    def allocate(self, job: SimJob, exclude: Set[int]) -> Optional[List[int]]:
+        k, count = job.key, job.count
+        fitting = [
+            (node.free, node.index)
+            for node in self.nodes
+            if node.cap[k] >= count and node.index not in exclude
+        ]
+        if len(fitting) < job.nodes:
+            return None
+        fitting.sort()  # best fit: the fullest nodes first
+        return [n for _, n in fitting[: job.nodes]]
+
+    def prolog(self, job: SimJob, nodes: List[int]) -> bool:
+        placed = self._place(job, nodes)
+        assert placed, "oracle admitted a job that does not fit"  # noqa: S101 - an invariant, tested
+        return placed
+
+
+class DefaultPolicy(Policy):
+    """Count-only ``mig`` gres (live) + fit features (snapshot per pass); requeue on a race."""
+
+    name = "default"
+
+    def __init__(self, order: str = "first", publish: str = "exact", max_count: int = 8):
+        if order not in ("first", "tight", "spread"):
+            raise BadInputError(f"default policy order {order!r}: first, tight or spread", part=order)
+        if publish not in ("exact", "safe"):
+            raise BadInputError(f"default policy publish {publish!r}: exact or safe", part=publish)
+        self.order = order
+        self.publish = publish
+        self.max_count = max_count
+
+    def setup(self, nodes: List[SimNode], keys: Sequence[str], slices_of: Sequence[int]) -> None:
+        super().setup(nodes, keys, slices_of)
+        self.gres_free = [n.total for n in nodes]  # Slurm's `mig` count left per node
+        self.snapshot: List[List[int]] = [n.cap for n in nodes]
+        self.snap_free: List[int] = [n.free for n in nodes]
+        self.pending_release: List[Tuple[int, int]] = []
+
+    def begin_pass(self) -> None:
+        # the features Slurm sees were published by the agents after their last change
+        if self.publish == "exact":
+            self.snapshot = [n.cap for n in self.nodes]
+        else:
+            self.snapshot = [self._safe(n) for n in self.nodes]
+        self.snap_free = [n.free for n in self.nodes]
+
+    def _safe(self, node: SimNode) -> List[int]:
+        """Publish a profile only where every instance of it the ``mig`` count still allows would fit."""
+        out = list(node.cap)
+        for k, c in enumerate(out):
+            need = self.slices_of[k]
+            if need and c < min(self.max_count, node.free // need):
+                out[k] = 0
+        return out
+
+    def end_pass(self) -> None:
+        # a requeued job's gres goes back once its prologs are done, i.e. after the pass
+        for n, amount in self.pending_release:
+            self.gres_free[n] += amount
+        self.pending_release = []
+
+    def allocate(self, job: SimJob, exclude: Set[int]) -> Optional[List[int]]:
+        k, count = job.key, job.count
+        need = self.slices_of[k] * count
+        snapshot, gres_free = self.snapshot, self.gres_free
+        if self.order == "first":
+            chosen = []
+            for n in range(len(snapshot)):
+                if snapshot[n][k] >= count and gres_free[n] >= need and n not in exclude:
+                    chosen.append(n)
+                    if len(chosen) == job.nodes:
+                        break
+        elif self.order == "spread":  # CR_LLN: the least loaded node now (live within the pass)
+            fitting = [
+                (-gres_free[n], n)
+                for n in range(len(snapshot))
+                if snapshot[n][k] >= count and gres_free[n] >= need and n not in exclude
+            ]
+            fitting.sort()
+            chosen = [n for _, n in fitting[: job.nodes]]
+        else:  # nodes weighted by their published free slices: Slurm picks the lowest weight first
+            fitting = [
+                (self.snap_free[n], n)
+                for n in range(len(snapshot))
+                if snapshot[n][k] >= count and gres_free[n] >= need and n not in exclude
+            ]
+            fitting.sort()
+            chosen = [n for _, n in fitting[: job.nodes]]
+        if len(chosen) < job.nodes:
+            return None
+        for n in chosen:
+            gres_free[n] -= need
+        return chosen
+
+    def prolog(self, job: SimJob, nodes: List[int]) -> bool:
+        if self._place(job, nodes):
+            return True
+        need = self.slices_of[job.key] * job.count
+        self.pending_release.extend((n, need) for n in nodes)
+        return False
+
+    def release(self, job: SimJob) -> None:
+        need = self.slices_of[job.key] * job.count
+        for n, _ in job.alloc:
+            self.gres_free[n] += need
+        super().release(job)
+
+
+class ShardsPolicy(Policy):
+    """gres/shard: ``compute_slices_total`` shards per GPU; a profile costs its compute (or memory) slices."""
+
+    name = "shards"
+    requeue_delay = 120.0  # a failed prolog: Slurm requeues the job held, eligible again after 120 s
+
+    def __init__(self, cost: str = "compute"):
+        if cost not in ("compute", "memory"):
+            raise BadInputError(f"shard cost {cost!r}: compute or memory", part=cost)
+        self.cost = cost
+
+    def _cost(self, node: SimNode, key: int) -> int:
+        p = node.table.profiles[key]
+        if p is None:
+            return 10**9
+        return p.compute_slices if self.cost == "compute" else p.memory_slices
+
+    def _per_gpu(self, node: SimNode) -> int:
+        m = node.table.model
+        return m.compute_slices_total if self.cost == "compute" else m.memory_slices_total
+
+    def setup(self, nodes: List[SimNode], keys: Sequence[str], slices_of: Sequence[int]) -> None:
+        super().setup(nodes, keys, slices_of)
+        self.shards = [[self._per_gpu(n)] * len(n.gpus) for n in nodes]
+        # drained nodes take no new job; the admin resumes one once its jobs are gone (a generous admin)
+        self.drained: Set[int] = set()
+
+    def could_ever_fit(self, job: SimJob) -> bool:
+        ok = [n for n in self.nodes if self._cost(n, job.key) * job.count <= self._per_gpu(n)]
+        return len(ok) >= job.nodes and super().could_ever_fit(job)
+
+    def _gpu_for(self, n: int, need: int) -> int:
+        for g, free in enumerate(self.shards[n]):
+            if free >= need:
+                return g
+        return -1
+
+    def allocate(self, job: SimJob, exclude: Set[int]) -> Optional[List[int]]:
+        chosen: List[Tuple[int, int, int]] = []
+        for node in self.nodes:
+            if node.index in exclude or node.index in self.drained:
+                continue
+            need = self._cost(node, job.key) * job.count
+            g = self._gpu_for(node.index, need)
+            if g >= 0:
+                chosen.append((node.index, g, need))
+                if len(chosen) == job.nodes:
+                    break
+        if len(chosen) < job.nodes:
+            return None
+        job.shard_gpu = {}
+        for n, g, need in chosen:
+            self.shards[n][g] -= need
+            job.shard_gpu[n] = (g, need)
+        return [n for n, _, _ in chosen]
+
+    def prolog(self, job: SimJob, nodes: List[int]) -> bool:
+        done = []
+        for n in nodes:
+            node = self.nodes[n]
+            g = job.shard_gpu[n][0]
+            plan = plan_on_node(node, job.key, job.count, gpus=(g,))
+            if plan is None:
+                # a naive prolog fails here: Slurm drains the node and requeues the job held
+                self.drains += 1
+                self.drained.add(n)
+                job.alloc = done
+                super().release(job)
+                self._give_back_shards(job)
+                return False
+            for gi, _start, after in plan:
+                node.set_gpu(gi, after)
+            done.append((n, [(gi, start) for gi, start, _ in plan]))
+        job.alloc = done
+        return True
+
+    def _give_back_shards(self, job: SimJob) -> None:
+        for n, (g, need) in job.shard_gpu.items():
+            self.shards[n][g] += need
+            if n in self.drained and all(f == self._per_gpu(self.nodes[n]) for f in self.shards[n]):
+                self.drained.discard(n)
+        job.shard_gpu = {}
+
+    def release(self, job: SimJob) -> None:
+        self._give_back_shards(job)
+        super().release(job)
+
+    def fits_after(self, node: SimNode, job: SimJob, released: Iterable[SimJob]) -> bool:
+        free = list(self.shards[node.index])
+        for other in released:
+            g_need = other.shard_gpu.get(node.index)
+            if g_need:
+                free[g_need[0]] += g_need[1]
+        need = self._cost(node, job.key) * job.count
+        return node.index not in self.drained and any(f >= need for f in free)
+
+
+class StaticPolicy(Policy):
+    """Fixed layouts: ``layouts[node][gpu]`` is the GPU's slot tuple, made once; jobs take free instances."""
+
+    name = "static"
+
+    def __init__(self, layout: Optional[str] = None):
+        self.layout_text = layout
+        self.layouts: List[List[GpuSlots]] = []
+
+    def setup(self, nodes: List[SimNode], keys: Sequence[str], slices_of: Sequence[int]) -> None:
+        super().setup(nodes, keys, slices_of)
+        if not self.layouts:
+            if self.layout_text is None:
+                raise BadInputError(
+                    "static policy needs --layout or a trace to choose one from", part="static"
+                )
+            self.layouts = layouts_from_text(self.layout_text, nodes)
+        # free instances per node and profile id: [(gpu, start), ...]
+        self.free: List[Dict[int, List[Tuple[int, int]]]] = []
+        for per_gpu in self.layouts:
+            free: Dict[int, List[Tuple[int, int]]] = {}
+            for g, slots in enumerate(per_gpu):
+                for start, _size, pid in slots:
+                    free.setdefault(pid, []).append((g, start))
+            self.free.append(free)
+
+    def _pid(self, node: SimNode, key: int) -> int:
+        p = node.table.profiles[key]
+        return -1 if p is None else p.profile_id
+
+    def could_ever_fit(self, job: SimJob) -> bool:
+        ok = [
+            n
+            for n, free in zip(self.nodes, self.free)
+            if len(free.get(self._pid(n, job.key), ())) >= job.count
+        ]
+        return len(ok) >= job.nodes
+
+    def allocate(self, job: SimJob, exclude: Set[int]) -> Optional[List[int]]:
+        chosen = []
+        for node, free in zip(self.nodes, self.free):
+            if node.index not in exclude and len(free.get(self._pid(node, job.key), ())) >= job.count:
+                chosen.append(node.index)
+                if len(chosen) == job.nodes:
+                    break
+        if len(chosen) < job.nodes:
+            return None
+        job.alloc = []
+        for n in chosen:
+            pool = self.free[n][self._pid(self.nodes[n], job.key)]
+            taken, pool[:] = pool[: job.count], pool[job.count :]
+            job.alloc.append((n, taken))
+        return chosen
+
+    def prolog(self, job: SimJob, nodes: List[int]) -> bool:
+        # the instances exist already; mark them used on the real state for the invariant checks
+        for n, taken in job.alloc:
+            node = self.nodes[n]
+            p = node.table.profiles[job.key]
+            for g, start in taken:
+                node.set_gpu(g, node.table.add(node.gpus[g], start, p))
+        return True
+
+    def release(self, job: SimJob) -> None:
+        for n, taken in job.alloc:
+            pool = self.free[n][self._pid(self.nodes[n], job.key)]
+            pool.extend(taken)
+            pool.sort()
+        super().release(job)
+
+    def fits_after(self, node: SimNode, job: SimJob, released: Iterable[SimJob]) -> bool:
+        pid = self._pid(node, job.key)
+        free = len(self.free[node.index].get(pid, ()))
+        for other in released:
+            for n, taken in other.alloc:
+                if n == node.index and self._pid(node, other.key) == pid:
+                    free += len(taken)
+        return free >= job.count
+
+
+def layouts_from_text(text: str, nodes: Sequence[SimNode]) -> List[List[GpuSlots]]:
+    """``3g.40gb,3g.40gb`` (every GPU) or ``4g.40gb,3g.40gb;1g.10gb*7`` (GPUs take the layouts in turn).
+
+    Instances are placed with the agent's placement, so a layout that cannot exist is refused.
+    """
+    gpu_layouts = [part.strip() for part in text.split(";") if part.strip()]
+    if not gpu_layouts:
+        raise BadInputError("empty --layout", part=text)
+    out: List[List[GpuSlots]] = []
+    turn = 0
+    for node in nodes:
+        table: ModelTable = node.table
+        per_gpu = []
+        for _ in node.gpus:
+            spec = gpu_layouts[turn % len(gpu_layouts)]
+            turn += 1
+            slots: GpuSlots = ()
+            for item in spec.split(","):
+                name, _, times = item.strip().partition("*")
+                if not table.model.has_profile(name):
+                    raise BadInputError(
+                        f"layout {spec!r}: no profile {name!r} on {table.model.key}", part=name
+                    )
+                profile = table.model.profile(name)
+                for _ in range(int(times or 1)):
+                    starts = table.free_starts(slots, profile)
+                    if not starts:
+                        raise BadInputError(f"layout {spec!r} does not fit one {table.model.key}", part=spec)
+                    best = max(starts, key=lambda s: (table.value(table.add(slots, s, profile)), -s))
+                    slots = table.add(slots, best, profile)
+            per_gpu.append(slots)
+        out.append(per_gpu)
+    return out
+
+
+def best_static_layouts(nodes: Sequence[SimNode], demand: Dict[int, float]) -> List[List[GpuSlots]]:
+    """The static layout today's practice would pick for a profile mix: instance-seconds ``demand`` per key.
+
+    Greedy leximin: GPU after GPU, take the maximal layout that most raises the worst ratio of instances
+    to demand; successive choices go to different nodes so every node gets a mix.
+    """
+    keys = sorted(k for k, d in demand.items() if d > 0)
+    have = {k: 0.0 for k in keys}
+    out: List[List[GpuSlots]] = [[()] * len(n.gpus) for n in nodes]
+    candidates: Dict[str, List[Tuple[GpuSlots, Dict[int, int]]]] = {}
+    order = [
+        (g, node) for g in range(max(len(n.gpus) for n in nodes)) for node in nodes if g < len(node.gpus)
+    ]
+    for g, node in order:
+        table = node.table
+        if table.model.key not in candidates:
+            options = []
+            for slots in table.layouts([k for k in keys if table.profiles[k] is not None]):
+                counts = {
+                    k: sum(1 for _, _, pid in slots if pid == table.profiles[k].profile_id)
+                    for k in keys
+                    if table.profiles[k] is not None
+                }
+                options.append((slots, counts))
+            candidates[table.model.key] = options
+        best = None
+        best_rank = None
+        for slots, counts in candidates[table.model.key]:
+            ratios = sorted((have[k] + counts.get(k, 0)) / demand[k] for k in keys)
+            rank = (ratios, table.used_slices(slots), slots)
+            if best_rank is None or rank > best_rank:
+                best, best_rank = (slots, counts), rank
+        if best is None:
+            continue
+        out[node.index][g] = best[0]
+        for k, c in best[1].items():
+            have[k] += c
+    return out
+
+
+POLICIES = ("default", "oracle", "shards", "static")
+
+
+def make_policy(
+    name: str, layout: Optional[str] = None, order: str = "first", shard_cost: str = "compute"
+) -> Policy:
+    if name == "default":
+        return DefaultPolicy(order)
+    if name == "oracle":
+        return OraclePolicy()
+    if name == "shards":
+        return ShardsPolicy(shard_cost)
+    if name == "static":
+        return StaticPolicy(layout)
+    raise BadInputError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})", part=name)
