@@ -166,17 +166,21 @@ def test_mixed_profiles_fill_a_node_exactly(cl):
     node = cl.nodes[0]
     wait_for(lambda: node_idle(cl, node), 60, f"{node} idle")
     marker = cl.outdir + "/fill"
-    jobs = [submit(cl, "-w", node, f"--gres=gpu:{p}", wrap=f"touch {marker}.$SLURM_JOB_ID; sleep 10")
+    jobs = [submit(cl, "-w", node, f"--gres=gpu:{p}", wrap=f"touch {marker}.$SLURM_JOB_ID; sleep 60")
             for p in ["4g.40gb"] * 4 + ["3g.40gb"] * 4]
-    wait_for(lambda: all(Path(f"{marker}.{j}").exists() for j in jobs), 90, "all 8 jobs running at once")
-    live = instances(cl, node)
-    assert sorted((i.gpu_index, i.start, i.size) for i in live) == sorted(
-        [(g, 0, 4) for g in range(4)] + [(g, 4, 4) for g in range(4)])
-    feats = cl.run(["scontrol", "show", "node", node], check=True).stdout
-    active = re.search(r"ActiveFeatures=(\S*)", feats).group(1)
-    assert "mig." not in active  # nothing more fits
+    try:
+        wait_for(lambda: all(Path(f"{marker}.{j}").exists() for j in jobs), 50, "all 8 jobs running at once")
+        live = instances(cl, node)
+        assert sorted((i.gpu_index, i.start, i.size) for i in live) == sorted(
+            [(g, 0, 4) for g in range(4)] + [(g, 4, 4) for g in range(4)])
+        feats = cl.run(["scontrol", "show", "node", node], check=True).stdout
+        active = re.search(r"ActiveFeatures=(\S*)", feats).group(1)
+        assert "mig." not in active  # nothing more fits
+    finally:
+        cl.run(["scancel", *jobs])
     done = wait(cl, jobs)
-    assert all(i["JobState"] == "COMPLETED" for i in done.values())
+    assert all(i["JobState"] == "CANCELLED" for i in done.values())
+    wait_for(lambda: not instances(cl, node), 30, "node emptied")
 
 
 def test_saturated_node_jobs_pend_then_start(cl):
