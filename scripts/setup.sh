@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
     python3 python3-venv python3-dev
     munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins
-    lua5.3
+    lua5.1
     iproute2 procps util-linux
 )
 
@@ -29,6 +29,10 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[dev,plot,metrics]'
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+# pip's build backend is chatty; keep its output for when it fails.
+if ! .venv/bin/python -m pip install -q -e '.[dev,plot,metrics]' >.venv/pip-install.log 2>&1; then
+    cat .venv/pip-install.log >&2
+    exit 1
+fi
 echo "setup.sh: ready (.venv/bin/slurm-gpu)"
