@@ -61,7 +61,7 @@ class AgentPolicy:
 
 @dataclass
 class Outcome:
-    """What a hook did; ``action`` is one of none, created, refused, requeued, released, partial."""
+    """What a hook did; ``action``: none, created, refused, requeued, cancelled, released, partial."""
 
     job_id: str
     action: str
@@ -306,13 +306,20 @@ class NodeAgent:
     def _requeue(self, ctx: JobContext, job: Any, why: str, detail: str) -> Outcome:
         """A packing race: send the job back to the queue and count the event in the journal history."""
         problems: List[str] = []
+        event = "requeued"
         try:
             self.slurm.requeue(job.job_id, why, job.admin_comment, self.policy.requeue_delay_s)
         except SlurmError as exc:
+            # Interactive jobs cannot be requeued: cancel rather than run without the GPUs it asked for.
             problems.append(f"requeue failed: {exc}")
-        self._count_event("requeued", ctx.job_id, why, detail)
+            event = "cancelled"
+            try:
+                self.slurm.cancel(job.job_id, why, job.admin_comment)
+            except SlurmError as exc2:
+                problems.append(f"cancel failed: {exc2}")
+        self._count_event(event, ctx.job_id, why, detail)
         self._publish_quietly(problems)
-        return Outcome(ctx.job_id, "requeued", f"{why}: {detail}", problems=problems)
+        return Outcome(ctx.job_id, event, f"{why}: {detail}", problems=problems)
 
     def _count_event(self, event: str, job_id: str, why: str, detail: str) -> None:
         import json

@@ -298,3 +298,20 @@ def test_reconcile_adopts_an_unrecorded_instance_of_a_running_job(node):
     rec = node.journal.get("100")
     assert rec.instances[0].state == "created" and rec.instances[0].actual.mig_uuid == inst.mig_uuid
     assert [i.mig_uuid for i in node.driver.instances()] == [inst.mig_uuid]
+
+
+def test_race_of_a_job_that_cannot_be_requeued_cancels_it(node):
+    node.slurm.add(110, "7g.80gb", 2, slices=16)
+    assert node.prepare(ctx(110)).action == "created"
+    node.slurm.add(111, "1g.10gb", 1, slices=1)
+
+    def refuse(*_a, **_k):
+        from slurm_gpu.errors import SlurmError
+
+        raise SlurmError("Only batch jobs are accepted or processed")
+
+    node.slurm.requeue = refuse
+    out = node.prepare(ctx(111))
+    assert out.action == "cancelled" and "requeue failed" in out.problems[0]
+    assert [c[:2] for c in node.slurm.calls if c[0] == "cancel"] == [("cancel", 111)]
+    assert [h["job_id"] for h in node.journal.history() if h.get("event") == "cancelled"] == ["111"]
