@@ -52,7 +52,6 @@ class AgentPolicy:
     max_count_per_node: int = 8
     release_wait_s: float = 10.0  # how long the Epilog waits for processes to leave an instance
     release_poll_s: float = 0.2
-    requeue_delay_s: int = 5  # a raced job is eligible again after this (Slurm's default is 120 s)
     caps_dir: str = "/dev/nvidia-caps"
     cgroup_root: Optional[str] = "/sys/fs/cgroup/devices"
     enable_mig_mode: bool = True  # switch idle Hopper+ GPUs to MIG mode on demand
@@ -308,7 +307,7 @@ class NodeAgent:
         problems: List[str] = []
         event = "requeued"
         try:
-            self.slurm.requeue(job.job_id, why, job.admin_comment, self.policy.requeue_delay_s)
+            self.slurm.requeue(job.job_id, why, job.admin_comment)
         except SlurmError as exc:
             # Interactive jobs cannot be requeued: cancel rather than run without the GPUs it asked for.
             problems.append(f"requeue failed: {exc}")

@@ -49,7 +49,7 @@ class FakeSlurm:
         self.calls.append(("features", tuple(available), tuple(active)))
         self.available, self.active = tuple(available), tuple(active)
 
-    def requeue(self, job_id, reason, admin_comment, delay_s=5):
+    def requeue(self, job_id, reason, admin_comment):
         self.calls.append(("requeue", job_id, reason))
 
     def hold(self, job_id, reason, admin_comment):

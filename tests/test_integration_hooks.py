@@ -294,6 +294,32 @@ def test_mismatched_request_is_held_not_drained(cl):
     cl.run(["scancel", j])
 
 
+def test_raced_job_is_requeued_with_a_reason_not_drained(cl):
+    # Three 4g.40gb on three GPUs leave 20 slices in Slurm's count but room for one 7g.80gb only;
+    # two 7g.80gb submitted together both pass the feature check in one scheduling pass.
+    node = cl.nodes[1]
+    wait_for(lambda: node_idle(cl, node), 60, f"{node} idle")
+    wrap = f"touch {cl.outdir}/$SLURM_JOB_ID.running; sleep 60"
+    fillers = [submit(cl, "-w", node, "--gres=gpu:4g.40gb", wrap=wrap) for _ in range(3)]
+    wait_for(lambda: all(Path(cl.outdir, f"{j}.running").exists() for j in fillers), 60, "fillers running")
+    before = len([h for h in history(cl, node) if h.get("event") == "requeued"])
+    racers = [submit(cl, "-w", node, "--gres=gpu:7g.80gb", wrap="sleep 60") for _ in range(2)]
+    try:
+        raced = wait_for(lambda: [h for h in history(cl, node) if h.get("event") == "requeued"][before:],
+                         20, "a raced start")
+        loser = raced[0]["job_id"]
+        assert loser in racers
+        info = wait_for(lambda: (lambda i: i if i.state == "PENDING" else None)(sjob(cl, loser)), 30,
+                        "raced job pending")
+        assert "slurm-gpu-requeued:no_placement" in info.admin_comment
+        assert info.restart_count == 1
+        assert len(instances(cl, node)) == 4 and drained(cl) == {}
+        print(f"\nraced start: job {loser} requeued ({raced[0]['reason']})")
+    finally:
+        cl.run(["scancel", *fillers, *racers])
+    wait(cl, fillers + racers)
+
+
 @pytest.mark.slow
 def test_trace_of_300_mixed_jobs(cl):
     import random

@@ -5,8 +5,9 @@ and raises ``SlurmError`` carrying the command and Slurm's message when it fails
 
 What was measured on 22.05 (tests/test_integration_hooks.py re-checks it on the real cluster):
 - ``scontrol requeue`` works from inside a Prolog (PrologFlags=Alloc): the job goes back to PENDING, the
-  node stays in service, the Epilog runs. A requeued job is held back ~120 s; ``StartTime=now+N`` shortens
-  that. A ``--no-requeue`` job refuses ("presently disabled") until ``Requeue=1`` is set on it.
+  node stays in service, the Epilog runs. A requeued job is held back ~120 s, and must be: a job restarted
+  sooner on the same node gets no Prolog (slurmd still caches its credential). A ``--no-requeue`` job
+  refuses ("presently disabled") until ``Requeue=1`` is set on it.
 - ``squeue --json`` ignores ``-w`` in 22.05 and lists every job, so jobs on a node are read with a
   ``--format`` listing instead.
 """
@@ -91,20 +92,18 @@ class SlurmCli:
         self._run("scontrol", ["update", f"nodename={node}", f"availablefeatures={','.join(avail)}",
                                f"activefeatures={','.join(act)}"])
 
-    def requeue(self, job_id: int, reason: str, admin_comment: str, delay_s: int = 5) -> None:
+    def requeue(self, job_id: int, reason: str, admin_comment: str) -> None:
         """Send a job back to the queue from its Prolog, with ``reason`` in its admin comment.
 
         ``Requeue=1`` first so that ``--no-requeue`` jobs are requeued too (we, not the job, failed).
+        Slurm's requeue delay (~120 s) is kept on purpose: slurmd runs no Prolog for a job id whose
+        credential it still caches, so a job restarted sooner on the same node would run without its
+        instances (measured on 22.05).
         """
         jid = str(int(job_id))
         self._run("scontrol", ["update", f"jobid={jid}", "requeue=1"])
         self._run("scontrol", ["requeue", jid])
         self.annotate(job_id, admin_comment, f"{REQUEUE_MARK}:{reason}")
-        try:
-            # Eligible again soon instead of after Slurm's 120 s requeue delay.
-            self._run("scontrol", ["update", f"jobid={jid}", f"starttime=now+{int(delay_s)}"])
-        except SlurmError:
-            pass  # the job keeps Slurm's default delay; it is requeued all the same
 
     def hold(self, job_id: int, reason: str, admin_comment: str) -> None:
         """Requeue a job held (it waits for an admin), with ``reason`` in its admin comment."""
