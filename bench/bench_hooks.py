@@ -5,7 +5,10 @@ same run (so figures compare across machines).
   journal, planning, simulated driver, a stand-in ``scontrol`` that answers at once: controller and
   driver latency excluded), for a stream of 1g.10gb/2g.20gb/3g.40gb jobs filling the node then leaving;
 - the same use cases in-process (``NodeAgent.prepare``/``release``) without interpreter start-up;
-- TaskProlog: one task's ``python3 -I -S task_prolog.py`` (the form slurm.conf runs).
+- TaskProlog: one task's ``/usr/bin/python3 -I -S task_prolog.py`` (the form slurm.conf runs).
+
+The hooks are compared with ``<their interpreter> -c pass``, the TaskProlog with ``/usr/bin/python3 -c
+pass`` (and ``-I -S -c pass``); each sample is paired with a baseline run taken just before it.
 
 Run: ``.venv/bin/python bench/bench_hooks.py [--jobs 24]``
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -84,7 +88,11 @@ def main() -> int:
            "SLURM_JOB_UID": str(os.getuid()), "SLURM_JOB_GID": str(os.getgid())}
 
     # Each sample is paired with a baseline run just before it: ratios stay meaningful on a busy machine.
-    base_cmd = ["python3", "-c", "pass"]
+    # The hooks run under the package's interpreter, the TaskProlog under the system one: each is
+    # compared with "<that interpreter> -c pass".
+    base_cmd = [sys.executable, "-c", "pass"]
+    sys_python = shutil.which("python3", path="/usr/bin:/bin") or "python3"
+    sys_base = [sys_python, "-c", "pass"]
     hook = [sys.executable, "-m", "slurm_gpu.hooks.prolog"]
     unhook = [sys.executable, "-m", "slurm_gpu.hooks.epilog"]
     first, second = jobs[: args.jobs], jobs[args.jobs:]
@@ -110,19 +118,21 @@ def main() -> int:
     tasks = tmp / "state"
     Journal(str(tasks)).write_task_env("77", os.getuid(), os.getgid(),
                                        ["MIG-11111111-2222-3333-4444-555555555555"])
-    tp_cmd = ["python3", "-I", "-S", str(REPO / "slurm_gpu/hooks/task_prolog.py"), str(tasks)]
+    tp_cmd = [sys_python, "-I", "-S", str(REPO / "slurm_gpu/hooks/task_prolog.py"), str(tasks)]
     tp_env = {"SLURM_JOB_ID": "77", "SLURM_LOCALID": "3"}
-    tp = [paired(tp_cmd, tp_env, base_cmd) for _ in range(21)]
-    tp_bare = [paired(tp_cmd, tp_env, ["python3", "-I", "-S", "-c", "pass"]) for _ in range(21)]
+    tp = [paired(tp_cmd, tp_env, sys_base) for _ in range(21)]
+    tp_bare = [paired(tp_cmd, tp_env, [sys_python, "-I", "-S", "-c", "pass"]) for _ in range(21)]
     inproc_base = [timed(base_cmd)[0] for _ in range(9)]
 
     def row(name, pairs):
         secs = statistics.median(p[0] for p in pairs)
         ratio = statistics.median(p[0] / p[1] for p in pairs)
-        print(f"{name:40} median {secs * 1000:7.1f} ms  = {ratio:5.2f} x python3 -c pass")
+        print(f"{name:40} median {secs * 1000:7.1f} ms  = {ratio:5.2f} x <interpreter> -c pass")
 
     base_ms = statistics.median(p[1] for p in pro) * 1000
-    print(f"8 x H100 simulated node, {args.jobs} jobs per round; python3 -c pass median {base_ms:.1f} ms")
+    sys_ms = statistics.median(p[1] for p in tp) * 1000
+    print(f"8 x H100 simulated node, {args.jobs} jobs per round; {sys.executable} -c pass median "
+          f"{base_ms:.1f} ms; {sys_python} -c pass median {sys_ms:.1f} ms")
     row("prolog hook process", pro)
     row("epilog hook process", epi)
     med_base = statistics.median(inproc_base)
