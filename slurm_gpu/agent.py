@@ -207,7 +207,7 @@ class NodeAgent:
                 planned = plan(node, req.profile, req.count)
             except NoFitError as exc:
                 return self._requeue(ctx, job, f"no placement for {req.count}x{req.profile} on {self.node}",
-                                     str(exc))
+                                     str(exc) + self._mig_off_note())
             try:
                 self._enable_mig(planned)
             except DriverError as exc:
@@ -274,6 +274,15 @@ class NodeAgent:
         if self.journal.get(ctx.job_id) is not None:
             raise StateError(f"job {ctx.job_id}: an earlier attempt cannot be rolled back: {problems}")
         return None
+
+    def _mig_off_note(self) -> str:
+        """Name the GPUs a hook will not switch to MIG mode (Ampere needs a reset: an admin's job)."""
+        off = [f"GPU {g.index} ({g.model})" for g in self._gpus()
+               if not g.mig_current and self.catalog.model(g.model).mode_change_requires_reset]
+        if not off:
+            return ""
+        return (f"; {', '.join(off)} not in MIG mode and needs a GPU reset to enable it "
+                "(nvidia-smi -i <index> -mig 1, then reset the idle GPU)")
 
     def _enable_mig(self, planned: Sequence[Any]) -> None:
         wanted = {p.gpu_index for p in planned}

@@ -315,3 +315,32 @@ def test_race_of_a_job_that_cannot_be_requeued_cancels_it(node):
     assert out.action == "cancelled" and "requeue failed" in out.problems[0]
     assert [c[:2] for c in node.slurm.calls if c[0] == "cancel"] == [("cancel", 111)]
     assert [h["job_id"] for h in node.journal.history() if h.get("event") == "cancelled"] == ["111"]
+
+
+def mixed_node(tmp_path, models):
+    state = str(tmp_path / "mixed.json")
+    simstate.init_state(state, models, mig_enabled=False, sandbox=str(tmp_path / "sbm"))
+    agent = NodeAgent("n2", open_driver("sim", sim_state=state), Journal(str(tmp_path / "st2"), boot_id="b"),
+                      FakeSlurm("n2"), AgentPolicy(caps_dir=str(tmp_path / "sbm/dev/nvidia-caps"),
+                                                   cgroup_root=None))
+    return agent
+
+
+def test_hopper_gpu_without_mig_mode_is_switched_on_when_chosen(tmp_path):
+    agent = mixed_node(tmp_path, [("H100-80GB", 1)])
+    assert "mig.1g.10gb.7" in agent.publish_features()  # counted as MIG-capable while still off
+    agent.slurm.add(120, "1g.10gb", 1, slices=1)
+    out = agent.prepare(ctx(120))
+    assert out.action == "created"
+    gpu = agent.driver.gpus()[0]
+    assert gpu.mig_current and len(agent.driver.instances()) == 1
+
+
+def test_ampere_gpu_without_mig_mode_is_never_switched_by_a_hook(tmp_path):
+    agent = mixed_node(tmp_path, [("A100-40GB", 1)])
+    assert agent.publish_features() == ()
+    agent.slurm.add(121, "1g.5gb", 1, slices=1)
+    out = agent.prepare(ctx(121))
+    assert out.action == "requeued" and "needs a GPU reset" in out.message
+    gpu = agent.driver.gpus()[0]
+    assert not gpu.mig_current and not gpu.mig_pending
