@@ -115,12 +115,14 @@ def test_oracle_never_misfits_and_static_never_misfits(kind):
         assert result.misfits == 0 and result.drains == 0
 
 
-def test_default_requeues_races_without_drains_and_shards_drains():
+def test_default_races_only_with_many_starts_per_pass_and_never_drains():
     trace = _trace("bursty", n=400)
-    _, default = _run(DefaultPolicy(), trace)
+    _, unlimited = _run(DefaultPolicy(), trace, max_starts=0, bf_interval=30.0)  # Slurm's defaults
+    _, shipped = _run(DefaultPolicy(), trace)  # one start per pass, bf_interval=5
     _, shards = _run(ShardsPolicy(), trace)
-    assert default.drains == 0
-    assert default.misfits > 0  # snapshot features do race within a pass on this trace
+    assert unlimited.misfits > 0  # snapshot features race within a pass
+    assert unlimited.drains == shipped.drains == 0
+    assert shipped.misfits == 0
     assert shards.drains == shards.misfits > 0
 
 

@@ -45,7 +45,7 @@ from .output import emit_json, emit_pairs, json_option
 )
 @click.option(
     "--publish",
-    type=click.Choice(["exact", "safe"]),
+    type=click.Choice(["exact", "safe", "prefer"]),
     default="exact",
     show_default=True,
     help="default: fit features as they are, or only those every count-admitted start would fit.",
@@ -57,7 +57,18 @@ from .output import emit_json, emit_pairs, json_option
     show_default=True,
     help="shards: shards per GPU and per profile from compute or memory slices.",
 )
-@click.option("--bf-interval", type=float, default=30.0, show_default=True, help="Backfill interval (s).")
+@click.option(
+    "--bf-interval",
+    type=float,
+    default=None,
+    help="Backfill interval (s); default: the policy's (5 for default, else Slurm's 30).",
+)
+@click.option(
+    "--max-starts",
+    type=int,
+    default=None,
+    help="sched_max_job_start/bf_max_job_start, 0 = no limit; default: the policy's (1 for default, else 0).",
+)
 @click.option(
     "--requeue-delay",
     type=float,
@@ -80,7 +91,8 @@ def cmd(
     order: str,
     publish: str,
     shard_cost: str,
-    bf_interval: float,
+    bf_interval: Optional[float],
+    max_starts: Optional[int],
     requeue_delay: Optional[float],
     plot_path: Optional[str],
     as_json: bool,

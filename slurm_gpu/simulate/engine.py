@@ -36,11 +36,15 @@ _END, _SUBMIT, _WAKE = 0, 1, 2  # at one instant: ends free room before submissi
 
 @dataclass
 class SimConfig:
-    bf_interval: float = 30.0  # slurm.conf SchedulerParameters=bf_interval (default 30 s)
+    # slurm.conf SchedulerParameters; None: the policy's own (Slurm's defaults, or what slurm-gpu ships)
+    bf_interval: Optional[float] = None  # bf_interval (Slurm's default 30 s)
     bf_max_job_test: int = 500  # bf_max_job_test (default 500)
     # seconds before a requeued job is eligible again; None: the policy's (0 for our prolog's requeue,
     # 120 for a failed prolog, which Slurm requeues held)
     requeue_delay: Optional[float] = None
+    # sched_max_job_start / bf_max_job_start (0: no limit), and how soon a pass that hit it runs again
+    max_starts: Optional[int] = None
+    pass_interval: float = 1.0
     record_series: bool = False
     check_invariants: bool = False  # verify the whole cluster after every instant (tests; slow)
     progress: Optional[Callable[[int, int], None]] = None
@@ -50,6 +54,7 @@ class SimConfig:
 class _Pass:
     misfits: int = 0
     started: List[SimJob] = field(default_factory=list)
+    limited: bool = False  # stopped at max_starts: Slurm runs again after pass_interval
 
 
 class Simulation:
@@ -61,7 +66,7 @@ class Simulation:
         config: Optional[SimConfig] = None,
         catalog: Optional[Catalog] = None,
     ):
-        self.config = config or SimConfig()
+        self.config = cfg = config or SimConfig()
         self.policy = policy
         cat = catalog or load_catalog()
         parsed = [parse_job_gres(j.gres) for j in trace]
@@ -91,6 +96,8 @@ class Simulation:
         self.rejected = [j for j in self.jobs if not policy.could_ever_fit(j)]
         self._rejected_ids = {j.index for j in self.rejected}
         self.series = Series() if self.config.record_series else None
+        self.bf_interval = policy.bf_interval if cfg.bf_interval is None else cfg.bf_interval
+        self.max_starts = policy.max_starts if cfg.max_starts is None else cfg.max_starts
         delay = self.config.requeue_delay
         self.requeue_delay = policy.requeue_delay if delay is None else delay
         self.misfits = 0
@@ -116,7 +123,8 @@ class Simulation:
         window_end = max((e[0] for e in events), default=first_t)
         next_bf = -math.inf
         bf_stamp = None
-        wake_at: Set[float] = set()
+        self._wake_at: Set[float] = set()
+        self._seq = seq
         done = 0
         total = len(events)
         arrived = 0
@@ -124,7 +132,6 @@ class Simulation:
             t = events[0][0]
             busy_area += used * (min(t, window_end) - min(last_t, window_end))
             last_t = t
-            newcomers = False
             while events and events[0][0] == t:
                 _, kind, _, idx = heapq.heappop(events)
                 if kind == _END:
@@ -138,32 +145,27 @@ class Simulation:
                 elif kind == _SUBMIT:
                     self._enqueue(self.jobs[idx])
                     arrived += 1
-                    newcomers = True
                 else:
-                    wake_at.discard(t)
+                    self._wake_at.discard(t)
             # main scheduler; a pass with misfits changes features, so Slurm runs again at once
             while True:
                 p = self._main_pass(t)
-                used += self._account(p, t, events, seq)
-                seq += len(p.started)
-                if not p.misfits:
+                used += self._account(p, t, events)
+                if p.limited:
+                    self._wake(events, t + cfg.pass_interval)
+                if not p.misfits or p.limited:
                     break
                 if self.requeue_delay > 0 or not p.started:
-                    heapq.heappush(events, (t + max(self.requeue_delay, 1.0), _WAKE, seq, -1))
-                    seq += 1
+                    self._wake(events, t + max(self.requeue_delay, 1.0))
                     break
             if pending:
-                stamp = (self.version, arrived)
-                if t >= next_bf and stamp != bf_stamp:
+                if t >= next_bf and (self.version, arrived) != bf_stamp:
                     p = self._backfill_pass(t)
-                    used += self._account(p, t, events, seq)
-                    seq += len(p.started)
-                    next_bf = t + cfg.bf_interval
-                    bf_stamp = (self.version, arrived) if not p.started else None
-                elif t < next_bf and next_bf not in wake_at and (stamp != bf_stamp or newcomers):
-                    wake_at.add(next_bf)
-                    heapq.heappush(events, (next_bf, _WAKE, seq, -1))
-                    seq += 1
+                    used += self._account(p, t, events)
+                    next_bf = t + self.bf_interval
+                    bf_stamp = None if p.started or p.misfits else (self.version, arrived)
+                if (self.version, arrived) != bf_stamp and next_bf > t:
+                    self._wake(events, next_bf)
             if self.series is not None:
                 self.series.add(t, used, len(pending), self.misfits)
             if cfg.check_invariants:
@@ -182,7 +184,16 @@ class Simulation:
             keys = [j.index for j in pending]
             pending.insert(bisect.bisect(keys, job.index), job)
 
-    def _account(self, p: _Pass, t: float, events: list, seq: int) -> int:
+    def _wake(self, events: list, at: float) -> None:
+        if at not in self._wake_at:
+            self._wake_at.add(at)
+            heapq.heappush(events, (at, _WAKE, self._next_seq(), -1))
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _account(self, p: _Pass, t: float, events: list) -> int:
         """Started jobs run to their end; returns the memory slices they took."""
         added = 0
         for job in p.started:
@@ -195,8 +206,7 @@ class Simulation:
             for n in job.alloc_nodes:
                 self.nodes[n].jobs.add(job.index)
             added += job.slices
-            heapq.heappush(events, (job.end, _END, seq, job.index))
-            seq += 1
+            heapq.heappush(events, (job.end, _END, self._next_seq(), job.index))
         if p.started or p.misfits:
             self.version += 1
             started = {j.index for j in p.started}
@@ -204,7 +214,11 @@ class Simulation:
         return added
 
     def _try(self, job: SimJob, exclude: Set[int], p: _Pass, t: float) -> Optional[bool]:
-        """Allocate then run the prologs; None when the scheduler found no room."""
+        """Allocate then run the prologs; None when the scheduler found no room (or may start no more)."""
+        limit = self.max_starts
+        if limit and len(p.started) + p.misfits >= limit:
+            p.limited = True
+            return None
         nodes = self.policy.allocate(job, exclude)
         if nodes is None:
             return None
@@ -228,7 +242,8 @@ class Simulation:
                 break  # nothing changed since it was refused
             outcome = self._try(job, set(), p, t)
             if outcome is None:
-                job.blocked_at = self.version if not p.started and not p.misfits else -1
+                if not p.limited:
+                    job.blocked_at = self.version if not p.started and not p.misfits else -1
                 break
         policy.end_pass()
         return p
@@ -245,9 +260,11 @@ class Simulation:
                 break
             if job.eligible > t:
                 continue
+            if p.limited:
+                break
             if head is None:
                 outcome = self._try(job, set(), p, t)
-                if outcome is None:
+                if outcome is None and not p.limited:
                     head = job
                     shadow, reserved = self._reservation(job, t)
                 continue

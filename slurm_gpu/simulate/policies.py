@@ -34,6 +34,9 @@ class Policy:
     name = "?"
     drains = 0
     requeue_delay = 0.0  # our prolog requeues a job it cannot place; eligible at once
+    # Slurm scheduler settings the policy runs with: Slurm's defaults unless the policy ships others
+    max_starts = 0  # sched_max_job_start and bf_max_job_start (0: no limit)
+    bf_interval = 30.0
 
     def setup(self, nodes: List[SimNode], keys: Sequence[str], slices_of: Sequence[int]) -> None:
         self.nodes = nodes
@@ -120,29 +123,38 @@ class DefaultPolicy(Policy):
     """Count-only ``mig`` gres (live) + fit features (snapshot per pass); requeue on a race."""
 
     name = "default"
+    # What slurm-gpu ships (slurm.conf SchedulerParameters=sched_max_job_start=1,bf_max_job_start=1,
+    # bf_interval=5): one start per pass, so the next pass sees the features the agent republished;
+    # measured to remove within-pass races (bench/RESULTS.md) at no cost in utilization.
+    max_starts = 1
+    bf_interval = 5.0
 
-    def __init__(self, order: str = "first", publish: str = "exact", max_count: int = 8):
+    def __init__(self, order: str = "first", publish: str = "exact", max_count: int = 8, depth: int = 8):
         if order not in ("first", "tight", "spread"):
             raise BadInputError(f"default policy order {order!r}: first, tight or spread", part=order)
-        if publish not in ("exact", "safe"):
-            raise BadInputError(f"default policy publish {publish!r}: exact or safe", part=publish)
+        if publish not in ("exact", "safe", "prefer"):
+            raise BadInputError(f"default policy publish {publish!r}: exact, safe or prefer", part=publish)
         self.order = order
         self.publish = publish
         self.max_count = max_count
+        self.depth = depth
 
     def setup(self, nodes: List[SimNode], keys: Sequence[str], slices_of: Sequence[int]) -> None:
         super().setup(nodes, keys, slices_of)
         self.gres_free = [n.total for n in nodes]  # Slurm's `mig` count left per node
-        self.snapshot: List[List[int]] = [n.cap for n in nodes]
+        self.tiers: List[List[List[int]]] = []
         self.snap_free: List[int] = [n.free for n in nodes]
         self.pending_release: List[Tuple[int, int]] = []
 
     def begin_pass(self) -> None:
         # the features Slurm sees were published by the agents after their last change
+        exact = [n.cap for n in self.nodes]
         if self.publish == "exact":
-            self.snapshot = [n.cap for n in self.nodes]
+            self.tiers = [exact]
+        elif self.publish == "safe":
+            self.tiers = [[self._safe(n) for n in self.nodes]]
         else:
-            self.snapshot = [self._safe(n) for n in self.nodes]
+            self.tiers = [[self._safe(n) for n in self.nodes], exact]
         self.snap_free = [n.free for n in self.nodes]
 
     def _safe(self, node: SimNode) -> List[int]:
@@ -150,7 +162,7 @@ class DefaultPolicy(Policy):
         out = list(node.cap)
         for k, c in enumerate(out):
             need = self.slices_of[k]
-            if need and c < min(self.max_count, node.free // need):
+            if need and c < min(self.max_count, node.free // need, self.depth):
                 out[k] = 0
         return out
 
@@ -163,35 +175,30 @@ class DefaultPolicy(Policy):
     def allocate(self, job: SimJob, exclude: Set[int]) -> Optional[List[int]]:
         k, count = job.key, job.count
         need = self.slices_of[k] * count
-        snapshot, gres_free = self.snapshot, self.gres_free
-        if self.order == "first":
-            chosen = []
-            for n in range(len(snapshot)):
-                if snapshot[n][k] >= count and gres_free[n] >= need and n not in exclude:
-                    chosen.append(n)
-                    if len(chosen) == job.nodes:
-                        break
-        elif self.order == "spread":  # CR_LLN: the least loaded node now (live within the pass)
-            fitting = [
-                (-gres_free[n], n)
-                for n in range(len(snapshot))
-                if snapshot[n][k] >= count and gres_free[n] >= need and n not in exclude
-            ]
-            fitting.sort()
-            chosen = [n for _, n in fitting[: job.nodes]]
-        else:  # nodes weighted by their published free slices: Slurm picks the lowest weight first
-            fitting = [
-                (self.snap_free[n], n)
-                for n in range(len(snapshot))
-                if snapshot[n][k] >= count and gres_free[n] >= need and n not in exclude
-            ]
-            fitting.sort()
-            chosen = [n for _, n in fitting[: job.nodes]]
-        if len(chosen) < job.nodes:
-            return None
-        for n in chosen:
-            gres_free[n] -= need
-        return chosen
+        gres_free = self.gres_free
+        for snapshot in self.tiers:  # --prefer'd features first, then the required ones
+            if self.order == "first":
+                chosen = []
+                for n in range(len(snapshot)):
+                    if snapshot[n][k] >= count and gres_free[n] >= need and n not in exclude:
+                        chosen.append(n)
+                        if len(chosen) == job.nodes:
+                            break
+            else:
+                # spread: CR_LLN, the least loaded node now (live within the pass);
+                # tight: node Weight set by the agent to its free slices, lowest weight first
+                fitting = [
+                    (-gres_free[n] if self.order == "spread" else self.snap_free[n], n)
+                    for n in range(len(snapshot))
+                    if snapshot[n][k] >= count and gres_free[n] >= need and n not in exclude
+                ]
+                fitting.sort()
+                chosen = [n for _, n in fitting[: job.nodes]]
+            if len(chosen) == job.nodes:
+                for n in chosen:
+                    gres_free[n] -= need
+                return chosen
+        return None
 
     def prolog(self, job: SimJob, nodes: List[int]) -> bool:
         if self._place(job, nodes):
