@@ -116,6 +116,7 @@ def cmd(
         check_available()
     config = SimConfig(
         bf_interval=bf_interval,
+        max_starts=max_starts,
         requeue_delay=requeue_delay,
         record_series=bool(plot_path),
         progress=stderr_progress(),
