@@ -43,7 +43,8 @@ def main() -> None:
     trace = generate(args.kind, args.jobs, model, cluster.memory_slices(), load=0.9, seed=1)
     base = baseline(trace)
     print(f"{args.jobs} {args.kind} jobs at 90% offered load on {args.cluster}")
-    print(f"{'policy':8s} {'wall_s':>8s} {'jobs/s':>9s} {'x baseline':>11s} {'misfits':>8s} {'utilization':>11s}")
+    heads = ("wall_s", "jobs/s", "x baseline", "misfits", "utilization")
+    print(f"{'policy':8s} " + " ".join(h.rjust(w) for h, w in zip(heads, (8, 9, 11, 8, 11))))
     print(f"{'(loop)':8s} {base:8.2f} {args.jobs / base:9.0f} {1.0:11.1f}")
     for name in args.policies.split(","):
         start = time.perf_counter()
