@@ -278,3 +278,40 @@ def test_cli_plot_writes_png(tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_planner_placer_keeps_the_invariants_and_the_outcome():
+    trace = _trace("steady", n=200)
+    _, fast = _run(make_policy("default"), trace)
+    _, real = _run(make_policy("default", placer="planner"), trace)  # slurm_gpu.planner places
+    assert real.misfits == fast.misfits == 0
+    assert real.started == fast.started == 200
+    assert abs(real.utilization - fast.utilization) < 0.02
+
+
+def test_default_admission_is_the_published_fit_features():
+    """What the default policy lets Slurm see is exactly features.active_features(planner.capacity(node))."""
+    from slurm_gpu.features import active_features, feature
+
+    trace = _trace("mostly-small", n=150)
+    policy = DefaultPolicy()
+    sim = Simulation(trace, SMALL, policy, SimConfig())
+    seen = []
+    begin = policy.begin_pass
+
+    def check():
+        begin()
+        node = random.Random(len(seen)).choice(sim.nodes)
+        state = NodeState(
+            tuple(GpuState(g, H100, tuple(Slot(*s) for s in slots)) for g, slots in enumerate(node.gpus))
+        )
+        published = set(active_features(planner_capacity(state), 8))
+        snapshot = policy.tiers[0][node.index]
+        for k, key in enumerate(sim.keys):
+            for count in (1, 2):
+                assert (snapshot[k] >= count) == (feature(key, count) in published)
+        seen.append(node.index)
+
+    policy.begin_pass = check
+    sim.run()
+    assert len(seen) > 50

@@ -76,6 +76,14 @@ from .output import emit_json, emit_pairs, json_option
     help="Seconds before a requeued job is eligible (default: 0, or 120 after a failed prolog).",
 )
 @click.option(
+    "--placer",
+    type=click.Choice(["fast", "planner"]),
+    default="fast",
+    show_default=True,
+    help="Who places instances: a cached re-implementation of the planner's rule, or slurm_gpu.planner "
+    "itself (the node agent's code; slower).",
+)
+@click.option(
     "--plot",
     "plot_path",
     type=click.Path(dir_okay=False),
@@ -93,6 +101,7 @@ def cmd(
     shard_cost: str,
     bf_interval: Optional[float],
     max_starts: Optional[int],
+    placer: str,
     requeue_delay: Optional[float],
     plot_path: Optional[str],
     as_json: bool,
@@ -100,15 +109,13 @@ def cmd(
     """Replay TRACE on CLUSTER with POLICY: misfits, utilization, waits, drains."""
     from slurm_gpu.simulate.cluster import parse_cluster
     from slurm_gpu.simulate.engine import SimConfig, simulate, stderr_progress
-    from slurm_gpu.simulate.policies import DefaultPolicy, make_policy
+    from slurm_gpu.simulate.policies import make_policy
     from slurm_gpu.traces import read_trace
 
     jobs = read_trace(trace_path)
     cluster = parse_cluster(cluster_spec)
-    chosen = (
-        DefaultPolicy(order, publish)
-        if policy == "default"
-        else make_policy(policy, layout=layout, shard_cost=shard_cost)
+    chosen = make_policy(
+        policy, layout=layout, order=order, shard_cost=shard_cost, publish=publish, placer=placer
     )
     if plot_path:
         from slurm_gpu.simulate.plot import check_available

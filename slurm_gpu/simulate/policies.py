@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 from slurm_gpu.errors import BadInputError
 
 from .slots import GpuSlots, ModelTable
-from .state import SimJob, SimNode, plan_on_node
+from .state import SimJob, SimNode, plan_on_node, plan_with_planner
 
 __all__ = ["Policy", "DefaultPolicy", "OraclePolicy", "ShardsPolicy", "StaticPolicy", "POLICIES"]
 
@@ -37,6 +37,12 @@ class Policy:
     # Slurm scheduler settings the policy runs with: Slurm's defaults unless the policy ships others
     max_starts = 0  # sched_max_job_start and bf_max_job_start (0: no limit)
     bf_interval = 30.0
+    placer = "fast"  # "planner": slurm_gpu.planner decides every placement (slower, the agent's own code)
+
+    def _plan(self, node: SimNode, key: int, count: int, gpus: Optional[Sequence[int]] = None):
+        if self.placer == "planner":
+            return plan_with_planner(node, key, count, gpus)
+        return plan_on_node(node, key, count, gpus)
 
     def setup(self, nodes: List[SimNode], keys: Sequence[str], slices_of: Sequence[int]) -> None:
         self.nodes = nodes
@@ -86,7 +92,7 @@ class Policy:
         done: List[Tuple[int, List[Tuple[int, int]]]] = []
         for n in nodes:
             node = self.nodes[n]
-            plan = plan_on_node(node, job.key, job.count)
+            plan = self._plan(node, job.key, job.count)
             if plan is None:
                 job.alloc = done
                 self.release(job)
@@ -275,7 +281,7 @@ class ShardsPolicy(Policy):
         for n in nodes:
             node = self.nodes[n]
             g = job.shard_gpu[n][0]
-            plan = plan_on_node(node, job.key, job.count, gpus=(g,))
+            plan = self._plan(node, job.key, job.count, gpus=(g,))
             if plan is None:
                 # a naive prolog fails here: Slurm drains the node and requeues the job held
                 self.drains += 1
@@ -470,14 +476,26 @@ POLICIES = ("default", "oracle", "shards", "static")
 
 
 def make_policy(
-    name: str, layout: Optional[str] = None, order: str = "first", shard_cost: str = "compute"
+    name: str,
+    layout: Optional[str] = None,
+    order: str = "first",
+    shard_cost: str = "compute",
+    publish: str = "exact",
+    placer: str = "fast",
 ) -> Policy:
+    """A policy by name; ``placer`` is ``fast`` (cached re-implementation) or ``planner``."""
+    if placer not in ("fast", "planner"):
+        raise BadInputError(f"placer {placer!r}: fast or planner", part=placer)
+    policy: Policy
     if name == "default":
-        return DefaultPolicy(order)
-    if name == "oracle":
-        return OraclePolicy()
-    if name == "shards":
-        return ShardsPolicy(shard_cost)
-    if name == "static":
-        return StaticPolicy(layout)
-    raise BadInputError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})", part=name)
+        policy = DefaultPolicy(order, publish)
+    elif name == "oracle":
+        policy = OraclePolicy()
+    elif name == "shards":
+        policy = ShardsPolicy(shard_cost)
+    elif name == "static":
+        policy = StaticPolicy(layout)
+    else:
+        raise BadInputError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})", part=name)
+    policy.placer = placer
+    return policy

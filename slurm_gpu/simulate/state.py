@@ -117,3 +117,40 @@ def plan_on_node(
         out.append(best)
         slots[best[0]] = best[2]
     return out
+
+
+_PLANNER_CACHE: dict = {}
+
+
+def plan_with_planner(
+    node: SimNode, key: int, count: int, gpus: Optional[Sequence[int]] = None
+) -> Optional[List[Tuple[int, int, GpuSlots]]]:
+    """Same answer shape as :func:`plan_on_node`, decided by ``slurm_gpu.planner.plan`` (what the node
+    agent runs). Slower; memoised on the per-GPU slot tuples."""
+    from slurm_gpu.errors import NoFitError
+    from slurm_gpu.geometry import GpuState, NodeState, Slot
+    from slurm_gpu.planner import plan
+
+    table = node.table
+    profile = table.profiles[key]
+    if profile is None:
+        return None
+    indexes = tuple(range(len(node.gpus))) if gpus is None else tuple(gpus)
+    cache_key = (table.model.key, tuple(node.gpus[g] for g in indexes), indexes, profile.name, count)
+    if cache_key in _PLANNER_CACHE:
+        return _PLANNER_CACHE[cache_key]
+    state = NodeState(tuple(GpuState(g, table.model, tuple(Slot(*s) for s in node.gpus[g])) for g in indexes))
+    try:
+        planned = plan(state, profile.name, count)
+    except NoFitError:
+        out = None
+    else:
+        slots = {g: node.gpus[g] for g in indexes}
+        out = []
+        for inst in planned:
+            slots[inst.gpu_index] = table.add(slots[inst.gpu_index], inst.start, profile)
+            out.append((inst.gpu_index, inst.start, slots[inst.gpu_index]))
+    if len(_PLANNER_CACHE) > 200_000:
+        _PLANNER_CACHE.clear()
+    _PLANNER_CACHE[cache_key] = out
+    return out
