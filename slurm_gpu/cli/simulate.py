@@ -106,7 +106,12 @@ def cmd(
     plot_path: Optional[str],
     as_json: bool,
 ) -> None:
-    """Replay TRACE on CLUSTER with POLICY: misfits, utilization, waits, drains."""
+    """Replay TRACE on CLUSTER with POLICY: misfits, utilization, waits, drains.
+
+    \b
+    Example:
+      slurm-gpu simulate --trace traces/steady.jsonl --cluster 16x8xH100-80GB --policy default --json
+    """
     from slurm_gpu.simulate.cluster import parse_cluster
     from slurm_gpu.simulate.engine import SimConfig, simulate, stderr_progress
     from slurm_gpu.simulate.policies import make_policy

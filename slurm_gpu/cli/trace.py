@@ -70,7 +70,12 @@ def generate_cmd(
     median_duration: float,
     out: Optional[str],
 ) -> None:
-    """Generate a seeded trace of KIND at the given offered load."""
+    """Generate a seeded trace of KIND at the given offered load.
+
+    \b
+    Example:
+      slurm-gpu trace generate bursty --jobs 3000 --cluster 16x8xH100-80GB --load 0.9 -o bursty.jsonl
+    """
     from slurm_gpu.catalog import load_catalog
     from slurm_gpu.simulate.cluster import parse_cluster
     from slurm_gpu.traces import generate
@@ -91,8 +96,13 @@ def generate_cmd(
     "-o", "--output", "out", type=click.Path(dir_okay=False), default=None, help="File (default stdout)."
 )
 def from_sacct_cmd(source: str, out: Optional[str]) -> None:
-    """Convert `sacct -P -X -o JobID,Submit,Start,End,ReqTRES,AllocTRES,NNodes,Timelimit,AdminComment`
-    output (a file, or - for stdin) into a trace."""
+    """Convert sacct output (a file, or - for stdin) into a trace.
+
+    \b
+    Example:
+      sacct -P -X -a -o JobID,Submit,Start,End,ReqTRES,AllocTRES,NNodes,Timelimit,AdminComment > s.txt
+      slurm-gpu trace from-sacct s.txt -o mysite.jsonl
+    """
     from slurm_gpu.traces import from_sacct, read_lines
 
     lines = sys.stdin.read().splitlines() if source == "-" else read_lines(source)
