@@ -153,10 +153,10 @@ def write_trace(jobs: Iterable[TraceJob], out: IO[str]) -> int:
 def _memory_slices(model: GpuModel, key: str) -> int:
     if key == "gpu":
         return model.full_profile().memory_slices
-    m = _MEMORY.match(key)
-    if m:
-        fitting = [p for p in model.base_profiles() if p.name_gb >= int(m.group(1))]
-        return min(p.memory_slices for p in fitting) if fitting else 0
+    if _MEMORY.match(key):
+        from slurm_gpu.requests import parse_gres, resolve
+
+        return resolve(parse_gres(f"gpu:{key}")[0], model).memory_slices
     return model.profile(key).memory_slices
 
 

@@ -197,11 +197,15 @@ def test_mixed_cluster_yaml(tmp_path):
         TraceJob("1", 0.0, 10.0, "gpu:1g.5gb"),
         TraceJob("2", 0.0, 10.0, "gpu:1"),
         TraceJob("3", 0.0, 10.0, "gpu:3g.40gb"),
+        TraceJob("4", 0.0, 10.0, "gpu:40gb"),  # memory-sized: 3g.40gb on H100, 7g.40gb on A100-40GB
+        TraceJob("5", 0.0, 10.0, "gpu:60gb"),  # only an H100 7g.80gb holds it
     ]
     sim, result = _run(make_policy("oracle"), trace, cluster=cluster)
-    assert result.started == 3
+    assert result.started == 5
     nodes = {j.id: cluster.nodes[j.alloc_nodes[0]].model for j in sim.jobs}
-    assert nodes["1"] == "A100-40GB" and nodes["3"] == "H100-80GB"
+    assert nodes["1"] == "A100-40GB" and nodes["3"] == nodes["5"] == "H100-80GB"
+    placed = {j.id: sim.nodes[j.alloc_nodes[0]].table.profiles[j.key].name for j in sim.jobs}
+    assert placed["5"] == "7g.80gb"
     spec.write_text("nodes:\n  - {count: 2, gpus: 4, modle: H100-80GB}\n")
     with pytest.raises(BadInputError, match="unknown keys"):
         parse_cluster(str(spec))

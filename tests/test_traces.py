@@ -142,3 +142,15 @@ def test_from_sacct_converts_and_skips():
 def test_from_sacct_needs_the_columns():
     with pytest.raises(BadInputError, match="lacks"):
         from_sacct(["JobID|Submit", "1|2024-05-01T10:00:00"])
+
+
+def test_cli_from_sacct_reads_stdin(tmp_path):
+    from click.testing import CliRunner
+
+    from slurm_gpu.cli import main as cli_main
+
+    out = tmp_path / "t.jsonl"
+    r = CliRunner().invoke(cli_main.main, ["trace", "from-sacct", "-", "-o", str(out)], input=SACCT)
+    assert r.exit_code == 0, r.output
+    assert [j.id for j in read_trace(str(out))] == ["100", "101", "102", "105"]
+    assert "skipped" in r.stderr

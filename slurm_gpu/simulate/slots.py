@@ -40,7 +40,17 @@ class ModelTable:
     def _resolve(self, key: str) -> Optional[Profile]:
         if key == WHOLE_GPU:
             return self.model.full_profile()
-        return self.model._by_name.get(key)
+        if self.model.has_profile(key):
+            return self.model.profile(key)
+        if key.endswith("gb") and key[:-2].isdigit():  # memory-sized: the request module's rule
+            from slurm_gpu.errors import RequestError
+            from slurm_gpu.requests import parse_gres, resolve
+
+            try:
+                return resolve(parse_gres(f"gpu:{key}")[0], self.model)
+            except RequestError:
+                return None  # no profile of this model holds it
+        return None
 
     # -- validity ---------------------------------------------------------------------------------------
     def free_starts(self, slots: GpuSlots, profile: Profile) -> Tuple[int, ...]:
