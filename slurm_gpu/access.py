@@ -16,7 +16,6 @@ cgroup tree can stand in for ``/dev`` and ``/sys/fs/cgroup``.
 
 from __future__ import annotations
 
-import glob
 import os
 import stat
 from dataclasses import dataclass
@@ -65,10 +64,13 @@ def _set(path: str, uid: int, gid: int, mode: int) -> bool:
     return True
 
 
-def job_devices_cgroup(job_id: str, uid: int, cgroup_root: str = DEFAULT_CGROUP_ROOT) -> Optional[str]:
-    """The job's cgroup v1 devices directory if Slurm has made it (``slurm*/uid_<uid>/job_<id>``)."""
-    matches = sorted(glob.glob(os.path.join(cgroup_root, "slurm*", f"uid_{int(uid)}", f"job_{job_id}")))
-    for path in matches:
+def job_devices_cgroup(job_id: str, uid: int, cgroup_root: str = DEFAULT_CGROUP_ROOT,
+                       node: Optional[str] = None) -> Optional[str]:
+    """The job's cgroup v1 devices directory if Slurm has made it: ``slurm/uid_<uid>/job_<id>``, or
+    ``slurm_<node>/...`` for a slurmd started with ``-N <node>``."""
+    tops = ["slurm"] + ([f"slurm_{node}"] if node else [])
+    for top in tops:
+        path = os.path.join(cgroup_root, top, f"uid_{int(uid)}", f"job_{job_id}")
         if os.path.isfile(os.path.join(path, "devices.deny")):
             return path
     return None
@@ -82,6 +84,7 @@ def grant(
     others: Sequence[object],
     caps_dir: str = DEFAULT_CAPS_DIR,
     cgroup_root: Optional[str] = DEFAULT_CGROUP_ROOT,
+    node: Optional[str] = None,
 ) -> Tuple[Tuple[str, ...], Optional[str]]:
     """Give the job its instances' cap files; deny ``others`` in its devices cgroup where it exists.
 
@@ -89,7 +92,7 @@ def grant(
     (a driver without ``NVreg_ModifyDeviceFiles``, a simulator without root) are skipped.
     """
     changed = tuple(f.path for f in cap_files(mine, caps_dir) if _set(f.path, uid, gid, _JOB_MODE))
-    cgroup = job_devices_cgroup(job_id, uid, cgroup_root) if cgroup_root else None
+    cgroup = job_devices_cgroup(job_id, uid, cgroup_root, node) if cgroup_root else None
     if cgroup:
         rules = []
         for f in cap_files(others, caps_dir):

@@ -230,12 +230,14 @@ class NodeAgent:
                 out.problems.extend(problems)
                 return out
             self.journal.finish_prepare(ctx.job_id)
-            self._grant(ctx, created)
+            cgroup = self._grant(ctx, created)
             mig_uuids = tuple(i.mig_uuid for i in created)
             self.journal.write_task_env(ctx.job_id, ctx.uid, ctx.gid, mig_uuids)
             self._publish_quietly(problems)
             detail = ", ".join(f"GPU {i.gpu_index} {p.profile_name}@{i.start}"
                                for i, p in zip(created, planned))
+            if cgroup:
+                detail += f"; others' caps denied in {cgroup}"
             return Outcome(ctx.job_id, "created", detail, mig_uuids, problems)
 
     def _check_allocation(self, req: Any, slices: int) -> Optional[str]:
@@ -290,13 +292,15 @@ class NodeAgent:
             if g.index in wanted and not g.mig_current:
                 self.driver.set_mig_mode(g.index, True)
 
-    def _grant(self, ctx: JobContext, mine: Sequence[Any]) -> None:
+    def _grant(self, ctx: JobContext, mine: Sequence[Any]) -> Optional[str]:
+        """Cap files to the job; returns the job's devices cgroup written to, if it existed."""
         from slurm_gpu import access
 
         ids = {(i.gpu_index, i.gi_id) for i in mine}
         others = [i for i in self.driver.instances() if (i.gpu_index, i.gi_id) not in ids]
-        access.grant(ctx.job_id, ctx.uid, ctx.gid, mine, others, self.policy.caps_dir,
-                     self.policy.cgroup_root)
+        _, cgroup = access.grant(ctx.job_id, ctx.uid, ctx.gid, mine, others, self.policy.caps_dir,
+                                 self.policy.cgroup_root, node=self.node)
+        return cgroup
 
     def _refuse(self, ctx: JobContext, job: Any, why: str) -> Outcome:
         """Create nothing; hold the job (an admin must look) with the reason in its admin comment."""

@@ -344,3 +344,21 @@ def test_ampere_gpu_without_mig_mode_is_never_switched_by_a_hook(tmp_path):
     assert out.action == "requeued" and "needs a GPU reset" in out.message
     gpu = agent.driver.gpus()[0]
     assert not gpu.mig_current and not gpu.mig_pending
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="device nodes need root")
+def test_other_instances_are_denied_in_an_existing_job_devices_cgroup(node, tmp_path):
+    # A stand-in for /sys/fs/cgroup/devices: the rules written are read back from the file.
+    node.slurm.add(130, "1g.10gb", 1, slices=1)
+    node.prepare(ctx(130, uid=4242, gid=4242))
+    job = tmp_path / "cg" / "slurm_n1" / "uid_4243" / "job_131"
+    job.mkdir(parents=True)
+    (job / "devices.deny").write_text("")
+    node.policy = AgentPolicy(caps_dir=node.policy.caps_dir, cgroup_root=str(tmp_path / "cg"))
+    node.slurm.add(131, "1g.10gb", 1, slices=1)
+    out = node.prepare(ctx(131, uid=4243, gid=4243))
+    assert f"denied in {job}" in out.message
+    other = [i for i in node.driver.instances() if i.mig_uuid not in out.mig_uuids][0]
+    major = os.major(os.stat(os.path.join(node.policy.caps_dir, f"nvidia-cap{other.ci_cap_minor}")).st_rdev)
+    # The file keeps the last rule (the kernel takes one per write): the other job's CI cap.
+    assert (job / "devices.deny").read_text() == f"c {major}:{other.ci_cap_minor} rwm"
