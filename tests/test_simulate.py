@@ -18,10 +18,10 @@ from slurm_gpu.simulate.policies import (
     POLICIES,
     DefaultPolicy,
     ShardsPolicy,
-    StaticPolicy,
     make_policy,
 )
 from slurm_gpu.simulate.slots import ModelTable
+from slurm_gpu.simulate.static import StaticPolicy
 from slurm_gpu.traces import TraceJob, generate, write_trace
 
 CAT = load_catalog()

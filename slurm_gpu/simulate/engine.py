@@ -25,7 +25,7 @@ from slurm_gpu.traces import TraceJob, parse_job_gres
 
 from .cluster import ClusterSpec
 from .metrics import Result, Series, summarise
-from .policies import Policy, StaticPolicy, best_static_layouts
+from .policies import Policy
 from .slots import ModelTable
 from .state import SimJob, SimNode
 
@@ -87,11 +87,7 @@ class Simulation:
             SimJob(i, j.id, j.submit, j.duration, j.limit, key_index[k], c, j.nodes)
             for i, (j, (k, c)) in enumerate(zip(trace, parsed))
         ]
-        if isinstance(policy, StaticPolicy) and policy.layout_text is None and not policy.layouts:
-            demand: Dict[int, float] = {}
-            for job in self.jobs:
-                demand[job.key] = demand.get(job.key, 0.0) + job.duration * job.count * job.nodes
-            policy.layouts = best_static_layouts(self.nodes, demand)
+        policy.prepare(self.nodes, self.jobs)  # e.g. static: pick the layout for this trace's mix
         policy.setup(self.nodes, self.keys, slices_of)
         self.rejected = [j for j in self.jobs if not policy.could_ever_fit(j)]
         self._rejected_ids = {j.index for j in self.rejected}

@@ -16,14 +16,13 @@ or report a misfit. The engine requeues a misfit job.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Iterable, List, Optional, Sequence, Set, Tuple
 
 from slurm_gpu.errors import BadInputError
 
-from .slots import GpuSlots, ModelTable
 from .state import SimJob, SimNode, plan_on_node, plan_with_planner
 
-__all__ = ["Policy", "DefaultPolicy", "OraclePolicy", "ShardsPolicy", "StaticPolicy", "POLICIES"]
+__all__ = ["Policy", "DefaultPolicy", "OraclePolicy", "ShardsPolicy", "POLICIES", "make_policy"]
 
 INF = float("inf")
 
@@ -49,6 +48,9 @@ class Policy:
         self.keys = keys
         self.slices_of = slices_of  # Slurm's `mig` count per instance of each key (largest over models)
         self.drains = 0
+
+    def prepare(self, nodes: List[SimNode], jobs: Sequence[SimJob]) -> None:
+        """Look at the whole trace before the replay (only ``static`` does)."""
 
     def begin_pass(self) -> None:
         pass
@@ -317,161 +319,6 @@ class ShardsPolicy(Policy):
         return node.index not in self.drained and any(f >= need for f in free)
 
 
-class StaticPolicy(Policy):
-    """Fixed layouts: ``layouts[node][gpu]`` is the GPU's slot tuple, made once; jobs take free instances."""
-
-    name = "static"
-
-    def __init__(self, layout: Optional[str] = None):
-        self.layout_text = layout
-        self.layouts: List[List[GpuSlots]] = []
-
-    def setup(self, nodes: List[SimNode], keys: Sequence[str], slices_of: Sequence[int]) -> None:
-        super().setup(nodes, keys, slices_of)
-        if not self.layouts:
-            if self.layout_text is None:
-                raise BadInputError(
-                    "static policy needs --layout or a trace to choose one from", part="static"
-                )
-            self.layouts = layouts_from_text(self.layout_text, nodes)
-        # free instances per node and profile id: [(gpu, start), ...]
-        self.free: List[Dict[int, List[Tuple[int, int]]]] = []
-        for per_gpu in self.layouts:
-            free: Dict[int, List[Tuple[int, int]]] = {}
-            for g, slots in enumerate(per_gpu):
-                for start, _size, pid in slots:
-                    free.setdefault(pid, []).append((g, start))
-            self.free.append(free)
-
-    def _pid(self, node: SimNode, key: int) -> int:
-        p = node.table.profiles[key]
-        return -1 if p is None else p.profile_id
-
-    def could_ever_fit(self, job: SimJob) -> bool:
-        ok = [
-            n
-            for n, free in zip(self.nodes, self.free)
-            if len(free.get(self._pid(n, job.key), ())) >= job.count
-        ]
-        return len(ok) >= job.nodes
-
-    def allocate(self, job: SimJob, exclude: Set[int]) -> Optional[List[int]]:
-        chosen = []
-        for node, free in zip(self.nodes, self.free):
-            if node.index not in exclude and len(free.get(self._pid(node, job.key), ())) >= job.count:
-                chosen.append(node.index)
-                if len(chosen) == job.nodes:
-                    break
-        if len(chosen) < job.nodes:
-            return None
-        job.alloc = []
-        for n in chosen:
-            pool = self.free[n][self._pid(self.nodes[n], job.key)]
-            taken, pool[:] = pool[: job.count], pool[job.count :]
-            job.alloc.append((n, taken))
-        return chosen
-
-    def prolog(self, job: SimJob, nodes: List[int]) -> bool:
-        # the instances exist already; mark them used on the real state for the invariant checks
-        for n, taken in job.alloc:
-            node = self.nodes[n]
-            p = node.table.profiles[job.key]
-            for g, start in taken:
-                node.set_gpu(g, node.table.add(node.gpus[g], start, p))
-        return True
-
-    def release(self, job: SimJob) -> None:
-        for n, taken in job.alloc:
-            pool = self.free[n][self._pid(self.nodes[n], job.key)]
-            pool.extend(taken)
-            pool.sort()
-        super().release(job)
-
-    def fits_after(self, node: SimNode, job: SimJob, released: Iterable[SimJob]) -> bool:
-        pid = self._pid(node, job.key)
-        free = len(self.free[node.index].get(pid, ()))
-        for other in released:
-            for n, taken in other.alloc:
-                if n == node.index and self._pid(node, other.key) == pid:
-                    free += len(taken)
-        return free >= job.count
-
-
-def layouts_from_text(text: str, nodes: Sequence[SimNode]) -> List[List[GpuSlots]]:
-    """``3g.40gb,3g.40gb`` (every GPU) or ``4g.40gb,3g.40gb;1g.10gb*7`` (GPUs take the layouts in turn).
-
-    Instances are placed with the agent's placement, so a layout that cannot exist is refused.
-    """
-    gpu_layouts = [part.strip() for part in text.split(";") if part.strip()]
-    if not gpu_layouts:
-        raise BadInputError("empty --layout", part=text)
-    out: List[List[GpuSlots]] = []
-    turn = 0
-    for node in nodes:
-        table: ModelTable = node.table
-        per_gpu = []
-        for _ in node.gpus:
-            spec = gpu_layouts[turn % len(gpu_layouts)]
-            turn += 1
-            slots: GpuSlots = ()
-            for item in spec.split(","):
-                name, _, times = item.strip().partition("*")
-                if not table.model.has_profile(name):
-                    raise BadInputError(
-                        f"layout {spec!r}: no profile {name!r} on {table.model.key}", part=name
-                    )
-                profile = table.model.profile(name)
-                for _ in range(int(times or 1)):
-                    starts = table.free_starts(slots, profile)
-                    if not starts:
-                        raise BadInputError(f"layout {spec!r} does not fit one {table.model.key}", part=spec)
-                    best = max(starts, key=lambda s: (table.value(table.add(slots, s, profile)), -s))
-                    slots = table.add(slots, best, profile)
-            per_gpu.append(slots)
-        out.append(per_gpu)
-    return out
-
-
-def best_static_layouts(nodes: Sequence[SimNode], demand: Dict[int, float]) -> List[List[GpuSlots]]:
-    """The static layout today's practice would pick for a profile mix: instance-seconds ``demand`` per key.
-
-    Greedy leximin: GPU after GPU, take the maximal layout that most raises the worst ratio of instances
-    to demand; successive choices go to different nodes so every node gets a mix.
-    """
-    keys = sorted(k for k, d in demand.items() if d > 0)
-    have = {k: 0.0 for k in keys}
-    out: List[List[GpuSlots]] = [[()] * len(n.gpus) for n in nodes]
-    candidates: Dict[str, List[Tuple[GpuSlots, Dict[int, int]]]] = {}
-    order = [
-        (g, node) for g in range(max(len(n.gpus) for n in nodes)) for node in nodes if g < len(node.gpus)
-    ]
-    for g, node in order:
-        table = node.table
-        if table.model.key not in candidates:
-            options = []
-            for slots in table.layouts([k for k in keys if table.profiles[k] is not None]):
-                counts = {
-                    k: sum(1 for _, _, pid in slots if pid == table.profiles[k].profile_id)
-                    for k in keys
-                    if table.profiles[k] is not None
-                }
-                options.append((slots, counts))
-            candidates[table.model.key] = options
-        best = None
-        best_rank = None
-        for slots, counts in candidates[table.model.key]:
-            ratios = sorted((have[k] + counts.get(k, 0)) / demand[k] for k in keys)
-            rank = (ratios, table.used_slices(slots), slots)
-            if best_rank is None or rank > best_rank:
-                best, best_rank = (slots, counts), rank
-        if best is None:
-            continue
-        out[node.index][g] = best[0]
-        for k, c in best[1].items():
-            have[k] += c
-    return out
-
-
 POLICIES = ("default", "oracle", "shards", "static")
 
 
@@ -494,6 +341,8 @@ def make_policy(
     elif name == "shards":
         policy = ShardsPolicy(shard_cost)
     elif name == "static":
+        from slurm_gpu.simulate.static import StaticPolicy
+
         policy = StaticPolicy(layout)
     else:
         raise BadInputError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})", part=name)
