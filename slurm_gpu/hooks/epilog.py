@@ -11,28 +11,9 @@ from typing import Optional
 
 
 def main(config_path: Optional[str] = None) -> int:
-    import time
+    from .runtime import run_job_hook
 
-    from slurm_gpu.agent import JobContext
-    from slurm_gpu.errors import SlurmGpuError
-
-    from .runtime import build_agent, log_event
-
-    t0 = time.monotonic()
-    agent = None
-    try:
-        ctx = JobContext.from_env()
-        agent = build_agent(config_path)
-        out = agent.release(ctx)
-    except SlurmGpuError as exc:
-        log_event(agent, "epilog", {"error": str(exc), "type": type(exc).__name__})
-        sys.stderr.write(f"slurm-gpu epilog: {exc}\n")
-        return 1
-    finally:
-        if agent is not None:
-            agent.driver.close()
-    log_event(agent, "epilog", {**out.to_dict(), "seconds": round(time.monotonic() - t0, 4)})
-    return 0
+    return run_job_hook("epilog", "release", config_path)
 
 
 if __name__ == "__main__":

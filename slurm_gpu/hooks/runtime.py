@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any, Mapping, Optional
 
-__all__ = ["build_agent", "log_event", "policy_from_config"]
+__all__ = ["build_agent", "log_event", "policy_from_config", "run_job_hook"]
 
 
 def policy_from_config(config: Any) -> Any:
@@ -57,3 +57,28 @@ def log_event(agent: Any, hook: str, record: Mapping[str, Any]) -> None:
         append_line(path, text)
     except OSError:
         sys.stderr.write(text + "\n")
+
+
+def run_job_hook(hook: str, action: str, config_path: Optional[str] = None) -> int:
+    """Run ``NodeAgent.<action>`` (prepare or release) for the job in the environment, as hook ``hook``.
+
+    Logs one line either way; returns 1 on a :class:`SlurmGpuError` (the node then drains), else 0.
+    """
+    from slurm_gpu.agent import JobContext
+    from slurm_gpu.errors import SlurmGpuError
+
+    t0 = time.monotonic()
+    agent = None
+    try:
+        ctx = JobContext.from_env()
+        agent = build_agent(config_path)
+        out = getattr(agent, action)(ctx)
+    except SlurmGpuError as exc:
+        log_event(agent, hook, {"error": str(exc), "type": type(exc).__name__})
+        sys.stderr.write(f"slurm-gpu {hook}: {exc}\n")
+        return 1
+    finally:
+        if agent is not None:
+            agent.driver.close()
+    log_event(agent, hook, {**out.to_dict(), "seconds": round(time.monotonic() - t0, 4)})
+    return 0
