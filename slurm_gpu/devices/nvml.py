@@ -359,17 +359,23 @@ class NvmlDriver:
                 pass
         return indices
 
+    def _ci_profile_info(self, gi: Any, index: int, ctx: str) -> Any:
+        """Shared-engine CI profile ``index`` of ``gi``; None where this GPU does not offer it."""
+        nv = self._nv
+        info, _ = self._try(
+            "nvmlGpuInstanceGetComputeInstanceProfileInfo",
+            gi,
+            index,
+            nv.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED,
+            ctx=f"{ctx}, ci profile index {index}",
+            tolerate=(nv.NVML_ERROR_NOT_SUPPORTED, nv.NVML_ERROR_INVALID_ARGUMENT),
+        )
+        return info
+
     def _create_compute_instance(self, gpu_index: int, profile: NvmlProfile, gi: Any, ctx: str) -> int:
         nv = self._nv
         for index in self._ci_profile_candidates(gpu_index, profile.profile_id):
-            info, _ = self._try(
-                "nvmlGpuInstanceGetComputeInstanceProfileInfo",
-                gi,
-                index,
-                nv.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED,
-                ctx=f"{ctx}, ci profile index {index}",
-                tolerate=(nv.NVML_ERROR_NOT_SUPPORTED, nv.NVML_ERROR_INVALID_ARGUMENT),
-            )
+            info = self._ci_profile_info(gi, index, ctx)
             if info is None or int(info.sliceCount) != profile.slice_count:
                 continue
             cctx = f"{ctx}, ci profile_id={int(info.id)}"
@@ -397,14 +403,7 @@ class NvmlDriver:
         nv = self._nv
         handles: Dict[int, Any] = {}
         for index in range(int(nv.NVML_COMPUTE_INSTANCE_PROFILE_COUNT)):
-            info, _ = self._try(
-                "nvmlGpuInstanceGetComputeInstanceProfileInfo",
-                gi,
-                index,
-                nv.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED,
-                ctx=f"{ctx}, ci profile index {index}",
-                tolerate=(nv.NVML_ERROR_NOT_SUPPORTED, nv.NVML_ERROR_INVALID_ARGUMENT),
-            )
+            info = self._ci_profile_info(gi, index, ctx)
             if info is None:
                 continue
             array = (nv.c_nvmlComputeInstance_t * max(int(info.instanceCount), 1))()
