@@ -182,14 +182,7 @@ def reset_gpu(state_path: str, index: int) -> Tuple[int, int]:
         gpu = _gpu_entry(body, index)
         if live_processes(gpu):
             _fail(_pynvml().NVML_ERROR_IN_USE)
-        from . import simdevfiles
-
-        for gi in gpu["gpu_instances"]:
-            for ci in gi["compute_instances"]:
-                simdevfiles.remove_cap(body, gpu, gi["gi_id"], ci["ci_id"])
-            simdevfiles.remove_cap(body, gpu, gi["gi_id"], None)
-        gpu["gpu_instances"] = []
-        gpu["processes"] = []
+        simstate.clear_gpu(body, gpu)
         gpu["mig_current"] = gpu["mig_pending"]
         return gpu["mig_current"], gpu["mig_pending"]
 

@@ -41,6 +41,7 @@ __all__ = [
     "init_state",
     "load_state",
     "reset_state",
+    "clear_gpu",
     "describe",
     "locked_state",
     "new_mig_uuid",
@@ -232,17 +233,22 @@ def reset_state(path: str) -> Dict[str, Any]:
     """Destroy every instance and forget every process, keeping the GPUs (and their UUIDs and modes)."""
     with locked_state(path) as body:
         for gpu in body["gpus"]:
-            if body.get("sandbox"):
-                from . import simdevfiles
-
-                for gi in gpu["gpu_instances"]:
-                    for ci in gi["compute_instances"]:
-                        simdevfiles.remove_cap(body, gpu, gi["gi_id"], ci["ci_id"])
-                    simdevfiles.remove_cap(body, gpu, gi["gi_id"], None)
-            gpu["gpu_instances"] = []
-            gpu["processes"] = []
+            clear_gpu(body, gpu)
         result = copy.deepcopy(body)
     return result
+
+
+def clear_gpu(body: Dict[str, Any], gpu: Dict[str, Any]) -> None:
+    """Drop ``gpu``'s instances (and their capability files in a sandbox) and its processes, in ``body``."""
+    if body.get("sandbox"):
+        from . import simdevfiles
+
+        for gi in gpu["gpu_instances"]:
+            for ci in gi["compute_instances"]:
+                simdevfiles.remove_cap(body, gpu, gi["gi_id"], ci["ci_id"])
+            simdevfiles.remove_cap(body, gpu, gi["gi_id"], None)
+    gpu["gpu_instances"] = []
+    gpu["processes"] = []
 
 
 def describe(path: str) -> Dict[str, Any]:
