@@ -76,18 +76,9 @@ def parse_gres(text: str) -> Tuple[GresRequest, ...]:
 
 def _split(text: str) -> List[str]:
     """Split at commas outside parentheses (``gpu:x:2(IDX:0,2)`` is one piece)."""
-    pieces, depth, current = [], 0, []
-    for ch in text:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth = max(0, depth - 1)
-        if ch == "," and depth == 0:
-            pieces.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    pieces.append("".join(current))
+    from slurm_gpu.slurm.parse import split_outside
+
+    pieces = split_outside(text)
     for piece in pieces:
         if not piece.strip():
             raise RequestError(f"empty piece in gres request {text!r}", part=piece)

@@ -29,6 +29,7 @@ __all__ = [
     "format_admin_comment",
     "parse_job_state",
     "expand_hostlist",
+    "split_outside",
     "parse_scontrol_pairs",
     "job_from_scontrol_text",
     "job_from_json",
@@ -106,13 +107,14 @@ def _count(text: str, raw: str) -> int:
     return int(m.group(1)) * _SUFFIX[m.group(2).lower()]
 
 
-def _split_top(text: str, sep: str = ",") -> List[str]:
-    """Split on ``sep`` outside parentheses (``gpu:2(IDX:0,2)`` keeps its index list)."""
+def split_outside(text: str, sep: str = ",", brackets: str = "()") -> List[str]:
+    """Split on ``sep`` outside ``brackets`` (``gpu:2(IDX:0,2)``, ``n[1,3]``); pieces as they are."""
+    opening, closing = brackets
     parts, depth, cur = [], 0, []
     for ch in text:
-        if ch == "(":
+        if ch == opening:
             depth += 1
-        elif ch == ")":
+        elif ch == closing:
             depth = max(0, depth - 1)
         if ch == sep and depth == 0:
             parts.append("".join(cur))
@@ -120,7 +122,12 @@ def _split_top(text: str, sep: str = ",") -> List[str]:
         else:
             cur.append(ch)
     parts.append("".join(cur))
-    return [p.strip() for p in parts if p.strip()]
+    return parts
+
+
+def _split_top(text: str, sep: str = ",") -> List[str]:
+    """Split on ``sep`` outside parentheses (``gpu:2(IDX:0,2)`` keeps its index list), blanks dropped."""
+    return [p.strip() for p in split_outside(text, sep) if p.strip()]
 
 
 def _parse_term(term: str, raw: str) -> Optional[GresCount]:
@@ -234,17 +241,7 @@ def expand_hostlist(text: Optional[str]) -> Tuple[str, ...]:
 
 
 def _split_brackets(text: str) -> List[str]:
-    parts, depth, cur = [], 0, []
-    for ch in text:
-        depth += ch == "["
-        depth -= ch == "]"
-        if ch == "," and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return [p.strip() for p in parts if p.strip()]
+    return [p.strip() for p in split_outside(text, ",", "[]") if p.strip()]
 
 
 # A key starts a field when it follows whitespace (or the line start) and is followed by "=".
