@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Any, Optional
 
 import click
 
@@ -16,6 +16,19 @@ DIR_OPTION = click.option(
     help="Where configs, logs and GPU states live.",
 )
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+
+
+def _echo_json(result: object) -> None:
+    click.echo(json.dumps(result, indent=2, sort_keys=True))
+
+
+def _saved_spec(directory: str) -> Any:
+    """The ClusterSpec that ``up`` saved in ``directory``."""
+    import os
+
+    from slurm_gpu.cluster import local
+
+    return local.load_spec(os.path.abspath(directory))
 
 
 @click.group("cluster")
@@ -94,7 +107,7 @@ def up_cmd(
     )
     result = local.up(spec, timeout=timeout)
     if as_json:
-        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        _echo_json(result)
         return
     click.echo(
         f"cluster {result['name']} up: {', '.join(sorted(result['nodes']))} idle"
@@ -111,13 +124,11 @@ def up_cmd(
 @JSON_OPTION
 def down_cmd(directory: str, as_json: bool) -> None:
     """Cancel the cluster's jobs and stop its daemons (idempotent)."""
-    import os
-
     from slurm_gpu.cluster import local
 
-    result = local.down(local.load_spec(os.path.abspath(directory)))
+    result = local.down(_saved_spec(directory))
     if as_json:
-        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        _echo_json(result)
     else:
         stopped = ", ".join(result["stopped"]) or "nothing was running"
         click.echo(f"cluster in {result['dir']}: stopped {stopped}")
@@ -128,13 +139,11 @@ def down_cmd(directory: str, as_json: bool) -> None:
 @JSON_OPTION
 def status_cmd(directory: str, as_json: bool) -> None:
     """Show the cluster's daemons and node states."""
-    import os
-
     from slurm_gpu.cluster import local
 
-    result = local.status(local.load_spec(os.path.abspath(directory)))
+    result = local.status(_saved_spec(directory))
     if as_json:
-        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        _echo_json(result)
         return
     click.echo(f"cluster {result['name']} in {result['dir']} (SLURM_CONF={result['slurm_conf']})")
     for name, pid in sorted(result["processes"].items()):
