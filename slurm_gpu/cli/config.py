@@ -96,11 +96,8 @@ def _from_driver(driver_kind: Optional[str], sim_state: Optional[str], mode: str
 
     names = node_names or socket.gethostname().split(".")[0]  # slurmd's default NodeName
     context = get_context()
-    driver = context.open_driver(driver_kind, sim_state)
-    try:
+    with context.driver(driver_kind, sim_state) as driver:
         inventory = inventory_from_driver(driver, names, mode)
-    finally:
-        driver.close()
     sandbox = None
     if driver_kind != "nvml":
         state = sim_state

@@ -59,11 +59,8 @@ def cmd(driver_kind: Optional[str], sim_state: Optional[str], check_catalog: boo
       slurm-gpu inventory --json | jq -r '.gpus[].instances[].mig_uuid'
       slurm-gpu inventory --sim-state /tmp/node.json --check-catalog
     """
-    driver = get_context().open_driver(driver_kind, sim_state)
-    try:
+    with get_context().driver(driver_kind, sim_state) as driver:
         data = collect(driver, check_catalog)
-    finally:
-        driver.close()
     if as_json:
         emit_json("inventory", data)
         return

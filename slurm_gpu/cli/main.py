@@ -7,10 +7,11 @@ place (:func:`main`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import click
 
@@ -139,6 +140,15 @@ class CliContext:
             return open_driver(kind or "sim", sim_state=sim_state)
         configured = self.config.driver
         return open_driver(configured.kind, sim_state=configured.sim_state)
+
+    @contextlib.contextmanager
+    def driver(self, kind: Optional[str] = None, sim_state: Optional[str] = None) -> Iterator[Any]:
+        """:meth:`open_driver` for a ``with`` block, closed when the block ends."""
+        driver = self.open_driver(kind, sim_state)
+        try:
+            yield driver
+        finally:
+            driver.close()
 
     def state_dir(self, override: Optional[str] = None) -> str:
         """The journal's directory: ``override``, else the configuration's ``state_dir``."""

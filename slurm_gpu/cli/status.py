@@ -137,11 +137,8 @@ def cmd(
 
     context = get_context()
     journal = Journal(context.state_dir(state_dir))
-    driver = context.open_driver(driver_kind, sim_state)
-    try:
+    with context.driver(driver_kind, sim_state) as driver:
         data = collect(driver, journal)
-    finally:
-        driver.close()
     if as_json:
         emit_json("status", data)
         return
