@@ -116,6 +116,7 @@ class NodeAgent:
 
             catalog = load_catalog()
         self.catalog = catalog
+        self._models: Dict[str, Any] = {}
 
     # ------------------------------------------------------------------ node state
     def _gpus(self) -> List[Any]:
@@ -141,10 +142,23 @@ class NodeAgent:
                         slots[p.gpu_index][p.start] = Slot(p.start, p.size, p.profile_id)
         states = []
         for g in gpus:
-            model = self.catalog.model(g.model)
+            model = self.model_of(g)
             enabled = bool(g.mig_current) or self._can_enable(g, model)
             states.append(GpuState(g.index, model, tuple(slots[g.index].values()), mig_enabled=enabled))
         return NodeState(tuple(states))
+
+    def model_of(self, gpu: Any) -> Any:
+        """The GPU's model with the profile table its driver reports: NVML wins over the catalog file.
+
+        Read once per model and agent (all GPUs of a model share one table); a GPU not in MIG mode has
+        no table to read, so the catalog's stands in until it is switched on.
+        """
+        model = self.catalog.model(gpu.model)
+        if not gpu.mig_current:
+            return model
+        if gpu.model not in self._models:
+            self._models[gpu.model] = model.with_driver_profiles(self.driver.read_profiles(gpu.index))
+        return self._models[gpu.model]
 
     def _can_enable(self, gpu: Any, model: Any) -> bool:
         """Hopper and newer switch MIG on without a reset: count such a GPU as MIG-capable now."""

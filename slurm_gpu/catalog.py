@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
@@ -146,6 +146,37 @@ class GpuModel:
     def full_profile(self) -> Profile:
         """The profile that spans the whole GPU (what a whole-GPU request gets on a MIG node)."""
         return max(self.base_profiles(), key=lambda p: (p.memory_slices, p.compute_slices))
+
+    def with_driver_profiles(self, offered: Iterable[Any]) -> GpuModel:
+        """This model as the driver describes it: NVML's profile table wins over the catalog file.
+
+        ``offered`` are the driver's profiles (``slurm_gpu.devices.NvmlProfile``: ``profile_id``,
+        ``nvml_profile_index``, ``slice_count``, ``memory_mib``, ``instance_count``, ``placements``).
+        Catalog profiles the driver does not offer are dropped; profiles only the driver offers are left
+        out as well, since users have no name to ask for them (``slurm-gpu inventory --check-catalog``
+        reports both). Returns ``self`` when nothing differs, so planner caches keep hitting.
+        """
+        by_id = {int(p.profile_id): p for p in offered}
+        kept = []
+        for p in self.profiles:
+            d = by_id.get(p.profile_id)
+            if d is None:
+                continue
+            placements = tuple((int(s), int(z)) for s, z in d.placements)
+            kept.append(
+                replace(
+                    p,
+                    nvml_profile_index=int(d.nvml_profile_index),
+                    compute_slices=int(d.slice_count),
+                    memory_slices=placements[0][1] if placements else p.memory_slices,
+                    memory_mib=int(d.memory_mib),
+                    max_instances=int(d.instance_count),
+                    placements=placements,
+                )
+            )
+        if tuple(kept) == self.profiles:
+            return self
+        return replace(self, profiles=tuple(kept))
 
     def to_dict(self) -> Dict[str, Any]:
         return {

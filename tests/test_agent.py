@@ -146,6 +146,26 @@ def test_race_requeues_without_failing_and_counts(node):
     assert [e["job_id"] for e in events] == ["22"]
 
 
+def test_driver_profile_table_wins_over_the_catalog(tmp_path):
+    # A driver that offers 3g.40gb only at slice 4 and no 1g.10gb+me (a table other than the catalog's).
+    state = str(tmp_path / "sim.json")
+    simstate.init_state(state, [("H100-80GB", 1)])
+    with simstate.locked_state(state) as body:
+        body["gpus"][0]["profile_overrides"] = {"9": {"placements": [[4, 4]], "max_instances": 1}, "20": None}
+    agent = NodeAgent("n1", open_driver("sim", sim_state=state), Journal(str(tmp_path / "j"), boot_id="b"),
+                      FakeSlurm("n1"), AgentPolicy(cgroup_root=None))
+    model = agent.node_state().gpus[0].model
+    assert model.profile("3g.40gb").placements == ((4, 4),) and not model.has_profile("1g.10gb+me")
+    agent.slurm.add(40, "3g.40gb", 1, slices=4)
+    assert agent.prepare(ctx(40)).action == "created"
+    assert [(i.profile_id, i.start) for i in agent.driver.instances()] == [(9, 4)]
+    # By the catalog a second 3g.40gb would fit at slice 0; by the driver's table it does not.
+    assert not any(f.startswith("mig.3g.40gb.") for f in fit(agent))
+    assert not any(f.startswith("mig.1g.10gb_me.") for f in fit(agent))
+    agent.slurm.add(41, "3g.40gb", 1, slices=4)
+    assert agent.prepare(ctx(41)).action == "requeued"
+
+
 def test_release_destroys_and_is_idempotent(node):
     node.slurm.add(30, "3g.40gb", 2, slices=8)
     out = node.prepare(ctx(30))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import os
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
@@ -198,9 +199,30 @@ def _gpu_entry(body: Dict[str, Any], index: int) -> Dict[str, Any]:
 
 
 def _model(gpu: Dict[str, Any]) -> Any:
+    """The GPU's profile table: the catalog's, unless the state gives this simulated driver its own.
+
+    ``profile_overrides`` (``{"<profile_id>": {"placements": [[start, size], ...], "max_instances": n,
+    "memory_mib": m} | null}``) stands for a driver whose table differs from the catalog file; null
+    means the driver does not offer that profile.
+    """
     from slurm_gpu.catalog import load_catalog
 
-    return load_catalog().model(gpu["model"])
+    model = load_catalog().model(gpu["model"])
+    overrides = gpu.get("profile_overrides")
+    if not overrides:
+        return model
+    profiles = []
+    for p in model.profiles:
+        if str(p.profile_id) not in overrides:
+            profiles.append(p)
+            continue
+        change = overrides[str(p.profile_id)]
+        if change is None:
+            continue
+        if "placements" in change:
+            change = dict(change, placements=tuple((int(a), int(b)) for a, b in change["placements"]))
+        profiles.append(dataclasses.replace(p, **change))
+    return dataclasses.replace(model, profiles=tuple(profiles))
 
 
 def _profile_by_id(gpu: Dict[str, Any], profile_id: int) -> Any:
