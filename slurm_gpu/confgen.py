@@ -32,6 +32,9 @@ _TEMPLATES = {"gres": "gres.conf.j2", "slurm": "slurm.conf.j2", "cgroup": "cgrou
 ADMIN_COMMENT_PREFIX = "slurm-gpu:"
 
 
+SCHEDULER_PARAMETERS = "sched_max_job_start=1,bf_max_job_start=1,bf_interval=5"
+
+
 @dataclass(frozen=True)
 class Options:
     """Site choices that are not part of the inventory."""
@@ -44,6 +47,9 @@ class Options:
     constrain_cores: bool = True
     constrain_ram: bool = True
     header: bool = True  # a comment line naming the generator
+    # One start per scheduling pass: fit features are a snapshot within a pass (docs/admission.md,
+    # "Scheduling passes and races"); "" leaves SchedulerParameters to the site.
+    scheduler_parameters: str = SCHEDULER_PARAMETERS
 
 
 def templates_dir() -> Path:

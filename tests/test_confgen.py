@@ -86,6 +86,17 @@ def test_cgroup_and_hooks():
     assert "Epilog=" not in slurm
 
 
+def test_one_job_start_per_scheduling_pass_where_nodes_are_dynamic():
+    # Fit features are a snapshot within a pass: slurm-gpu ships one start per pass (docs/admission.md).
+    slurm = confgen.render("slurm", inventory_from_dict(MIXED))
+    lines = [x for x in slurm.splitlines() if x.startswith("SchedulerParameters=")]
+    assert lines == ["SchedulerParameters=sched_max_job_start=1,bf_max_job_start=1,bf_interval=5"]
+    own = confgen.render("slurm", inventory_from_dict(MIXED), confgen.Options(scheduler_parameters=""))
+    assert "SchedulerParameters" not in own  # the site keeps its own
+    static_only = dict(MIXED, nodes=MIXED["nodes"][1:])
+    assert "SchedulerParameters" not in confgen.render("slurm", inventory_from_dict(static_only))
+
+
 def test_templates_dir_found():
     assert (confgen.templates_dir() / "job_submit.lua.j2").is_file()
 

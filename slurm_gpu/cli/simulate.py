@@ -73,7 +73,7 @@ from .output import emit_json, emit_pairs, json_option
     "--requeue-delay",
     type=float,
     default=None,
-    help="Seconds before a requeued job is eligible (default: 0, or 120 after a failed prolog).",
+    help="Seconds before a requeued job is eligible (default: 121, as Slurm; 120 after a failed prolog).",
 )
 @click.option(
     "--placer",

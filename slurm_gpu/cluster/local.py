@@ -27,6 +27,10 @@ DEFAULT_PORT_BASE = 17000
 TEST_USERS = ("sgtest1", "sgtest2")
 SPEC_FILE = "cluster.json"
 PIDS_FILE = "pids.json"
+# Quick passes for the tests, with no start limit: the one-start-per-pass setting slurm-gpu ships
+# (confgen.SCHEDULER_PARAMETERS) starts ~0.5 jobs/s, too slow for the 300-job trace test; races it allows
+# are requeued by the prolog (docs/admission.md, "Scheduling passes and races").
+TEST_SCHEDULER_PARAMETERS = "bf_interval=1,sched_min_interval=100000,default_queue_depth=200"
 _HOOKS = (("prolog", "prolog"), ("epilog", "epilog"), ("task_prolog", "task-prolog"))
 
 
@@ -42,6 +46,8 @@ class ClusterSpec:
     mode: str = "dynamic"  # static: a fixed MIG layout made through the driver, typed gpu gres (no hooks)
     layout: str = ""  # static: profiles made on every GPU, first fit, e.g. "3g.40gb,2g.20gb,1g.10gb"
     hooks: Optional[bool] = None  # None: wired on dynamic clusters when slurm_gpu.cli.hooks exists
+    # slurm.conf SchedulerParameters (empty: Slurm's defaults); see docs/admission.md on passes and races
+    scheduler_parameters: str = TEST_SCHEDULER_PARAMETERS
 
     @property
     def name(self) -> str:
@@ -172,7 +178,9 @@ def _base_conf(spec: ClusterSpec, host: str) -> str:
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_CPU",
         "SchedulerType=sched/backfill",
-        "SchedulerParameters=bf_interval=1,sched_min_interval=100000,default_queue_depth=200",
+        # dynamic clusters get it from confgen (with the hooks' settings); static ones race for nothing
+        *([f"SchedulerParameters={spec.scheduler_parameters}"]
+          if spec.mode == "static" and spec.scheduler_parameters else []),
         "MinJobAge=600",
         "KillWait=2",
         "InactiveLimit=0",
@@ -292,7 +300,8 @@ def write_config(spec: ClusterSpec) -> Dict[str, str]:
             _write(path, _hook_script(spec, command), mode=0o755)
         hooks[key] = path if with_hooks else None
     options = confgen.Options(prolog=hooks["prolog"], epilog=hooks["epilog"],
-                              task_prolog=hooks["task_prolog"], constrain_cores=False, constrain_ram=False)
+                              task_prolog=hooks["task_prolog"], constrain_cores=False, constrain_ram=False,
+                              scheduler_parameters=spec.scheduler_parameters)
     _init_gpus(spec)  # first: a static node's gres come from the layout made on its GPUs
     inventory = _inventory(spec, host)
     files = confgen.render_all(inventory, options)

@@ -42,9 +42,11 @@ class SimConfig:
     # seconds before a requeued job is eligible again; None: the policy's (0 for our prolog's requeue,
     # 120 for a failed prolog, which Slurm requeues held)
     requeue_delay: Optional[float] = None
-    # sched_max_job_start / bf_max_job_start (0: no limit), and how soon a pass that hit it runs again
+    # sched_max_job_start / bf_max_job_start (0: no limit), and how soon a pass that hit it runs again:
+    # slurmctld does not re-run a limited pass by itself; the node agent's feature update queues one, which
+    # its background thread runs at most every batch_sched_delay (3 s; measured 1-3.5 s between starts)
     max_starts: Optional[int] = None
-    pass_interval: float = 1.0
+    pass_interval: float = 3.0
     record_series: bool = False
     check_invariants: bool = False  # verify the whole cluster after every instant (tests; slow)
     progress: Optional[Callable[[int, int], None]] = None

@@ -32,7 +32,9 @@ class Policy:
 
     name = "?"
     drains = 0
-    requeue_delay = 0.0  # our prolog requeues a job it cannot place; eligible at once
+    # our prolog requeues a job it cannot place; Slurm makes it eligible after the credential lifetime + 1
+    # (job_mgr.c: begin_time = now + cred_expire + 1; 120 s by default)
+    requeue_delay = 121.0
     # Slurm scheduler settings the policy runs with: Slurm's defaults unless the policy ships others
     max_starts = 0  # sched_max_job_start and bf_max_job_start (0: no limit)
     bf_interval = 30.0

@@ -1,0 +1,192 @@
+"""Replay a small trace on a real Slurm cluster and through the simulator, and compare what each admitted.
+
+Used by tests/test_sim_vs_cluster.py and bench/bench_sched_races.py to check the simulator's model of
+Slurm's scheduling passes (how many jobs one pass starts, when the next pass runs) against slurmctld:
+each job's script records when and where it started; raced starts are the ``requeued`` events the prolog
+appends to each node's ``history.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence
+
+from slurm_gpu.errors import SlurmError
+from slurm_gpu.traces import TraceJob, parse_job_gres
+
+__all__ = ["contention_trace", "ClusterRun", "replay_on_cluster", "simulate_trace", "scheduler_config"]
+
+_DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED")
+
+
+def contention_trace(jobs: int = 48, seed: int = 5, burst: int = 8, gap: float = 4.0,
+                     durations: Sequence[float] = (3.0, 4.0, 6.0)) -> List[TraceJob]:
+    """Bursts of ``burst`` jobs of one H100 profile, ``gap`` seconds apart, submitted at one instant each:
+    with 1 node of 4 GPUs (32 memory slices) the count admits more than the geometry holds."""
+    rng = random.Random(seed)  # noqa: S311 - a reproducible trace, not a secret
+    profiles = ["1g.10gb", "1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb", "1g.20gb"]
+    out: List[TraceJob] = []
+    for n in range(jobs):
+        if n % burst == 0:
+            profile = rng.choice(profiles)
+        submit = gap * (n // burst)
+        out.append(TraceJob(id=str(n), submit=submit, duration=rng.choice(list(durations)),
+                            gres=f"gpu:{profile}:1", time_limit=60.0))
+    return out
+
+
+@dataclass
+class ClusterRun:
+    """What the real cluster did: per trace job its start (s after the first submission) and node."""
+
+    start: Dict[str, float] = field(default_factory=dict)
+    node: Dict[str, str] = field(default_factory=dict)
+    state: Dict[str, str] = field(default_factory=dict)
+    requeued: List[dict] = field(default_factory=list)  # history.log events, with the trace id added
+    submit_wall: Dict[str, float] = field(default_factory=dict)
+    end: Dict[str, float] = field(default_factory=dict)
+
+    def summary(self, trace: Sequence[TraceJob]) -> Dict[str, object]:
+        waits = [self.start[j.id] - self.submit_wall[j.id] for j in trace if j.id in self.start]
+        ends = [self.end[j] for j in self.end]
+        return {
+            "jobs": len(trace),
+            "started": len(self.start),
+            "misfits": len(self.requeued),
+            "mean_wait_s": round(sum(waits) / len(waits), 1) if waits else None,
+            "max_wait_s": round(max(waits), 1) if waits else None,
+            "makespan_s": round(max(ends), 1) if ends else None,
+        }
+
+
+def _history(state_dir: str) -> List[dict]:
+    path = os.path.join(state_dir, "history.log")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [json.loads(x) for x in fh if x.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def replay_on_cluster(conf: str, state_dirs: Dict[str, str], trace: Sequence[TraceJob], outdir: str,
+                      user: str = "sgtest1", scale: float = 1.0, timeout: float = 300.0,
+                      cancel_raced: bool = False, release_bursts: bool = False) -> ClusterRun:
+    """Submit every job at ``submit * scale`` seconds (real time) with sbatch, as ``user``; wait for all.
+
+    ``state_dirs``: node -> its slurm-gpu state dir (for the requeue events). ``cancel_raced``: cancel a
+    job the prolog requeued instead of waiting out Slurm's requeue delay (then it counts as not started).
+    ``release_bursts``: jobs with one submit time are submitted while the nodes are drained and become
+    startable by one ``scontrol update ... state=resume``, so that they are pending at one instant as in
+    the trace (sbatch takes ~50 ms a job, and a scheduling pass could otherwise split the burst).
+    """
+    env = dict(os.environ, SLURM_CONF=conf)
+    before = {n: len(_history(d)) for n, d in state_dirs.items()}
+    run = ClusterRun()
+    ids: Dict[str, str] = {}  # slurm job id -> trace id
+    t0 = time.time()
+    ordered = sorted(trace, key=lambda j: j.submit)
+    held: List[str] = []
+    nodes = ",".join(sorted(state_dirs))
+
+    def set_nodes(state: str) -> None:
+        subprocess.run(["scontrol", "update", f"nodename={nodes}", f"state={state}",
+                        *(["reason=slurm-gpu_replay"] if state == "drain" else [])],
+                       env=env, capture_output=True, timeout=30, check=True)
+
+    for n, job in enumerate(ordered):
+        delay = t0 + job.submit * scale - time.time()
+        if delay > 0 and not held:
+            time.sleep(delay)
+        if release_bursts and not held:
+            set_nodes("drain")
+        profile, count = parse_job_gres(job.gres)
+        wrap = (f"echo $(date +%s.%N) $SLURMD_NODENAME > {outdir}/$SLURM_JOB_ID.start; "
+                f"sleep {job.duration * scale:g}; date +%s.%N > {outdir}/$SLURM_JOB_ID.end")
+        limit = max(1, int(-(-(job.limit * scale) // 60)))
+        args = ["runuser", "-u", user, "--", "env", f"SLURM_CONF={conf}", "sbatch", "--parsable",
+                "-o", "/dev/null", "-t", str(limit), f"--gres=gpu:{profile}:{count}", "-J", f"t{job.id}",
+                "--wrap", wrap]
+        proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=30, cwd="/tmp")
+        if proc.returncode != 0:
+            raise SlurmError(f"sbatch of trace job {job.id} failed: {proc.stderr.strip()}")
+        jid = proc.stdout.strip().split(";")[0]
+        ids[jid] = job.id
+        held.append(jid)
+        if not release_bursts or n + 1 == len(ordered) or ordered[n + 1].submit != job.submit:
+            if release_bursts:
+                delay = t0 + job.submit * scale - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                set_nodes("resume")
+            for j in held:
+                run.submit_wall[ids[j]] = time.time() - t0
+            held = []
+    deadline = time.monotonic() + timeout
+    left = set(ids)
+    seen_requeue: set = set()
+    while left and time.monotonic() < deadline:
+        if cancel_raced:
+            for node, d in state_dirs.items():
+                for ev in _history(d)[before[node]:]:
+                    jid = ev.get("job_id")
+                    if ev.get("event") == "requeued" and jid in ids and jid not in seen_requeue:
+                        seen_requeue.add(jid)
+                        subprocess.run(["scancel", jid], env=env, capture_output=True, timeout=30)
+        proc = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(sorted(left))],
+                              env=env, capture_output=True, text=True, timeout=30)
+        for line in proc.stdout.splitlines():
+            jid, _, state = line.partition(" ")
+            if state in _DONE:
+                run.state[ids[jid]] = state
+                left.discard(jid)
+        if left:
+            time.sleep(0.5)
+    if left:
+        subprocess.run(["scancel", *sorted(left)], env=env, capture_output=True, timeout=30)
+        raise SlurmError(f"trace jobs not finished after {timeout:.0f} s: {sorted(ids[j] for j in left)}")
+    for jid, tid in ids.items():
+        try:
+            with open(os.path.join(outdir, f"{jid}.start"), encoding="utf-8") as fh:
+                stamp, node = fh.read().split()
+            run.start[tid] = float(stamp) - t0
+            run.node[tid] = node
+            with open(os.path.join(outdir, f"{jid}.end"), encoding="utf-8") as fh:
+                run.end[tid] = float(fh.read().strip()) - t0
+        except (OSError, ValueError):
+            continue
+    for node, d in state_dirs.items():
+        for ev in _history(d)[before[node]:]:
+            if ev.get("event") == "requeued" and ev.get("job_id") in ids:
+                run.requeued.append(dict(ev, trace_id=ids[ev["job_id"]], at=ev.get("time", t0) - t0))
+    return run
+
+
+def scheduler_config(parameters: str) -> Dict[str, float]:
+    """SchedulerParameters text -> the simulator's settings (Slurm's defaults for what is not given)."""
+    opts = dict(p.split("=", 1) for p in parameters.split(",") if "=" in p)
+    limit = int(opts.get("sched_max_job_start", 0))
+    if int(opts.get("bf_max_job_start", 0)) != limit:
+        raise SlurmError("the simulator models one start limit for both schedulers", part=parameters)
+    return {"max_starts": limit, "bf_interval": float(opts.get("bf_interval", 30)),
+            "pass_interval": float(opts.get("batch_sched_delay", 3))}
+
+
+def simulate_trace(trace: Sequence[TraceJob], cluster: str, parameters: str,
+                   requeue_delay: float = 121.0, placer: str = "fast"):
+    """The simulator's replay of ``trace`` under ``parameters``; returns the Simulation after running."""
+    from .cluster import parse_cluster
+    from .engine import SimConfig, Simulation
+    from .policies import make_policy
+
+    cfg = scheduler_config(parameters)
+    sim = Simulation(trace, parse_cluster(cluster), make_policy("default", placer=placer),
+                     SimConfig(bf_interval=cfg["bf_interval"], max_starts=int(cfg["max_starts"]),
+                               pass_interval=cfg["pass_interval"], requeue_delay=requeue_delay))
+    sim.result = sim.run()
+    return sim
+
