@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
+from cli_runner import cli_runner
 
 from slurm_gpu.catalog import load_catalog
 from slurm_gpu.cli.main import main
@@ -13,7 +13,7 @@ from slurm_gpu.errors import EXIT_BAD_INPUT
 
 
 def invoke(*args):
-    return CliRunner().invoke(main, list(args))
+    return cli_runner().invoke(main, list(args))
 
 
 def test_model_list_names_every_model():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
+from cli_runner import cli_runner
 
 from slurm_gpu import __version__
 from slurm_gpu.cli import main as cli_main
@@ -18,7 +18,7 @@ from slurm_gpu.errors import EXIT_BAD_INPUT, EXIT_DRIVER, EXIT_ERROR, EXIT_NO_FI
 
 def invoke(args, env=None):
     """Run the real main() in-process; returns click's Result (exit_code, stdout, stderr)."""
-    return CliRunner().invoke(cli_main.main, args, env=env)
+    return cli_runner().invoke(cli_main.main, args, env=env)
 
 
 def test_help_lists_every_registered_command_with_its_short_help():

@@ -7,7 +7,7 @@ import os
 import subprocess
 
 import pytest
-from click.testing import CliRunner
+from cli_runner import cli_runner
 
 from slurm_gpu.cli.main import main
 from slurm_gpu.devices import open_driver
@@ -16,7 +16,7 @@ from slurm_gpu.journal import Journal, Planned
 
 
 def invoke(*args, env=None):
-    return CliRunner().invoke(main, list(args), env=env)
+    return cli_runner().invoke(main, list(args), env=env)
 
 
 def doc_of(result, schema):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
+from cli_runner import cli_runner
 
 from slurm_gpu.catalog import load_catalog
 from slurm_gpu.cli.main import main
@@ -16,7 +16,7 @@ from slurm_gpu.planner import capacity
 
 
 def invoke(*args):
-    return CliRunner().invoke(main, list(args))
+    return cli_runner().invoke(main, list(args))
 
 
 def plan_json(*args):

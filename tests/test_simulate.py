@@ -6,7 +6,7 @@ import json
 import random
 
 import pytest
-from click.testing import CliRunner
+from cli_runner import cli_runner
 
 from slurm_gpu.catalog import load_catalog
 from slurm_gpu.errors import BadInputError
@@ -220,7 +220,7 @@ def test_bad_cluster_specs(spec):
 def test_cli_simulate_json_and_trace_generate(tmp_path):
     from slurm_gpu.cli import main as cli_main
 
-    runner = CliRunner()
+    runner = cli_runner()
     path = tmp_path / "t.jsonl"
     r = runner.invoke(
         cli_main.main,
@@ -277,7 +277,7 @@ def test_cli_plot_writes_png(tmp_path):
     with open(path, "w") as fh:
         write_trace(_trace(n=100), fh)
     png = tmp_path / "p.png"
-    r = CliRunner().invoke(
+    r = cli_runner().invoke(
         cli_main.main, ["simulate", "--trace", str(path), "--cluster", "4x4xH100-80GB", "--plot", str(png)]
     )
     assert r.exit_code == 0, r.output

@@ -145,12 +145,12 @@ def test_from_sacct_needs_the_columns():
 
 
 def test_cli_from_sacct_reads_stdin(tmp_path):
-    from click.testing import CliRunner
+    from cli_runner import cli_runner
 
     from slurm_gpu.cli import main as cli_main
 
     out = tmp_path / "t.jsonl"
-    r = CliRunner().invoke(cli_main.main, ["trace", "from-sacct", "-", "-o", str(out)], input=SACCT)
+    r = cli_runner().invoke(cli_main.main, ["trace", "from-sacct", "-", "-o", str(out)], input=SACCT)
     assert r.exit_code == 0, r.output
     assert [j.id for j in read_trace(str(out))] == ["100", "101", "102", "105"]
     assert "skipped" in r.stderr
