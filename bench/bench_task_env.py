@@ -25,7 +25,11 @@ def _best(cmd, runs):
 
 
 def main() -> None:
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("runs", nargs="?", type=int, default=20, help="runs of each case (default 20)")
+    runs = parser.parse_args().runs
     from slurm_gpu.journal import Actual, Journal, Planned
 
     state = tempfile.mkdtemp()
