@@ -90,7 +90,13 @@ def up_cmd(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Start (or restart) the cluster and wait until every node is idle."""
+    """Start (or restart) the cluster and wait until every node is idle.
+
+    \b
+    Example:
+      slurm-gpu cluster up --nodes 2 --gpus H100-80GB:4 --dir /var/tmp/slurm-gpu-cluster --port-base 17000
+      slurm-gpu cluster up --nodes 2 --gpus "H100-80GB:1;A100-40GB:1" --json
+    """
     import os
 
     from slurm_gpu.cluster import local
@@ -123,7 +129,12 @@ def up_cmd(
 @DIR_OPTION
 @JSON_OPTION
 def down_cmd(directory: str, as_json: bool) -> None:
-    """Cancel the cluster's jobs and stop its daemons (idempotent)."""
+    """Cancel the cluster's jobs and stop its daemons (idempotent).
+
+    \b
+    Example:
+      slurm-gpu cluster down --dir /var/tmp/slurm-gpu-cluster
+    """
     from slurm_gpu.cluster import local
 
     result = local.down(_saved_spec(directory))
@@ -138,7 +149,12 @@ def down_cmd(directory: str, as_json: bool) -> None:
 @DIR_OPTION
 @JSON_OPTION
 def status_cmd(directory: str, as_json: bool) -> None:
-    """Show the cluster's daemons and node states."""
+    """Show the cluster's daemons and node states.
+
+    \b
+    Example:
+      slurm-gpu cluster status --dir /var/tmp/slurm-gpu-cluster --json
+    """
     from slurm_gpu.cluster import local
 
     result = local.status(_saved_spec(directory))

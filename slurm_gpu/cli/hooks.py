@@ -13,7 +13,15 @@ from slurm_gpu.cli.output import emit_json, json_option
 
 @click.command("prolog")
 def prolog() -> None:
-    """Slurm Prolog (root): create the job's MIG instances (reads SLURM_JOB_ID/UID/GID)."""
+    """Slurm Prolog (root): create the job's MIG instances (reads SLURM_JOB_ID/UID/GID).
+
+    Exits 0 for every job outcome (created, none, refused, requeued: each logged to
+    <state_dir>/hooks.log as one JSON line); non-zero only when the driver, journal or controller fails.
+
+    \b
+    Example (slurm.conf: Prolog=/etc/slurm/prolog.d/*, PrologFlags=Alloc,Contain):
+      SLURM_JOB_ID=42 SLURM_JOB_UID=1000 SLURM_JOB_GID=1000 SLURMD_NODENAME=gpu01 slurm-gpu prolog
+    """
     from slurm_gpu.hooks.prolog import main
 
     sys.exit(main(get_context().config_path))
@@ -21,7 +29,12 @@ def prolog() -> None:
 
 @click.command("epilog")
 def epilog() -> None:
-    """Slurm Epilog (root): destroy the job's MIG instances; safe to run twice."""
+    """Slurm Epilog (root): destroy the job's MIG instances; safe to run twice.
+
+    \b
+    Example (slurm.conf: Epilog=/etc/slurm/epilog.d/*):
+      SLURM_JOB_ID=42 SLURM_JOB_UID=1000 SLURM_JOB_GID=1000 SLURMD_NODENAME=gpu01 slurm-gpu epilog
+    """
     from slurm_gpu.hooks.epilog import main
 
     sys.exit(main(get_context().config_path))
@@ -32,7 +45,13 @@ def epilog() -> None:
 def task_prolog(state_dir: Optional[str]) -> None:
     """Slurm TaskProlog: print `export CUDA_VISIBLE_DEVICES=MIG-...` for this task.
 
-    The fast form for slurm.conf is `python3 -I -S <package>/hooks/task_prolog.py STATE_DIR`.
+    Task L of a job with n instances gets instance L mod n (SLURM_LOCALID); SLURM_GPU_MIG_DEVICES
+    lists all of them. The fast form for slurm.conf is
+    `python3 -I -S <package>/hooks/task_prolog.py STATE_DIR`.
+
+    \b
+    Example (as the job's user, inside a job):
+      SLURM_JOB_ID=42 SLURM_LOCALID=0 slurm-gpu task-prolog --state-dir /var/lib/slurm-gpu
     """
     from slurm_gpu.hooks.task_prolog import main
 

@@ -14,7 +14,13 @@ _KINDS = ["steady", "bursty", "mostly-large", "mostly-small", "daynight"]
 
 @click.group("trace")
 def cmd() -> None:
-    """Generate traces, or convert Slurm accounting (sacct) into one."""
+    """Generate traces, or convert Slurm accounting (sacct) into one.
+
+    \b
+    Example:
+      slurm-gpu trace generate steady --jobs 3000 --load 0.9 --seed 1 -o steady.jsonl
+      slurm-gpu trace info steady.jsonl --cluster 16x8xH100-80GB
+    """
 
 
 def _write(jobs: list, out: Optional[str]) -> int:
@@ -117,7 +123,12 @@ def from_sacct_cmd(source: str, out: Optional[str]) -> None:
 @click.option("--cluster", "cluster_spec", default="16x8xH100-80GB", show_default=True)
 @json_option
 def info_cmd(path: str, cluster_spec: str, as_json: bool) -> None:
-    """Jobs, span and offered load of a trace on a cluster."""
+    """Jobs, span and offered load of a trace on a cluster.
+
+    \b
+    Example:
+      slurm-gpu trace info traces/steady.jsonl --cluster 16x8xH100-80GB --json
+    """
     from slurm_gpu.catalog import load_catalog
     from slurm_gpu.simulate.cluster import parse_cluster
     from slurm_gpu.traces import offered_load, parse_job_gres, read_trace
