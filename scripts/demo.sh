@@ -10,7 +10,8 @@ DIR=${SLURM_GPU_DEMO_DIR:-/var/tmp/slurm-gpu-demo}
 PORT_BASE=${SLURM_GPU_DEMO_PORT_BASE:-17400}
 SG="$PWD/.venv/bin/slurm-gpu"
 
-"$SG" cluster up --nodes 2 --gpus H100-80GB:4 --dir "$DIR" --port-base "$PORT_BASE"
+# --scheduler shipped: the SchedulerParameters `slurm-gpu config slurm` generates (one start per pass).
+"$SG" cluster up --nodes 2 --gpus H100-80GB:4 --dir "$DIR" --port-base "$PORT_BASE" --scheduler shipped
 trap '"$SG" cluster down --dir "$DIR" >/dev/null' EXIT
 export SLURM_CONF="$DIR/etc/slurm.conf"
 OUT="$DIR/demo-output"
@@ -18,7 +19,7 @@ mkdir -p "$OUT" && chmod 1777 "$OUT"
 
 # Each job prints what it was given; `srun` runs one line per task.
 JOB='echo "job $SLURM_JOB_ID on $SLURMD_NODENAME: CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES";
-     srun -l bash -c "echo task \$SLURM_LOCALID: \$CUDA_VISIBLE_DEVICES"; sleep 12'
+     srun -l bash -c "echo task \$SLURM_LOCALID: \$CUDA_VISIBLE_DEVICES"; sleep 25'
 
 ids=()
 declare -A what
@@ -43,10 +44,11 @@ node_status() {  # node, status options...
     local node=$1; shift
     SLURMD_NODENAME=$node SLURM_GPU_CONFIG="$DIR/config.yaml" "$SG" status "$@"
 }
-# Prologs on one node take the node lock in turn: wait until every running job has its journal record.
-for _ in $(seq 60); do
+# One job starts per scheduling pass and prologs on a node take the node lock in turn: wait until most
+# jobs run and every running job has its journal record.
+for _ in $(seq 90); do
     pending=0
-    [ -n "$(squeue -h -t RUNNING -o %i)" ] || pending=1
+    [ "$(squeue -h -t RUNNING -o %i | wc -l)" -ge 8 ] || [ -z "$(squeue -h -t PENDING -o %i)" ] || pending=1
     for node in $(sinfo -h -N -o '%N' | sort -u); do
         running=$(squeue -h -t RUNNING -w "$node" -o %i | wc -l)
         recorded=$(node_status "$node" --json | "$PWD/.venv/bin/python" -c 'import json,sys; print(len(json.load(sys.stdin)["jobs"]))')

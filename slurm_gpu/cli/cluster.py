@@ -76,6 +76,14 @@ def cmd() -> None:
 )
 @click.option("--layout", default="", help="With --mode static: profiles per GPU, e.g. 3g.40gb,1g.10gb.")
 @click.option("--hooks/--no-hooks", default=None, help="Wire our hooks [default: if dynamic].")
+@click.option(
+    "--scheduler",
+    type=click.Choice(["test", "shipped"]),
+    default="test",
+    show_default=True,
+    help="SchedulerParameters: 'shipped' is what `slurm-gpu config slurm` generates (one start per pass, "
+    "docs/admission.md); 'test' starts many jobs per pass, for fast test runs.",
+)
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for idle nodes.")
 @JSON_OPTION
 def up_cmd(
@@ -87,6 +95,7 @@ def up_cmd(
     mode: str,
     layout: str,
     hooks: Optional[bool],
+    scheduler: str,
     timeout: float,
     as_json: bool,
 ) -> None:
@@ -99,6 +108,7 @@ def up_cmd(
     """
     import os
 
+    from slurm_gpu import confgen
     from slurm_gpu.cluster import local
 
     spec = local.ClusterSpec(
@@ -110,6 +120,9 @@ def up_cmd(
         mode=mode,
         layout=layout,
         hooks=hooks,
+        scheduler_parameters=(
+            confgen.SCHEDULER_PARAMETERS if scheduler == "shipped" else local.TEST_SCHEDULER_PARAMETERS
+        ),
     )
     result = local.up(spec, timeout=timeout)
     if as_json:
