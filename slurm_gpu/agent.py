@@ -206,9 +206,13 @@ class NodeAgent:
             return Outcome(ctx.job_id, "none", "not a MIG job")
         if req is None:
             return self._refuse(ctx, job, f"mig:{slices} allocated without a recorded slurm-gpu request")
+        try:
+            req, most = self._resolve_request(req)
+        except SlurmGpuError as exc:
+            return self._refuse(ctx, job, f"request {format_admin_comment(req)} does not resolve: {exc}")
         with self.journal.lock():
             problems: List[str] = []
-            why = self._check_allocation(req, slices)
+            why = self._check_allocation(req, slices, most)
             if why:
                 return self._refuse(ctx, job, why)
             done = self._already_prepared(ctx)
@@ -254,8 +258,37 @@ class NodeAgent:
                 detail += f"; others' caps denied in {cgroup}"
             return Outcome(ctx.job_id, "created", detail, mig_uuids, problems)
 
-    def _check_allocation(self, req: Any, slices: int) -> Optional[str]:
-        """Why Slurm's allocation does not match the recorded request (None if it does)."""
+    def _resolve_request(self, req: Any) -> Tuple[Any, Optional[int]]:
+        """A request recorded for a mixed-model cluster (a memory size, or whole GPUs) made concrete.
+
+        Returns the request as a profile of this node's GPUs (the first GPU model that resolves it) and,
+        for such requests, the slice count job_submit.lua charged: the largest over the catalog's models.
+        """
+        models = [self.catalog.model(g.model) for g in self._gpus()]
+        if any(m.has_profile(req.profile) for m in models if req.profile):
+            return req, None
+        from slurm_gpu.requests import parse_gres, resolve
+        from slurm_gpu.slurm.parse import MigRequest
+
+        gres = parse_gres(f"gpu:{req.profile}:{req.count}" if req.profile else f"gpu:{req.count}")[0]
+        charged = []
+        for m in self.catalog_models():
+            try:
+                charged.append(resolve(gres, m).memory_slices * req.count)
+            except SlurmGpuError:
+                continue
+        for m in models:
+            try:
+                return MigRequest(resolve(gres, m).name, req.count), max(charged, default=None)
+            except SlurmGpuError:
+                continue
+        return req, None  # _check_allocation names what this node lacks
+
+    def _check_allocation(self, req: Any, slices: int, most: Optional[int] = None) -> Optional[str]:
+        """Why Slurm's allocation does not match the recorded request (None if it does).
+
+        ``most`` overrides the upper bound of slices for requests resolved per model (memory sizes).
+        """
         models = [self.catalog.model(g.model) for g in self._gpus()]
         have = [m.profile(req.profile) for m in models if m.has_profile(req.profile)]
         if not have:
@@ -264,8 +297,8 @@ class NodeAgent:
             return f"{req.count} instances exceed max_count_per_node={self.policy.max_count_per_node}"
         need = min(p.memory_slices for p in have) * req.count
         # job_submit.lua counts the largest slice size of the profile over every model of the cluster.
-        most = max(m.profile(req.profile).memory_slices for m in self.catalog_models()
-                   if m.has_profile(req.profile)) * req.count
+        most = max(most or 0, max(m.profile(req.profile).memory_slices for m in self.catalog_models()
+                                  if m.has_profile(req.profile)) * req.count)
         if not need <= slices <= most:
             return (f"Slurm allocated mig:{slices} on {self.node} but {req.count}x{req.profile} "
                     f"needs between {need} and {most} slices")

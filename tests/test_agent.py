@@ -31,8 +31,9 @@ class FakeSlurm:
         self.active = ("gpu_h100",)
         self.calls = []
 
-    def add(self, job_id, profile=None, count=1, slices=None, state="RUNNING"):
-        comment = f"slurm-gpu:gpu:{profile}:{count}" if profile else ""
+    def add(self, job_id, profile=None, count=1, slices=None, state="RUNNING", comment=None):
+        if comment is None:
+            comment = f"slurm-gpu:gpu:{profile}:{count}" if profile else ""
         tres = f"gres:mig:{slices}" if slices else ""
         self.jobs[job_id] = JobInfo(job_id, state, (), 1000, (self.node,), comment, tres)
 
@@ -144,6 +145,33 @@ def test_race_requeues_without_failing_and_counts(node):
     assert node.journal.get("22") is None
     events = [h for h in node.journal.history() if h.get("event") == "requeued"]
     assert [e["job_id"] for e in events] == ["22"]
+
+
+@pytest.mark.parametrize(
+    "comment,slices,profile",
+    [
+        # job_submit.lua on an H100 + A100-40GB cluster: 20gb is 1g.20gb (2 slices) on H100 and
+        # 3g.20gb (4 slices) on A100-40GB, so it records the size and charges the larger count.
+        ("slurm-gpu:gpu:20gb:1", 4, "1g.20gb"),
+        ("slurm-gpu:gpu:20gb:1", 2, "1g.20gb"),
+        # whole GPUs: the node's full profile
+        ("slurm-gpu:gpu:1", 8, "7g.80gb"),
+    ],
+)
+def test_mixed_cluster_requests_resolve_on_the_node(node, comment, slices, profile):
+    node.slurm.add(50, slices=slices, comment=comment)
+    out = node.prepare(ctx(50))
+    assert out.action == "created", out
+    [inst] = node.driver.instances()
+    assert node.catalog.model("H100-80GB").profile_by_id(inst.profile_id).name == profile
+    assert node.journal.get("50").request == f"slurm-gpu:gpu:{profile}:1"
+
+
+def test_mixed_cluster_request_with_too_many_slices_is_refused(node):
+    node.slurm.add(51, slices=9, comment="slurm-gpu:gpu:20gb:1")
+    out = node.prepare(ctx(51))
+    assert out.action == "refused" and "allocated mig:9" in out.message
+    assert node.driver.instances() == []
 
 
 def test_driver_profile_table_wins_over_the_catalog(tmp_path):

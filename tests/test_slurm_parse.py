@@ -87,6 +87,15 @@ def test_admin_comment():
         parse_admin_comment("slurm-gpu:gpu:1g.10gb:0")
 
 
+def test_admin_comment_of_mixed_model_clusters():
+    # job_submit.lua records a memory size, or whole GPUs, when the cluster's models resolve it differently
+    assert parse_admin_comment("slurm-gpu:gpu:20gb:1") == MigRequest("20gb", 1)
+    assert parse_admin_comment("slurm-gpu:gpu:2 slurm-gpu-requeued:raced") == MigRequest("", 2)
+    assert format_admin_comment(MigRequest("", 2)) == "slurm-gpu:gpu:2"
+    with pytest.raises(BadInputError):
+        parse_admin_comment("slurm-gpu:gpu:2 slurm-gpu:gpu:1g.10gb:1")
+
+
 @pytest.mark.parametrize(
     "value,base,flags",
     [

@@ -47,7 +47,10 @@ _BASE_STATES = frozenset(
      "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY"}
 )
 
-_REQUEST_TOKEN = re.compile(r"slurm-gpu:gpu:(?P<profile>[A-Za-z0-9.+_-]+):(?P<count>\d+)")
+# `slurm-gpu:gpu:<profile or size>:<N>`, or `slurm-gpu:gpu:<N>` for whole GPUs on a mixed-model cluster.
+_REQUEST_TOKEN = re.compile(
+    r"slurm-gpu:gpu:(?:(?P<profile>[A-Za-z0-9.+_-]+):(?P<count>\d+)|(?P<whole>\d+)(?![A-Za-z0-9.+_:-]))"
+)
 _SUFFIX = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _COUNT = re.compile(r"^(\d+)([kKmMgGtT]?)$")
 
@@ -63,7 +66,11 @@ class GresCount:
 
 @dataclass(frozen=True)
 class MigRequest:
-    """What the user asked for, as job_submit.lua recorded it: ``count`` instances of ``profile``."""
+    """What the user asked for, as job_submit.lua recorded it: ``count`` instances of ``profile``.
+
+    ``profile`` is a profile name, or, where the cluster's models resolve the request differently, a
+    memory size (``20gb``) or ``""`` for whole GPUs; the node agent resolves those for its own GPUs.
+    """
 
     profile: str
     count: int
@@ -185,7 +192,10 @@ def parse_admin_comment(text: Optional[str]) -> Optional[MigRequest]:
     """The recorded MIG request, or None when the job has none. Two different records are refused."""
     if not text:
         return None
-    found = {(m.group("profile"), int(m.group("count"))) for m in _REQUEST_TOKEN.finditer(text)}
+    found = {
+        ("", int(m.group("whole"))) if m.group("whole") else (m.group("profile"), int(m.group("count")))
+        for m in _REQUEST_TOKEN.finditer(text)
+    }
     if not found:
         return None
     if len(found) > 1:
@@ -197,6 +207,8 @@ def parse_admin_comment(text: Optional[str]) -> Optional[MigRequest]:
 
 
 def format_admin_comment(req: MigRequest) -> str:
+    if not req.profile:
+        return f"slurm-gpu:gpu:{req.count}"
     return f"slurm-gpu:gpu:{req.profile}:{req.count}"
 
 
