@@ -6,6 +6,7 @@ Tests that use it carry ``@pytest.mark.slurm``; without root or Slurm they are s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -14,7 +15,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import pytest
 
@@ -127,14 +128,21 @@ def stop_cluster(cluster: Cluster, remove: bool = True) -> None:
         shutil.rmtree(cluster.spec.dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """A 2-node cluster (4 simulated H100 each) shared by the session; stopped at its end."""
+@contextlib.contextmanager
+def running_cluster(**fields) -> Iterator[Cluster]:
+    """``start_cluster(**fields)`` for a fixture: skips where no real cluster can run, always stops it."""
     reason = slurm_available()
     if reason:
         pytest.skip(f"real Slurm cluster: {reason}")
-    cluster = start_cluster()
+    cluster = start_cluster(**fields)
     try:
         yield cluster
     finally:
         stop_cluster(cluster)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A 2-node cluster (4 simulated H100 each) shared by the session; stopped at its end."""
+    with running_cluster() as cluster:
+        yield cluster

@@ -5,19 +5,15 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import slurm_available, start_cluster, stop_cluster
+from conftest import running_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def own_cluster():
-    reason = slurm_available()
-    if reason:
-        pytest.skip(reason)
-    cluster = start_cluster(nodes=2, gpus="A30-24GB:2", prefix="sg-test-own-")
-    yield cluster
-    stop_cluster(cluster)
+    with running_cluster(nodes=2, gpus="A30-24GB:2", prefix="sg-test-own-") as cluster:
+        yield cluster
 
 
 def test_nodes_idle_with_generated_gres_and_features(slurm_cluster):

@@ -8,19 +8,16 @@ are off: this checks admission and scheduling alone (the hooks have their own te
 from __future__ import annotations
 
 import pytest
-from conftest import slurm_available, start_cluster, stop_cluster
+from conftest import running_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def mixed():
-    reason = slurm_available()
-    if reason:
-        pytest.skip(reason)
-    cluster = start_cluster(nodes=2, gpus="H100-80GB:1;A100-40GB:1", prefix="sg-test-mixed-", hooks=False)
-    yield cluster
-    stop_cluster(cluster)
+    with running_cluster(nodes=2, gpus="H100-80GB:1;A100-40GB:1", prefix="sg-test-mixed-",
+                         hooks=False) as cluster:
+        yield cluster
 
 
 def _features(cluster, node):
