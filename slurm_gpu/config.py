@@ -40,8 +40,6 @@ CONFIG_ENV = "SLURM_GPU_CONFIG"
 CONFIG_VERSION = 1
 
 DRIVER_KINDS = ("nvml", "sim")
-PYSLURM_CHOICES = ("auto", "yes", "no")
-LOG_LEVELS = ("debug", "info", "warning", "error")
 # Slurm node names: letters, digits, '-', '_', '.'; never '/' since they end up in paths.
 _NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _POLICY_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}\Z")
@@ -64,7 +62,6 @@ class PolicyConfig:
 class SlurmConfig:
     bin_dir: str = "/usr/bin"
     conf: Optional[str] = None
-    use_pyslurm: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -75,7 +72,6 @@ class FeaturesConfig:
 @dataclass(frozen=True)
 class LogConfig:
     file: Optional[str] = None
-    level: str = "info"
 
 
 @dataclass(frozen=True)
@@ -107,10 +103,10 @@ _SCHEMA: Dict[str, Any] = {
     "driver": {"kind": DRIVER_KINDS, "sim_state": "opt_path", "sim_sandbox": "opt_path"},
     "state_dir": "path",
     "policy": {"name": "policy_name", "max_count_per_node": "pos_int"},
-    "slurm": {"bin_dir": "path", "conf": "opt_path", "use_pyslurm": PYSLURM_CHOICES},
+    "slurm": {"bin_dir": "path", "conf": "opt_path"},
     "features": {"publish": "bool"},
     "lock_timeout_s": "pos_number",
-    "log": {"file": "opt_path", "level": LOG_LEVELS},
+    "log": {"file": "opt_path"},
 }
 
 
@@ -132,9 +128,6 @@ def _check_value(kind: Any, value: Any, key: str, where: str) -> Any:
         return ConfigError(f"{where}: {key} must be {expected}, not {value!r}")
 
     if isinstance(kind, tuple):
-        # YAML 1.1 reads a bare yes/no as a boolean; take it back for a yes/no choice.
-        if isinstance(value, bool) and "yes" in kind:
-            value = "yes" if value else "no"
         if value not in kind:
             raise bad("one of " + ", ".join(kind))
         return value
