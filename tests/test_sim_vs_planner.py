@@ -62,9 +62,9 @@ def test_driver_and_geometry_agree_on_every_step(model_key, gpus, ops):
                     try:
                         inst = driver.create(gpu, profile.profile_id, start)
                     except DriverError as exc:
-                        assert not expected, f"driver refused {profile.name}@{start} on {node.gpus[gpu]}: {exc}"
+                        assert not expected, f"driver refused {profile.name}@{start}: {exc}"
                     else:
-                        assert expected, f"driver accepted {profile.name}@{start} on {node.gpus[gpu]}"
+                        assert expected, f"driver accepted {profile.name}@{start}: {node.gpus[gpu].slots}"
                         assert (inst.start, inst.size) == (start, dict(profile.placements)[start])
                 else:
                     victim = live[where % len(live)]
@@ -95,13 +95,13 @@ def _capacity_is_what_the_driver_accepts(driver, models) -> None:
                 raise AssertionError(f"planner still places {profile.name} after {expected}")
             for g in range(len(models)):
                 for start in profile.placement_starts:
-                    assert not node.gpus[g].can_place(profile, start), (profile.name, start, node.gpus[g].slots)
+                    assert not node.gpus[g].can_place(profile, start), (profile.name, start, node.gpus[g])
                     try:
                         extra = driver.create(g, profile.profile_id, start)
                     except DriverError:
                         continue
                     made.append(extra)
-                    raise AssertionError(f"driver accepts a {profile.name}@{start} on GPU {g} beyond capacity")
+                    raise AssertionError(f"driver accepts {profile.name}@{start} on GPU {g} beyond capacity")
         finally:
             for inst in made:
                 driver.destroy(inst.gpu_index, inst.gi_id)
