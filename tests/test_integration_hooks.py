@@ -22,12 +22,28 @@ SRUN_ECHO = 'srun -n4 sh -c \'echo "task$SLURM_LOCALID=$CUDA_VISIBLE_DEVICES"\''
 DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 
 
+def _with_outdir(cluster):
+    cluster.outdir = tempfile.mkdtemp(prefix="sg-out-", dir="/tmp")
+    os.chmod(cluster.outdir, 0o1777)
+    return cluster
+
+
 @pytest.fixture(scope="module")
 def cl(slurm_cluster):
-    slurm_cluster.outdir = tempfile.mkdtemp(prefix="sg-out-", dir="/tmp")
-    os.chmod(slurm_cluster.outdir, 0o1777)
-    yield slurm_cluster
+    yield _with_outdir(slurm_cluster)
     assert_clean(slurm_cluster)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """A cluster with the SchedulerParameters `slurm-gpu config slurm` ships (one start per pass)."""
+    from conftest import running_cluster
+
+    from slurm_gpu.confgen import SCHEDULER_PARAMETERS
+
+    with running_cluster(prefix="sg-test-shipped-", scheduler_parameters=SCHEDULER_PARAMETERS) as cluster:
+        yield _with_outdir(cluster)
+        assert_clean(cluster)
 
 
 def sjob(cl, job_id: str):
@@ -315,8 +331,12 @@ def test_raced_job_is_requeued_with_a_reason_not_drained(cl):
 
 
 @pytest.mark.slow
-def test_trace_of_300_mixed_jobs(cl):
+def test_trace_of_300_mixed_jobs(shipped):
+    """The trace on the scheduler settings we ship; the fast test settings race more (see
+    test_raced_job_is_requeued_with_a_reason_not_drained and tests/test_sim_vs_cluster.py)."""
     import random
+
+    cl = shipped
 
     rng = random.Random(7)
     profiles = ["1g.10gb"] * 5 + ["1g.20gb"] * 2 + ["2g.20gb"] * 3 + ["3g.40gb"] * 2 + ["4g.40gb", "7g.80gb"]
