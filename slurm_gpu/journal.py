@@ -28,7 +28,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import BadInputError, StateError
 from .task_env import is_mig_uuid, read_task_env, task_env_path, validate_job_id
@@ -73,6 +73,13 @@ _TRAVERSE_MODE = 0o711
 _HISTORY_MAX_BYTES = 1 << 20
 
 
+def _field_getter(obj: Any) -> Callable[..., Any]:
+    """``get(key, default)`` over a mapping (a record read back) or an object's attributes."""
+    if isinstance(obj, Mapping):
+        return obj.get
+    return lambda key, default=None: getattr(obj, key, default)
+
+
 @dataclass(frozen=True)
 class Planned:
     """What to create: the GPU, profile and placement chosen by the planner."""
@@ -90,7 +97,7 @@ class Planned:
         has no ``gpu_uuid``: pass it)."""
         if isinstance(obj, Planned) and gpu_uuid is None:
             return obj
-        get = obj.get if isinstance(obj, Mapping) else lambda k, d=None: getattr(obj, k, d)
+        get = _field_getter(obj)
         uuid = gpu_uuid if gpu_uuid is not None else get("gpu_uuid", "")
         return cls(
             gpu_index=get("gpu_index"),
@@ -116,7 +123,7 @@ class Actual:
     def from_any(cls, obj: Any) -> Actual:
         if isinstance(obj, Actual):
             return obj
-        get = obj.get if isinstance(obj, Mapping) else lambda k, d=None: getattr(obj, k, d)
+        get = _field_getter(obj)
         return cls(
             gi_id=get("gi_id"),
             ci_id=get("ci_id"),
