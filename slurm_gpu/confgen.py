@@ -50,6 +50,9 @@ class Options:
     # One start per scheduling pass: fit features are a snapshot within a pass (docs/admission.md,
     # "Scheduling passes and races"); "" leaves SchedulerParameters to the site.
     scheduler_parameters: str = SCHEDULER_PARAMETERS
+    # Name of the FUTURE node that keeps MIG jobs pending while every node is busy ("" for none);
+    # it belongs in every partition of MIG nodes.
+    placeholder: str = "slurm-gpu-placeholder"
 
 
 def templates_dir() -> Path:
@@ -172,9 +175,30 @@ def _context(inventory: Inventory, options: Options) -> Dict[str, Any]:
         "version": __version__,
         "inventory": inventory,
         "groups": groups,
+        "placeholder": _placeholder(inventory, options),
         "options": options,
         "has_dynamic": bool(inventory.dynamic),
         "has_static": bool(inventory.static),
+    }
+
+
+def _placeholder(inventory: Inventory, options: Options) -> Optional[Dict[str, Any]]:
+    """A ``State=FUTURE`` node that defines every fit feature and the largest node's resources.
+
+    slurmctld refuses a constraint that no node has active at submit time ("Requested node configuration
+    is not available", measured on 22.05): with every MIG node busy, its fit features are all inactive.
+    A FUTURE node is never scheduled but counts as a place the job could run, so such jobs pend.
+    """
+    dynamic = [g for g in inventory.groups if g.mode == "dynamic"]
+    if not dynamic or not options.placeholder:
+        return None
+    features = sorted({f for g in dynamic for f in node_features(g, inventory.max_count_per_node)})
+    return {
+        "name": options.placeholder,
+        "features": features,
+        "mig_count": max(g.mig_count for g in dynamic),
+        "cpus": max((g.cpus or 1) for g in dynamic),
+        "memory_mib": max((g.memory_mib or 1) for g in dynamic),
     }
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import BadInputError, StateError
+from . import task_env
 from .task_env import is_mig_uuid, read_task_env, task_env_path, validate_job_id
 
 __all__ = [
@@ -702,33 +703,16 @@ class Journal:
 
     # -- task files for the TaskProlog --
 
-    def task_env_path(self, job_id: Union[str, int]) -> str:
-        return task_env_path(self.state_dir, job_id)
+    def task_env_path(self, uid: int, job_id: Union[str, int]) -> str:
+        return task_env.task_env_path(self.state_dir, uid, job_id)
 
     def write_task_env(self, job_id: Union[str, int], uid: int, gid: int, mig_uuids: Sequence[str]) -> str:
-        """Leave the job's MIG UUIDs (one per line) in ``tasks/<job_id>``, 0400, owned by the job's user."""
-        path = self.task_env_path(job_id)
-        uuids = list(mig_uuids)
-        for u in uuids:
-            if not is_mig_uuid(u):
-                raise BadInputError(f"job {job_id}: not a MIG UUID: {u!r}", part=repr(u))
-        if not (_is_int(uid) and _is_int(gid) and uid >= 0 and gid >= 0):
-            raise BadInputError(f"job {job_id}: bad uid/gid {uid!r}/{gid!r}", part=f"{uid}:{gid}")
-        from .fsutil import atomic_write
-
+        """Leave the job's MIG UUIDs for its tasks (``task_env.write_task_env``)."""
         self._ensure_dirs()
-        atomic_write(path, "".join(u + "\n" for u in uuids), mode=0o400, owner=(uid, gid))
-        return path
+        return task_env.write_task_env(self.state_dir, job_id, uid, gid, mig_uuids)
 
     def remove_task_env(self, job_id: Union[str, int]) -> bool:
-        path = self.task_env_path(job_id)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise StateError(f"cannot remove {path}: {exc}") from exc
-        return True
+        return task_env.remove_task_env(self.state_dir, job_id)
 
 
 def _make_dir(path: str, mode: int, check_owner: bool = False) -> None:

@@ -14,8 +14,8 @@ Memory sizes: ``G``/``GB``/``GiB`` all mean GiB, ``M``/``MB``/``MiB`` MiB, ``T``
 
 >>> parse_gres("gpu:1g.10gb:2")
 (GresRequest(name='gpu', type='1g.10gb', count=2, min_memory_mib=None, raw='gpu:1g.10gb:2'),)
->>> [r.min_memory_mib for r in parse_gres("20gb,gpu:mem=512M")]
-[20480, 512]
+>>> [r.min_memory_mib for r in parse_gres("20gb,gpu:mem=2048M")]
+[20480, 2048]
 >>> from slurm_gpu.catalog import load_catalog
 >>> h100 = load_catalog().model("H100-80GB")
 >>> [resolve(r, h100).name for r in parse_gres("10gb,20gb,40gb,gpu")]
@@ -45,6 +45,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _COUNT = re.compile(r"^[+-]?\d+(?:\.\d*)?$|^[+-]?\.\d+$")
 _DETAIL = re.compile(r"\((?:idx|IDX):[^)]*\)$")
 _UNIT_MIB = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+MIN_MEMORY_MIB = 1024  # job_submit.lua's SG.min_memory_mib says the same
 
 
 @dataclass(frozen=True)
@@ -164,8 +165,9 @@ def _parse_memory(token: str, raw: str) -> int:
     if unit in ("", "b", "ib") or unit[0] not in _UNIT_MIB or unit[1:] not in ("", "b", "ib"):
         raise RequestError(f"memory size {token!r} in {raw!r} needs a unit (M, G, T)", part=token)
     mib = int(m.group("value")) * _UNIT_MIB[unit[0]]
-    if mib < 1:
-        raise RequestError(f"memory size {token!r} in {raw!r} must be at least 1 MiB", part=token)
+    if mib < MIN_MEMORY_MIB:
+        # 0gb, 1k, 512m: no MIG profile is that small; taking them as "the smallest" hides a typo.
+        raise RequestError(f"memory size {token!r} in {raw!r} must be at least 1gb", part=token)
     return int(mib)
 
 

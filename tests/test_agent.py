@@ -91,8 +91,8 @@ def test_prepare_creates_journals_and_writes_task_file(node):
     assert [i.mig_uuid for i in live] == list(out.mig_uuids)
     rec = node.journal.get("10")
     assert rec.phase == "PrepareCompleted" and rec.instances[0].actual.mig_uuid == out.mig_uuids[0]
-    assert read_task_env(node.journal.state_dir, "10") == out.mig_uuids
-    mode = stat.S_IMODE(os.stat(node.journal.task_env_path("10")).st_mode)
+    assert read_task_env(node.journal.state_dir, os.getuid(), "10") == out.mig_uuids
+    mode = stat.S_IMODE(os.stat(node.journal.task_env_path(os.getuid(), "10")).st_mode)
     assert mode == 0o400
 
 
@@ -202,7 +202,7 @@ def test_release_destroys_and_is_idempotent(node):
     rel = node.release(ctx(30))
     assert rel.action == "released", rel
     assert node.driver.instances() == [] and node.journal.get("30") is None
-    assert read_task_env(node.journal.state_dir, "30") is None
+    assert read_task_env(node.journal.state_dir, os.getuid(), "30") is None
     assert node.release(ctx(30)).action == "none"
     assert "mig.7g.80gb.2" in fit(node)
 
@@ -326,7 +326,7 @@ def test_access_is_granted_to_the_job_user_only_and_revoked(node):
         st = os.stat(os.path.join(node.policy.caps_dir, f"nvidia-cap{minor}"))
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (4242, 4343, 0o400)
     assert out.action == "created"
-    st = os.stat(node.journal.task_env_path("95"))
+    st = os.stat(node.journal.task_env_path(4242, "95"))
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (4242, 0o400)
 
 

@@ -63,9 +63,37 @@ def test_task_prolog_node_substitution(tmp_path):
 
 
 def test_task_prolog_refuses_protocol_injection(tmp_path):
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "3").write_text("MIG-1;rm\nexport X=1\n")
-    assert run_task_prolog(tmp_path, SLURM_JOB_ID=3) == ""
+    (tmp_path / "tasks" / str(os.getuid())).mkdir(parents=True)
+    (tmp_path / "tasks" / str(os.getuid()) / "3").write_text("MIG-1;rm\nexport X=1\n")
+    out = run_task_prolog(tmp_path, SLURM_JOB_ID=3)
+    assert out == "print slurm-gpu: the job's MIG device file is malformed\n"
+
+
+def test_task_prolog_accepts_every_form_the_writer_accepts(tmp_path):
+    journal = Journal(str(tmp_path), boot_id="b")
+    old = "MIG-GPU-8a8e4a3b-1c4f-2a1b-9c3d-123456789abc/1/0"
+    journal.write_task_env("4", os.getuid(), os.getgid(), [old])
+    assert run_task_prolog(tmp_path, SLURM_JOB_ID=4).splitlines()[0] == f"export CUDA_VISIBLE_DEVICES={old}"
+
+
+def test_task_prolog_gives_each_het_component_its_own_instances(tmp_path):
+    journal = Journal(str(tmp_path), boot_id="b")
+    mine = "MIG-22222222-2222-3333-4444-555555555555"
+    journal.write_task_env("101", os.getuid(), os.getgid(), [mine])  # component 1; the leader is 100
+    het = {"SLURM_JOB_ID": 100, "SLURM_JOB_ID_HET_GROUP_0": 100, "SLURM_JOB_ID_HET_GROUP_1": 101,
+           "SLURM_JOB_NODELIST_HET_GROUP_0": "n1", "SLURM_JOB_NODELIST_HET_GROUP_1": "n2"}
+    leader = "MIG-11111111-2222-3333-4444-555555555555"
+    inherited = {"CUDA_VISIBLE_DEVICES": leader, "SLURM_GPU_MIG_DEVICES": leader}
+    out = run_task_prolog(tmp_path, SLURM_JOB_NODELIST="n2", **het, **inherited)
+    assert out.splitlines()[0] == f"export CUDA_VISIBLE_DEVICES={mine}"
+    # Component 0's task on a node where only component 1 has instances: it loses what srun copied.
+    out = run_task_prolog(tmp_path, SLURM_JOB_NODELIST="n1", **het, **inherited)
+    assert out.splitlines() == ["unset CUDA_VISIBLE_DEVICES", "unset SLURM_GPU_MIG_DEVICES"]
+
+
+def test_task_prolog_keeps_a_cuda_setting_that_is_not_ours(tasks):
+    state, _ = tasks
+    assert run_task_prolog(state, SLURM_JOB_ID=6, CUDA_VISIBLE_DEVICES="0") == ""
 
 
 def test_task_prolog_imports_nothing_of_the_package():

@@ -75,7 +75,7 @@ def test_full_lifecycle_writes_each_phase_and_removes_the_record(journal):
     assert journal.finish_release("42") is True
     assert journal.get("42") is None
     assert not os.path.exists(path)
-    assert read_task_env(journal.state_dir, "42") is None  # the task file went with the record
+    assert read_task_env(journal.state_dir, os.getuid(), "42") is None  # the task file went with the record
     (line,) = journal.history()
     assert line["job_id"] == "42" and line["event"] == "released"
     assert [i["mig_uuid"] for i in line["instances"]] == [A0.mig_uuid, A1.mig_uuid]
@@ -138,7 +138,7 @@ def test_job_ids_are_validated_before_any_path_is_built(journal, bad):
         lambda: journal.get(bad),
         lambda: journal.begin_release(bad),
         lambda: journal.write_task_env(bad, 1, 1, []),
-        lambda: read_task_env(journal.state_dir, bad),
+        lambda: read_task_env(journal.state_dir, os.getuid(), bad),
     ):
         with pytest.raises(BadInputError):
             call()
@@ -272,10 +272,10 @@ def test_record_round_trip_and_every_byte_flip_is_caught(tmp_path_factory, uid, 
 def test_task_env_file_modes_and_content(journal):
     path = journal.write_task_env("12", os.getuid(), os.getgid(), [A0.mig_uuid, A1.mig_uuid])
     assert _mode(path) == 0o400 and _mode(journal.tasks_dir) == 0o711
-    assert read_task_env(journal.state_dir, "12") == (A0.mig_uuid, A1.mig_uuid)
+    assert read_task_env(journal.state_dir, os.getuid(), "12") == (A0.mig_uuid, A1.mig_uuid)
     journal.write_task_env("12", os.getuid(), os.getgid(), [A1.mig_uuid])  # replacing a 0400 file works
-    assert read_task_env(journal.state_dir, 12) == (A1.mig_uuid,)
-    assert read_task_env(journal.state_dir, "13") is None
+    assert read_task_env(journal.state_dir, os.getuid(), 12) == (A1.mig_uuid,)
+    assert read_task_env(journal.state_dir, os.getuid(), "13") is None
     with pytest.raises(BadInputError, match="not a MIG UUID"):
         journal.write_task_env("12", 0, 0, ["MIG-x\nexport LD_PRELOAD=/tmp/evil.so"])
     with pytest.raises(BadInputError, match="uid/gid"):
@@ -283,15 +283,21 @@ def test_task_env_file_modes_and_content(journal):
     assert journal.remove_task_env("12") and not journal.remove_task_env("12")
     old = "MIG-GPU-8a8e4a3b-1c4f-2a1b-9c3d-123456789abc/1/0"
     journal.write_task_env("14", 0, 0, [old])
-    assert read_task_env(journal.state_dir, "14") == (old,)
+    assert read_task_env(journal.state_dir, os.getuid(), "14") == (old,)
 
 
-def _read_as(uid: int, state_dir: str, job_id: str, result) -> None:
+def _read_as(uid: int, state_dir: str, job_id: str, result, owner=None) -> None:
     os.setgroups([])
     os.setgid(uid)
     os.setuid(uid)
+    path = os.path.join(state_dir, "tasks", str(owner if owner is not None else uid), job_id)
     try:
-        result.put(("ok", read_task_env(state_dir, job_id)))
+        os.stat(path)
+        result.put(("probe", "exists"))
+    except OSError as exc:
+        result.put(("probe", type(exc).__name__))
+    try:
+        result.put(("ok", read_task_env(state_dir, owner if owner is not None else uid, job_id)))
     except StateError as exc:
         result.put(("error", str(exc)))
     try:
@@ -320,13 +326,18 @@ def _check_task_env_access(journal):
     proc = ctx.Process(target=_read_as, args=(65534, journal.state_dir, "21", result))
     proc.start()
     proc.join(10)
+    assert result.get(timeout=5) == ("probe", "exists")
     assert result.get(timeout=5) == ("ok", (A0.mig_uuid,))
     assert result.get(timeout=5) == ("not listable", None)
-    proc = ctx.Process(target=_read_as, args=(65534, journal.state_dir, "22", result))
-    proc.start()
-    proc.join(10)
-    kind, message = result.get(timeout=5)
-    assert kind == "error" and "Permission denied" in message
+    # Another user's job: not readable, and not even probeable (the same answer as for no job at all).
+    for job_id in ("22", "23"):
+        proc = ctx.Process(target=_read_as, args=(65534, journal.state_dir, job_id, result, 65533))
+        proc.start()
+        proc.join(10)
+        assert result.get(timeout=5) == ("probe", "PermissionError")
+        kind, message = result.get(timeout=5)
+        assert kind == "error" and "Permission denied" in message
+        result.get(timeout=5)
 
 
 def test_lock_is_reentrant_and_excludes_other_journals(journal):

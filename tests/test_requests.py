@@ -71,6 +71,10 @@ def test_raw_keeps_each_piece():
         ("1g.10gb,,2g.20gb", ""),
         ("gpu:20b", "20b"),
         ("gpu:mem=512k", "mem=512k"),
+        ("gpu:0gb", "0gb"),
+        ("gpu:0m", "0m"),
+        ("gpu:1k", "1k"),
+        ("gpu:1023m", "1023m"),
     ],
 )
 def test_parse_errors_name_the_piece(text, part):

@@ -2,41 +2,101 @@
 
 Kept to the standard library's ``os``/``sys`` so that it starts in a few milliseconds; run it as a
 script (``python3 -I -S .../task_prolog.py [STATE_DIR]``; ``{node}`` in STATE_DIR is replaced by
-``SLURMD_NODENAME``). It reads ``<STATE_DIR>/tasks/<SLURM_JOB_ID>``,
-which the Prolog left readable by the job's user only, one MIG UUID per line.
+``SLURMD_NODENAME``). It reads ``<STATE_DIR>/tasks/<uid>/<job_id>``, which the Prolog left for the job's
+user only (``slurm_gpu.task_env`` writes it), one MIG UUID per line. This file is the one statement of
+what a task file may hold (``is_mig_uuid``): the writer checks with the same function.
 
 Mapping: with n instances, the task with local id L (``SLURM_LOCALID``, 0 in the batch step) gets
 instance L mod n, so ``srun -n4`` on a job with two instances puts tasks 0 and 2 on the first and tasks
 1 and 3 on the second. ``SLURM_GPU_MIG_DEVICES`` lists all of the job's UUIDs, comma-separated.
-A job without MIG instances (no file) gets nothing.
+
+Heterogeneous jobs: every component's tasks see the leader's ``SLURM_JOB_ID``; the component's own job id
+is the ``SLURM_JOB_ID_HET_GROUP_<k>`` whose node list is this task's ``SLURM_JOB_NODELIST``, and only a
+component with a task file on this node can be it.
+
+A task without instances gets none, and loses any of ours it inherited (srun copies the batch step's
+environment, so a het component or a GPU-less step would otherwise see another component's UUID).
 """
 
 import os
 import sys
 
 DEFAULT_STATE_DIR = "/var/lib/slurm-gpu"
-_OK = set("ABCDEFabcdef0123456789-/MIGU")
+TASKS_DIR = "tasks"
+# "MIG-<uuid>" (R470+) or the older "MIG-GPU-<uuid>/<gi>/<ci>": no blank, quote or ';' may reach the
+# TaskProlog protocol, whose lines Slurm reads as commands.
+_UUID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/_-")
+_MAX_UUID = 132
 
 
-def lines(environ, state_dir):
+def is_mig_uuid(value):
+    return (isinstance(value, str) and value.startswith("MIG-") and 5 <= len(value) <= _MAX_UUID
+            and value[4] not in "/_-" and set(value) <= _UUID_CHARS)
+
+
+def is_job_id(text):
+    return isinstance(text, str) and 0 < len(text) <= 20 and text.isdigit() and text.isascii()
+
+
+def task_file(state_dir, uid, job_id):
+    return os.path.join(state_dir, TASKS_DIR, str(int(uid)), job_id)
+
+
+def _read(path):
+    """UUIDs of a task file; None when there is none; a message string when it is unusable."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            words = fh.read().split()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"cannot read the job's MIG devices: {exc}"
+    if not words or not all(is_mig_uuid(u) for u in words):
+        return "the job's MIG device file is malformed"
+    return words
+
+
+def _candidates(environ):
+    """Job ids this task may belong to: the het component(s) on its node list first, then SLURM_JOB_ID."""
+    own = environ.get("SLURM_JOB_ID", "")
+    nodes = environ.get("SLURM_JOB_NODELIST", "")
+    matching, others = [], []
+    for key, value in environ.items():
+        if key.startswith("SLURM_JOB_ID_HET_GROUP_") and is_job_id(value):
+            group = key[len("SLURM_JOB_ID_HET_GROUP_"):]
+            same = environ.get(f"SLURM_JOB_NODELIST_HET_GROUP_{group}") == nodes
+            (matching if same else others).append(value)
+    if matching or others:
+        return matching
+    return [own] if is_job_id(own) else []
+
+
+def lines(environ, state_dir, uid=None):
     # One state directory per node when several slurmd share a host (config's "{node}").
     state_dir = state_dir.replace("{node}", environ.get("SLURMD_NODENAME", ""))
-    job_id = environ.get("SLURM_JOB_ID", "")
-    if not job_id.replace("_", "").isdigit():
-        return []
-    try:
-        with open(os.path.join(state_dir, "tasks", job_id), encoding="ascii") as fh:
-            uuids = [u.strip() for u in fh.read().split() if u.strip()]
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError) as exc:
-        return [f"print slurm-gpu: cannot read the job's MIG devices: {exc}"]
-    # Only UUID characters go into the TaskProlog protocol.
-    uuids = [u for u in uuids if u.startswith("MIG-") and set(u) <= _OK]
-    if not uuids:
-        return []
+    uid = os.getuid() if uid is None else uid
+    found = []
+    for job_id in _candidates(environ):
+        got = _read(task_file(state_dir, uid, job_id))
+        if isinstance(got, str):
+            return [f"print slurm-gpu: {got}"]
+        if got is not None:
+            found.append(got)
+    if len(found) != 1:
+        # Nothing of ours (or two het components on one node list: no way to tell which this task is).
+        inherited = environ.get("SLURM_GPU_MIG_DEVICES", "").split(",")
+        out = []
+        if environ.get("CUDA_VISIBLE_DEVICES") in inherited:
+            out.append("unset CUDA_VISIBLE_DEVICES")
+        if "SLURM_GPU_MIG_DEVICES" in environ:
+            out.append("unset SLURM_GPU_MIG_DEVICES")
+        if found:
+            out.append("print slurm-gpu: several components of this heterogeneous job share the node list; "
+                       "no MIG device is set for this task")
+        return out
+    uuids = found[0]
     local = environ.get("SLURM_LOCALID", "0")
-    index = int(local) % len(uuids) if local.isdigit() else 0
+    index = int(local) % len(uuids) if local.isdigit() and local.isascii() else 0
     return [f"export CUDA_VISIBLE_DEVICES={uuids[index]}", f"export SLURM_GPU_MIG_DEVICES={','.join(uuids)}"]
 
 

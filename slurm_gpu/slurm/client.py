@@ -8,25 +8,34 @@ What was measured on 22.05 (tests/test_integration_hooks.py re-checks it on the 
   node stays in service, the Epilog runs. A requeued job is held back ~120 s, and must be: a job restarted
   sooner on the same node gets no Prolog (slurmd still caches its credential). A ``--no-requeue`` job
   refuses ("presently disabled") until ``Requeue=1`` is set on it.
-- ``squeue --json`` ignores ``-w`` in 22.05 and lists every job, so jobs on a node are read with a
-  ``--format`` listing instead.
+- ``squeue --json`` ignores ``-w`` and ``-j`` in 22.05 and lists every job, so jobs on a node are read
+  with a ``--format`` listing of Slurm-owned fields (id, state) instead.
+
+A job's request and allocation are read only as structured data: ``scontrol show job --json`` where the
+version has it (23.02+), else ``squeue --json`` filtered by job id. The text of ``scontrol show job`` is
+never used for a decision: user-controlled fields (JobName, Comment, WorkDir, StdOut...) share its lines
+with Slurm's own, so a job name can forge any field (docs/security.md).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from slurm_gpu.errors import SlurmError
 
-from .parse import ACTIVE_STATES, JobInfo, job_from_scontrol_text, parse_job_state
+from .parse import ACTIVE_STATES, JobInfo, job_by_id, parse_job_state
 
 __all__ = ["SlurmCli", "REQUEUE_MARK", "REFUSE_MARK"]
 
 # Markers appended to a job's admin comment so that `scontrol show job` tells users and admins why.
 REQUEUE_MARK = "slurm-gpu-requeued"
 REFUSE_MARK = "slurm-gpu-refused"
+# `scontrol show job --json` exists from 23.02 (measured: absent in 22.05.8).
+JSON_SCONTROL_SINCE = (23, 2)
 
 
 class SlurmCli:
@@ -37,13 +46,16 @@ class SlurmCli:
         self.bin_dir = bin_dir
         self.timeout_s = timeout_s
         self._env = dict(env) if env is not None else None
+        self._version: Optional[Tuple[int, int]] = None
 
     # -- plumbing -------------------------------------------------------------------------------------
     def _run(self, tool: str, args: Sequence[str]) -> str:
         cmd = [os.path.join(self.bin_dir, tool), *args]
         env = self._env if self._env is not None else _minimal_env()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s, env=env)
+            # Job names and paths may hold any bytes: undecodable ones must not fail a hook.
+            proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                                  timeout=self.timeout_s, env=env)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise SlurmError(f"{' '.join(cmd)}: {exc}") from exc
         if proc.returncode != 0:
@@ -52,9 +64,28 @@ class SlurmCli:
         return proc.stdout
 
     # -- reads ----------------------------------------------------------------------------------------
+    def version(self) -> Tuple[int, int]:
+        """Slurm's ``(major, minor)`` from ``scontrol --version`` (no controller round trip); cached."""
+        if self._version is None:
+            out = self._run("scontrol", ["--version"])
+            m = re.search(r"(\d+)\.(\d+)", out)
+            if not m:
+                raise SlurmError(f"cannot read a Slurm version from {out.strip()!r}")
+            self._version = (int(m.group(1)), int(m.group(2)))
+        return self._version
+
     def job(self, job_id: int) -> JobInfo:
-        """A job's request, state and per-node allocation (``scontrol show job -d``)."""
-        return job_from_scontrol_text(self._run("scontrol", ["show", "job", "-d", str(int(job_id))]))
+        """A job's request, state and per-node allocation, from Slurm's JSON only."""
+        jid = int(job_id)
+        if self.version() >= JSON_SCONTROL_SINCE:
+            out = self._run("scontrol", ["show", "job", "--json", str(jid)])
+        else:
+            out = self._run("squeue", ["--json", "--states=all"])  # 22.05 ignores -j: pick it below
+        try:
+            doc = json.loads(out)
+        except ValueError as exc:
+            raise SlurmError(f"Slurm printed no JSON for job {jid}: {exc}") from exc
+        return job_by_id(doc, jid)
 
     def active_jobs_on(self, node: str) -> Dict[int, str]:
         """``{job_id: state}`` of jobs on ``node`` that may still own instances there."""

@@ -34,6 +34,7 @@ __all__ = [
     "job_from_scontrol_text",
     "job_from_json",
     "jobs_from_json",
+    "job_by_id",
 ]
 
 # States in which a job may own instances on its nodes (reconcile must not touch those).
@@ -376,3 +377,21 @@ def jobs_from_json(doc: Mapping[str, Any]) -> Tuple[JobInfo, ...]:
     if not isinstance(jobs, list):
         raise SlurmError("Slurm JSON has no 'jobs' list")
     return tuple(job_from_json(j) for j in jobs)
+
+
+def job_by_id(doc: Mapping[str, Any], job_id: int) -> JobInfo:
+    """The one job ``job_id`` of a JSON document (22.05's ``squeue --json`` lists every job: only that one is
+    parsed, so no other job's content can fail the read)."""
+    jobs = doc.get("jobs")
+    if not isinstance(jobs, list):
+        raise SlurmError("Slurm JSON has no 'jobs' list")
+    found = []
+    for obj in jobs:
+        try:
+            if isinstance(obj, Mapping) and _json_number(obj.get("job_id")) == job_id:
+                found.append(obj)
+        except (TypeError, ValueError):
+            continue
+    if len(found) != 1:
+        raise SlurmError(f"Slurm lists {len(found)} jobs with id {job_id}")
+    return job_from_json(found[0])
