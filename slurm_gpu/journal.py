@@ -30,9 +30,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .errors import BadInputError, StateError
 from . import task_env
-from .task_env import is_mig_uuid, read_task_env, task_env_path, validate_job_id
+from .errors import BadInputError, StateError
+from .task_env import is_mig_uuid, read_task_env, validate_job_id
 
 __all__ = [
     "Journal",
