@@ -18,12 +18,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from slurm_gpu.errors import DriverError, NoFitError, SlurmError, SlurmGpuError, StateError
+from slurm_gpu.errors import DriverError, LockTimeout, NoFitError, SlurmError, SlurmGpuError, StateError
 
 __all__ = ["JobContext", "AgentPolicy", "Outcome", "Action", "ReconcileReport", "NodeAgent"]
 
 NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_IN_USE = 19
+# NVML errors that say the GPU or driver is broken, not that slices are taken (nvml.h): INSUFFICIENT_POWER,
+# DRIVER_NOT_LOADED, IRQ_ISSUE, LIBRARY_NOT_FOUND, CORRUPTED_INFOROM, GPU_IS_LOST, RESET_REQUIRED,
+# OPERATING_SYSTEM, LIB_RM_VERSION_MISMATCH, UNKNOWN. A node hitting one drains itself with the reason.
+NODE_FAULT_CODES = frozenset({8, 9, 11, 12, 14, 15, 16, 17, 18, 999})
 
 
 @dataclass(frozen=True)
@@ -194,69 +198,102 @@ class NodeAgent:
 
     # ------------------------------------------------------------------ prepare (Prolog)
     def prepare(self, ctx: JobContext) -> Outcome:
+        """Create the job's instances. Only what Slurm alone controls is trusted: the recorded request
+        (admin comment, set by job_submit.lua) checked against this node's allocation (gres detail)."""
         from slurm_gpu.slurm.parse import format_admin_comment
 
         job = self.slurm.job(int(ctx.job_id.split("_")[0]))
         try:
             req = job.request()
         except SlurmGpuError as exc:
-            return self._refuse(ctx, job, f"unreadable request: {exc}")
+            return self._seal_or_refuse(ctx, job, [], f"unreadable request: {exc}")
         slices = job.mig_slices_per_node(self.node)
         if req is None and slices == 0:
-            return Outcome(ctx.job_id, "none", "not a MIG job")
+            problems: List[str] = []
+            self._seal(ctx, [], problems)  # no instance, no whole GPU of ours
+            return Outcome(ctx.job_id, "none", "not a MIG job", problems=problems)
         if req is None:
-            return self._refuse(ctx, job, f"mig:{slices} allocated without a recorded slurm-gpu request")
+            return self._seal_or_refuse(ctx, job, [], f"mig:{slices} allocated without a recorded request")
         try:
             req, most = self._resolve_request(req)
         except SlurmGpuError as exc:
-            return self._refuse(ctx, job, f"request {format_admin_comment(req)} does not resolve: {exc}")
-        with self.journal.lock():
-            problems: List[str] = []
-            why = self._check_allocation(req, slices, most)
-            if why:
-                return self._refuse(ctx, job, why)
-            done = self._already_prepared(ctx)
-            if done is not None:
-                return done
-            node = self.node_state()
-            try:
-                from slurm_gpu.planner import plan
+            why = f"request {format_admin_comment(req)} does not resolve: {exc}"
+            return self._seal_or_refuse(ctx, job, [], why)
+        why = self._check_allocation(req, slices, most)
+        if why:
+            return self._seal_or_refuse(ctx, job, [], why)
+        try:
+            with self.journal.lock():
+                planned = self._plan_locked(ctx, job, req)
+        except LockTimeout as exc:
+            return self._requeue(ctx, job, f"node lock of {self.node} busy", str(exc))
+        if isinstance(planned, Outcome):
+            return planned
+        return self._create(ctx, job, planned)
 
-                planned = plan(node, req.profile, req.count)
-            except NoFitError as exc:
-                return self._requeue(ctx, job, f"no placement for {req.count}x{req.profile} on {self.node}",
-                                     str(exc) + self._mig_off_note())
-            try:
-                self._enable_mig(planned)
-            except DriverError as exc:
-                return self._requeue(ctx, job, f"cannot enable MIG mode on {self.node}", str(exc))
-            uuids = {g.index: g.uuid for g in self.driver.gpus()}
-            from slurm_gpu.journal import Planned
+    def _plan_locked(self, ctx: JobContext, job: Any, req: Any) -> Any:
+        """Under the lock: plan on the node's state and journal the intent, which claims the placements
+        for every other hook until the instances exist. Returns the plan or the job's outcome."""
+        from slurm_gpu.journal import Planned
+        from slurm_gpu.planner import plan
+        from slurm_gpu.slurm.parse import format_admin_comment
 
-            self.journal.begin_prepare(ctx.job_id, ctx.uid, ctx.gid, format_admin_comment(req),
-                                       [Planned.from_any(p, uuids[p.gpu_index]) for p in planned])
-            created = []
-            try:
-                for n, p in enumerate(planned):
-                    inst = self.driver.create(p.gpu_index, p.profile_id, p.start)
+        done = self._already_prepared(ctx)
+        if done is not None:
+            return done
+        node = self.node_state()
+        try:
+            planned = plan(node, req.profile, req.count)
+        except NoFitError as exc:
+            return self._requeue(ctx, job, f"no placement for {req.count}x{req.profile} on {self.node}",
+                                 str(exc) + self._mig_off_note())
+        try:
+            self._enable_mig(planned)
+        except DriverError as exc:
+            return self._driver_failed(ctx, job, f"cannot enable MIG mode on {self.node}", exc)
+        uuids = {g.index: g.uuid for g in self._gpus()}
+        self.journal.begin_prepare(ctx.job_id, ctx.uid, ctx.gid, format_admin_comment(req),
+                                   [Planned.from_any(p, uuids[p.gpu_index]) for p in planned])
+        return planned
+
+    def _create(self, ctx: JobContext, job: Any, planned: Sequence[Any]) -> Outcome:
+        """Create the planned instances outside the node lock (driver calls may take seconds each: other
+        jobs' hooks must not wait for them), journalling each under the lock as it appears."""
+        problems: List[str] = []
+        created = []
+        try:
+            for n, p in enumerate(planned):
+                inst = self.driver.create(p.gpu_index, p.profile_id, p.start)
+                with self.journal.lock():
                     self.journal.record_created(ctx.job_id, n, inst)
-                    created.append(inst)
-            except DriverError as exc:
-                # Something the journal does not know holds the slices: undo, requeue, let reconcile look.
+                created.append(inst)
+        except DriverError as exc:
+            # Something the journal does not know holds the slices, or the GPU failed: undo, then requeue
+            # (or drain the node on purpose when the GPU itself is broken), and let reconcile look.
+            with self.journal.lock():
                 self._release_locked(ctx.job_id, problems)
-                out = self._requeue(ctx, job, f"driver refused a planned instance on {self.node}", str(exc))
+            out = self._driver_failed(ctx, job, f"driver refused a planned instance on {self.node}", exc)
+            out.problems.extend(problems)
+            return out
+        mig_uuids = tuple(i.mig_uuid for i in created)
+        with self.journal.lock():
+            self.journal.finish_prepare(ctx.job_id)
+            self._grant(ctx, created)
+            try:
+                self.journal.write_task_env(ctx.job_id, ctx.uid, ctx.gid, mig_uuids)
+            except StateError as exc:
+                # The user's own task directory is theirs to spoil (a planted directory, say): their
+                # job, not the node, pays for it.
+                self._release_locked(ctx.job_id, problems)
+                out = self._refuse(ctx, job, f"cannot leave the task file: {exc}")
                 out.problems.extend(problems)
                 return out
-            self.journal.finish_prepare(ctx.job_id)
-            cgroup = self._grant(ctx, created)
-            mig_uuids = tuple(i.mig_uuid for i in created)
-            self.journal.write_task_env(ctx.job_id, ctx.uid, ctx.gid, mig_uuids)
             self._publish_quietly(problems)
-            detail = ", ".join(f"GPU {i.gpu_index} {p.profile_name}@{i.start}"
-                               for i, p in zip(created, planned))
-            if cgroup:
-                detail += f"; others' caps denied in {cgroup}"
-            return Outcome(ctx.job_id, "created", detail, mig_uuids, problems)
+        cgroup = self._seal(ctx, created, problems)
+        detail = ", ".join(f"GPU {i.gpu_index} {p.profile_name}@{i.start}" for i, p in zip(created, planned))
+        if cgroup:
+            detail += f"; sealed {cgroup}"
+        return Outcome(ctx.job_id, "created", detail, mig_uuids, problems)
 
     def _resolve_request(self, req: Any) -> Tuple[Any, Optional[int]]:
         """A request recorded for a mixed-model cluster (a memory size, or whole GPUs) made concrete.
@@ -339,15 +376,69 @@ class NodeAgent:
             if g.index in wanted and not g.mig_current:
                 self.driver.set_mig_mode(g.index, True)
 
-    def _grant(self, ctx: JobContext, mine: Sequence[Any]) -> Optional[str]:
-        """Cap files to the job; returns the job's devices cgroup written to, if it existed."""
+    def _grant(self, ctx: JobContext, mine: Sequence[Any]) -> None:
+        """The job's cap files to its user (0400)."""
         from slurm_gpu import access
 
-        ids = {(i.gpu_index, i.gi_id) for i in mine}
-        others = [i for i in self.driver.instances() if (i.gpu_index, i.gi_id) not in ids]
-        _, cgroup = access.grant(ctx.job_id, ctx.uid, ctx.gid, mine, others, self.policy.caps_dir,
-                                 self.policy.cgroup_root, node=self.node)
-        return cgroup
+        access.grant(ctx.job_id, ctx.uid, ctx.gid, mine, self.policy.caps_dir)
+
+    def _seal(self, ctx: JobContext, mine: Sequence[Any], problems: List[str]) -> Optional[str]:
+        """Deny the job every capability and GPU of this node but its own (``access.seal``); returns the
+        cgroup written. A failure is a problem of this job only: it is reported, never a drain."""
+        from slurm_gpu import access
+
+        if not self.policy.cgroup_root:
+            return None
+        try:
+            gpus = self._gpus()
+            minor_of = {g.index: g.minor for g in gpus}
+            rules = access.seal_rules([(g.minor, self.driver.cap_minors(g.minor)) for g in gpus],
+                                      {minor_of[i.gpu_index] for i in mine if i.gpu_index in minor_of},
+                                      mine, access.caps_major(self.policy.caps_dir))
+            return access.seal(ctx.job_id, ctx.uid, rules, self.policy.cgroup_root, node=self.node)
+        except SlurmGpuError as exc:
+            problems.append(f"device cgroup not sealed: {exc}")
+            return None
+
+    def _seal_or_refuse(self, ctx: JobContext, job: Any, mine: Sequence[Any], why: str) -> Outcome:
+        """Refuse the job's request (it gets no instance) and still confine it like any job."""
+        out = self._refuse(ctx, job, why)
+        self._seal(ctx, mine, out.problems)
+        return out
+
+    def driver_broken(self, ctx: JobContext, hook: str, exc: DriverError) -> Outcome:
+        """A hook's driver call failed outside any planned step (reading GPUs or instances): the node
+        drains itself with the reason (never a bare "Prolog error"); a Prolog's job goes back to the queue.
+        What the job may own stays in the journal for reconcile."""
+        problems: List[str] = []
+        try:
+            self.slurm.drain(self.node, f"slurm-gpu {hook}: GPU driver failure: {exc}")
+        except SlurmError as err:
+            problems.append(f"drain failed: {err}")
+        if hook != "prolog":
+            return Outcome(ctx.job_id, "partial", f"node drained: {exc}", problems=problems)
+        try:
+            job = self.slurm.job(int(ctx.job_id.split("_")[0]))
+            self.slurm.requeue(job.job_id, f"{self.node} drained: GPU driver failure", job.admin_comment)
+        except SlurmError as err:
+            problems.append(f"requeue failed: {err}")
+        self._count_event("requeued", ctx.job_id, "GPU driver failure", str(exc))
+        return Outcome(ctx.job_id, "requeued", f"node drained: {exc}", problems=problems)
+
+    def _driver_failed(self, ctx: JobContext, job: Any, why: str, exc: DriverError) -> Outcome:
+        """A driver error while preparing: a broken GPU or driver drains the node on purpose, once, with
+        the reason, and sends the job elsewhere; anything else is a race the job retries."""
+        if exc.nvml_code not in NODE_FAULT_CODES:
+            return self._requeue(ctx, job, why, str(exc))
+        reason = f"slurm-gpu: GPU or driver failure: {exc}"
+        problems: List[str] = []
+        try:
+            self.slurm.drain(self.node, reason)
+        except SlurmError as err:
+            problems.append(f"drain failed: {err}")
+        out = self._requeue(ctx, job, f"{self.node} drained: GPU or driver failure", str(exc))
+        out.problems[:0] = problems
+        return out
 
     def _refuse(self, ctx: JobContext, job: Any, why: str) -> Outcome:
         """Create nothing; hold the job (an admin must look) with the reason in its admin comment."""
@@ -389,24 +480,40 @@ class NodeAgent:
                 "detail": detail}
         try:
             append_line(self.journal.history_path, json.dumps(line, sort_keys=True, separators=(",", ":")))
-        except OSError:
+        except (OSError, SlurmGpuError):
             pass  # counting must never fail the hook
 
     # ------------------------------------------------------------------ release (Epilog)
     def release(self, ctx: JobContext) -> Outcome:
-        problems: List[str] = []
-        with self.journal.lock():
-            if self.journal.get(ctx.job_id) is None:
-                self.journal.remove_task_env(ctx.job_id)
-                return Outcome(ctx.job_id, "none", "no instances recorded")
-            complete = self._release_locked(ctx.job_id, problems)
-            self._publish_quietly(problems)
+        """Destroy the job's instances. Processes still leaving an instance are waited for with the node
+        lock released between tries, so no other job's hook waits behind this one."""
+        from slurm_gpu import access
+
+        deadline = time.monotonic() + self.policy.release_wait_s
+        try:
+            while True:
+                problems: List[str] = []
+                busy: List[str] = []
+                with self.journal.lock():
+                    if self.journal.get(ctx.job_id) is None:
+                        self.journal.remove_task_env(ctx.job_id)
+                        return Outcome(ctx.job_id, "none", "no instances recorded")
+                    complete = self._release_locked(ctx.job_id, problems, busy)
+                    if complete or not busy or time.monotonic() >= deadline:
+                        self._publish_quietly(problems)
+                        break
+                time.sleep(self.policy.release_poll_s)
+        except LockTimeout as exc:
+            return Outcome(ctx.job_id, "partial", f"node lock busy, left for reconcile: {exc}")
+        finally:
+            access.unseal(ctx.job_id, ctx.uid, self.policy.cgroup_root, node=self.node)
         if complete:
             return Outcome(ctx.job_id, "released", problems=problems)
         return Outcome(ctx.job_id, "partial", "left in releasing state for reconcile", problems=problems)
 
-    def _release_locked(self, job_id: str, problems: List[str]) -> bool:
-        """Destroy the job's instances (under the lock); True when its record is gone."""
+    def _release_locked(self, job_id: str, problems: List[str], busy: Optional[List[str]] = None) -> bool:
+        """Destroy the job's instances (under the lock); True when its record is gone. With ``busy``, an
+        instance still in use is not waited for but named there (the caller retries without the lock)."""
         rec = self.journal.begin_release(job_id)
         if rec is None:
             self.journal.remove_task_env(job_id)
@@ -430,7 +537,7 @@ class NodeAgent:
             ok = True
             for gi_id in sorted({i.gi_id for i in found}):
                 mine = [i for i in found if i.gi_id == gi_id]
-                ok = self._destroy(p.gpu_index, gi_id, mine, problems) and ok
+                ok = self._destroy(p.gpu_index, gi_id, mine, problems, busy) and ok
             if ok:
                 self.journal.record_released(job_id, n)
             all_ok = all_ok and ok
@@ -438,8 +545,10 @@ class NodeAgent:
             self.journal.finish_release(job_id)
         return all_ok
 
-    def _destroy(self, gpu_index: int, gi_id: int, insts: Sequence[Any], problems: List[str]) -> bool:
-        """Destroy one GPU instance, waiting up to ``release_wait_s`` while processes hold it."""
+    def _destroy(self, gpu_index: int, gi_id: int, insts: Sequence[Any], problems: List[str],
+                 busy: Optional[List[str]] = None) -> bool:
+        """Destroy one GPU instance. While processes hold it (IN_USE): with ``busy``, name it there and
+        return at once; else wait up to ``release_wait_s``."""
         from slurm_gpu import access
 
         access.revoke(insts, self.policy.caps_dir)
@@ -451,7 +560,12 @@ class NodeAgent:
             except DriverError as exc:
                 if exc.nvml_code == NVML_ERROR_NOT_FOUND:
                     return True
-                if exc.nvml_code != NVML_ERROR_IN_USE or time.monotonic() >= deadline:
+                if exc.nvml_code in NODE_FAULT_CODES:
+                    raise  # the GPU is broken, not busy: the hook drains the node with this reason
+                in_use = exc.nvml_code == NVML_ERROR_IN_USE
+                if in_use and busy is not None:
+                    busy.append(f"GPU {gpu_index} gi {gi_id}")
+                if not in_use or busy is not None or time.monotonic() >= deadline:
                     pids = self._pids(gpu_index, gi_id, insts)
                     problems.append(f"GPU {gpu_index} gi {gi_id} not destroyed: {exc}"
                                     + (f" (processes {pids})" if pids else ""))

@@ -53,6 +53,8 @@ class Options:
     # Name of the FUTURE node that keeps MIG jobs pending while every node is busy ("" for none);
     # it belongs in every partition of MIG nodes.
     placeholder: str = "slurm-gpu-placeholder"
+    # slurm.conf PrologEpilogTimeout (s): well above the hooks' lock timeout plus the slowest creations.
+    prolog_epilog_timeout: int = 300
 
 
 def templates_dir() -> Path:

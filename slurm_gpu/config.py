@@ -50,6 +50,8 @@ class DriverConfig:
     kind: str = "nvml"  # "nvml": the real GPUs; "sim": the simulated driver's state file
     sim_state: Optional[str] = None
     sim_sandbox: Optional[str] = None
+    # Fault rules for the simulated driver (SLURM_GPU_SIM_FAULTS syntax), for tests of the hooks.
+    sim_faults: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -95,12 +97,13 @@ class Config:
 
 
 # --- the schema: key -> kind, per section; a section is a nested dict ----------------------------------
-# Kinds: "path" (absolute), "opt_path" (absolute or null), "str", "bool", "pos_int", "pos_number",
-# or a tuple of allowed strings.
+# Kinds: "path" (absolute), "opt_path" (absolute or null), "opt_str" (a string or null), "str", "bool",
+# "pos_int", "pos_number", or a tuple of allowed strings.
 
 _SCHEMA: Dict[str, Any] = {
     "version": "version",
-    "driver": {"kind": DRIVER_KINDS, "sim_state": "opt_path", "sim_sandbox": "opt_path"},
+    "driver": {"kind": DRIVER_KINDS, "sim_state": "opt_path", "sim_sandbox": "opt_path",
+               "sim_faults": "opt_str"},
     "state_dir": "path",
     "policy": {"name": "policy_name", "max_count_per_node": "pos_int"},
     "slurm": {"bin_dir": "path", "conf": "opt_path"},
@@ -137,6 +140,10 @@ def _check_value(kind: Any, value: Any, key: str, where: str) -> Any:
         if not isinstance(value, str) or not os.path.isabs(value) or "\0" in value:
             raise bad("an absolute path" + (" or null" if kind == "opt_path" else ""))
         return os.path.normpath(value)
+    if kind == "opt_str":
+        if value is not None and not isinstance(value, str):
+            raise bad("a string or null")
+        return value
     if kind == "policy_name":
         if not isinstance(value, str) or not _POLICY_NAME.match(value):
             raise bad("a policy name (lower-case letters, digits, '-', '_')")

@@ -125,8 +125,8 @@ def remove_task_env(state_dir: str, job_id: Union[str, int]) -> bool:
         try:
             os.unlink(path)
             removed = True
-        except (FileNotFoundError, NotADirectoryError):
-            continue
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            continue  # a directory there was planted by that user, not written by us: theirs to keep
         except OSError as exc:
             raise StateError(f"cannot remove {path}: {exc}") from exc
     return removed

@@ -394,19 +394,41 @@ def test_ampere_gpu_without_mig_mode_is_never_switched_by_a_hook(tmp_path):
     assert not gpu.mig_current and not gpu.mig_pending
 
 
+def _fake_cgroup(tmp_path):
+    """A stand-in for /sys/fs/cgroup/devices with Slurm's per-node top: rules are read back as lines."""
+    top = tmp_path / "cg" / "slurm_n1"
+    top.mkdir(parents=True)
+    (top / "devices.deny").write_text("")
+    return tmp_path / "cg"
+
+
+def _denied(path):
+    return set(path.read_text().splitlines())
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="device nodes need root")
-def test_other_instances_are_denied_in_an_existing_job_devices_cgroup(node, tmp_path):
-    # A stand-in for /sys/fs/cgroup/devices: the rules written are read back from the file.
+def test_every_job_is_sealed_from_other_instances_and_gpus_before_they_exist(node, tmp_path):
+    root = _fake_cgroup(tmp_path)
+    node.policy = AgentPolicy(caps_dir=node.policy.caps_dir, cgroup_root=str(root))
     node.slurm.add(130, "1g.10gb", 1, slices=1)
-    node.prepare(ctx(130, uid=4242, gid=4242))
-    job = tmp_path / "cg" / "slurm_n1" / "uid_4243" / "job_131"
-    job.mkdir(parents=True)
-    (job / "devices.deny").write_text("")
-    node.policy = AgentPolicy(caps_dir=node.policy.caps_dir, cgroup_root=str(tmp_path / "cg"))
-    node.slurm.add(131, "1g.10gb", 1, slices=1)
-    out = node.prepare(ctx(131, uid=4243, gid=4243))
-    assert f"denied in {job}" in out.message
-    other = [i for i in node.driver.instances() if i.mig_uuid not in out.mig_uuids][0]
-    major = os.major(os.stat(os.path.join(node.policy.caps_dir, f"nvidia-cap{other.ci_cap_minor}")).st_rdev)
-    # The file keeps the last rule (the kernel takes one per write): the other job's CI cap.
-    assert (job / "devices.deny").read_text() == f"c {major}:{other.ci_cap_minor} rwm"
+    first = node.prepare(ctx(130, uid=4242, gid=4242))
+    node.slurm.add(131, None, 0, slices=0)  # a job of the same user that asked for no GPU
+    node.prepare(ctx(131, uid=4242, gid=4242))
+    node.slurm.add(132, "1g.10gb", 1, slices=1)
+    out = node.prepare(ctx(132, uid=4242, gid=4242))
+    assert "sealed" in out.message
+    mine = [i for i in node.driver.instances() if i.mig_uuid in out.mig_uuids][0]
+    other = [i for i in node.driver.instances() if i.mig_uuid in first.mig_uuids][0]
+    major = os.major(os.stat(os.path.join(node.policy.caps_dir, "nvidia-cap1")).st_rdev)
+    gpus = {g.index: g.minor for g in node.driver.gpus()}
+    plain = _denied(root / "slurm_n1" / "uid_4242" / "job_131" / "devices.deny")
+    sealed = _denied(root / "slurm_n1" / "uid_4242" / "job_132" / "devices.deny")
+    # The GPU-less job: every GPU and every capability minor, including those of job 132's instance,
+    # which did not exist when it was sealed.
+    assert {f"c 195:{m} rwm" for m in gpus.values()} <= plain
+    assert {f"c {major}:{mine.gi_cap_minor} rwm", f"c {major}:{mine.ci_cap_minor} rwm"} <= plain
+    # Job 132: the other job's instance is denied, its own and its own GPU are not.
+    assert {f"c {major}:{other.gi_cap_minor} rwm", f"c {major}:{other.ci_cap_minor} rwm"} <= sealed
+    assert f"c {major}:{mine.ci_cap_minor} rwm" not in sealed
+    assert f"c 195:{gpus[mine.gpu_index]} rwm" not in sealed
+    assert {f"c 195:{m} rwm" for i, m in gpus.items() if i != mine.gpu_index} <= sealed

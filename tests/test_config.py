@@ -63,7 +63,8 @@ def test_minimal_file_gives_defaults_and_config_is_immutable(tmp_path):
         cfg.state_dir = "/tmp"  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.driver.kind = "sim"  # type: ignore[misc]
-    assert cfg.to_dict()["driver"] == {"kind": "nvml", "sim_state": None, "sim_sandbox": None}
+    assert cfg.to_dict()["driver"] == {"kind": "nvml", "sim_state": None, "sim_sandbox": None,
+                                       "sim_faults": None}
 
 
 def test_empty_sections_are_allowed(tmp_path):

@@ -77,18 +77,28 @@ def test_task_prolog_accepts_every_form_the_writer_accepts(tmp_path):
 
 
 def test_task_prolog_gives_each_het_component_its_own_instances(tmp_path):
-    journal = Journal(str(tmp_path), boot_id="b")
-    mine = "MIG-22222222-2222-3333-4444-555555555555"
-    journal.write_task_env("101", os.getuid(), os.getgid(), [mine])  # component 1; the leader is 100
+    # Two nodes' state dirs; the leader (100) has instances on n1, component 1 (101) on n2. A step over
+    # both groups gives every task the leader's SLURM_JOB_ID and the step's whole node list.
+    leader, mine = "MIG-11111111-2222-3333-4444-555555555555", "MIG-22222222-2222-3333-4444-555555555555"
+    Journal(str(tmp_path / "n1"), boot_id="b").write_task_env("100", os.getuid(), os.getgid(), [leader])
+    Journal(str(tmp_path / "n2"), boot_id="b").write_task_env("101", os.getuid(), os.getgid(), [mine])
     het = {"SLURM_JOB_ID": 100, "SLURM_JOB_ID_HET_GROUP_0": 100, "SLURM_JOB_ID_HET_GROUP_1": 101,
-           "SLURM_JOB_NODELIST_HET_GROUP_0": "n1", "SLURM_JOB_NODELIST_HET_GROUP_1": "n2"}
-    leader = "MIG-11111111-2222-3333-4444-555555555555"
+           "SLURM_JOB_NODELIST_HET_GROUP_0": "n1", "SLURM_JOB_NODELIST_HET_GROUP_1": "n2",
+           "SLURM_JOB_NODELIST": "n[1-2]"}
     inherited = {"CUDA_VISIBLE_DEVICES": leader, "SLURM_GPU_MIG_DEVICES": leader}
-    out = run_task_prolog(tmp_path, SLURM_JOB_NODELIST="n2", **het, **inherited)
-    assert out.splitlines()[0] == f"export CUDA_VISIBLE_DEVICES={mine}"
-    # Component 0's task on a node where only component 1 has instances: it loses what srun copied.
-    out = run_task_prolog(tmp_path, SLURM_JOB_NODELIST="n1", **het, **inherited)
+    for node, uuid in (("n1", leader), ("n2", mine)):
+        out = run_task_prolog(tmp_path / "{node}", SLURMD_NODENAME=node, **het, **inherited)
+        assert out.splitlines()[0] == f"export CUDA_VISIBLE_DEVICES={uuid}"
+    # A node where neither has instances: the task loses what srun copied from the batch step.
+    out = run_task_prolog(tmp_path / "{node}", SLURMD_NODENAME="n3", **het, **inherited)
     assert out.splitlines() == ["unset CUDA_VISIBLE_DEVICES", "unset SLURM_GPU_MIG_DEVICES"]
+    # Both components on one node: told apart by the component's own node list, else none is set.
+    Journal(str(tmp_path / "n2"), boot_id="b").write_task_env("100", os.getuid(), os.getgid(), [leader])
+    one = {**het, "SLURM_JOB_NODELIST": "n2"}
+    assert run_task_prolog(tmp_path / "{node}", SLURMD_NODENAME="n2", **one).startswith(
+        f"export CUDA_VISIBLE_DEVICES={mine}")
+    out = run_task_prolog(tmp_path / "{node}", SLURMD_NODENAME="n2", **het)
+    assert "none is set for this task" in out
 
 
 def test_task_prolog_keeps_a_cuda_setting_that_is_not_ours(tasks):

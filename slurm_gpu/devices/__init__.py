@@ -146,11 +146,16 @@ class Driver(Protocol):
 
     def check_catalog(self, gpu_index: int) -> List[CatalogDifference]: ...
 
+    def cap_minors(self, gpu_minor: int) -> Tuple[int, ...]:
+        """All capability minors of a GPU's instances, existing or not (mig-minors)."""
+        ...
+
     def close(self) -> None: ...
 
 
 def open_driver(
-    kind: Any = "nvml", sim_state: Optional[str] = None, mig_minors_path: Optional[str] = None
+    kind: Any = "nvml", sim_state: Optional[str] = None, mig_minors_path: Optional[str] = None,
+    sim_faults: Optional[str] = None,
 ) -> Any:
     """``NvmlDriver`` over the real pynvml (``kind='nvml'``) or over ``SimNvml(sim_state)`` (``kind='sim'``).
 
@@ -167,6 +172,7 @@ def open_driver(
         else:
             kind = getattr(section, "kind", "nvml")
         sim_state = sim_state or getattr(section, "sim_state", None)
+        sim_faults = sim_faults or getattr(section, "sim_faults", None)
     kind = kind.strip().lower()
     from .nvml import DEFAULT_MIG_MINORS, NvmlDriver
 
@@ -181,5 +187,5 @@ def open_driver(
         if mig_minors_path is None:
             sandbox = simstate.load_state(sim_state).get("sandbox")
             mig_minors_path = f"{sandbox}/mig-minors" if sandbox else ""
-        return NvmlDriver(SimNvml(sim_state), mig_minors_path=mig_minors_path)
+        return NvmlDriver(SimNvml(sim_state, faults=sim_faults), mig_minors_path=mig_minors_path)
     raise BadInputError(f"unknown driver kind {kind!r} (known: {', '.join(DRIVER_KINDS)})", part=kind)

@@ -462,6 +462,14 @@ class NvmlDriver:
 
     # ------------------------------------------------------------------ capability minors
 
+    def cap_minors(self, gpu_minor: int) -> Tuple[int, ...]:
+        """Every GPU- and compute-instance capability minor the driver reserves for GPU ``gpu_minor``
+        (from mig-minors: they exist before any instance does); empty where mig-minors is unreadable."""
+        if self._minors is None:
+            self._minors = _read_mig_minors(self._mig_minors_path)
+        prefix = f"gpu{int(gpu_minor)}/"
+        return tuple(sorted(m for k, m in self._minors.items() if k.startswith(prefix)))
+
     def _cap_minor(self, gpu_minor: int, gi_id: int, ci_id: Optional[int]) -> Optional[int]:
         if self._minors is None:
             self._minors = _read_mig_minors(self._mig_minors_path)

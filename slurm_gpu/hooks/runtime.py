@@ -33,12 +33,31 @@ def build_agent(config_path: Optional[str] = None, node: Optional[str] = None) -
     env = None
     if config.slurm.conf:
         env = {"SLURM_CONF": config.slurm.conf, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    driver = open_driver(config.driver.kind, sim_state=config.driver.sim_state)
+    from slurm_gpu.errors import DriverError
+
+    try:
+        driver = open_driver(config.driver.kind, sim_state=config.driver.sim_state,
+                             sim_faults=config.driver.sim_faults)
+    except DriverError as exc:
+        driver = FailedDriver(exc)  # the hook still runs: it drains the node with this reason
     journal = Journal(config.state_dir, lock_timeout_s=config.lock_timeout_s)
     slurm = SlurmCli(config.slurm.bin_dir, env=env)
     agent = NodeAgent(name, driver, journal, slurm, policy_from_config(config))
     agent.config = config
     return agent
+
+
+class FailedDriver:
+    """Stands in for a driver that could not be opened (nvmlInit failed): every call raises its error."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        raise self.error
 
 
 def log_event(agent: Any, hook: str, record: Mapping[str, Any]) -> None:
@@ -49,30 +68,37 @@ def log_event(agent: Any, hook: str, record: Mapping[str, Any]) -> None:
     path = None
     if config is not None:
         path = config.log.file or os.path.join(config.state_dir, "hooks.log")
+    from slurm_gpu.errors import SlurmGpuError
+
     try:
         if path is None:
             raise OSError("no log file")
         from slurm_gpu.fsutil import append_line
 
         append_line(path, text)
-    except OSError:
-        sys.stderr.write(text + "\n")
+    except (OSError, SlurmGpuError):
+        sys.stderr.write(text + "\n")  # a log line is never worth a drain
 
 
 def run_job_hook(hook: str, action: str, config_path: Optional[str] = None) -> int:
     """Run ``NodeAgent.<action>`` (prepare or release) for the job in the environment, as hook ``hook``.
 
-    Logs one line either way; returns 1 on a :class:`SlurmGpuError` (the node then drains), else 0.
+    Logs one line either way. A driver that fails (not a packing problem: those are handled inside) drains
+    the node on purpose with the reason and sends the job back to the queue, then returns 0. Returns 1 on
+    any other :class:`SlurmGpuError` (the journal or controller unusable: Slurm drains the node), else 0.
     """
     from slurm_gpu.agent import JobContext
-    from slurm_gpu.errors import SlurmGpuError
+    from slurm_gpu.errors import DriverError, SlurmGpuError
 
     t0 = time.monotonic()
     agent = None
     try:
         ctx = JobContext.from_env()
         agent = build_agent(config_path)
-        out = getattr(agent, action)(ctx)
+        try:
+            out = getattr(agent, action)(ctx)
+        except DriverError as exc:
+            out = agent.driver_broken(ctx, hook, exc)
     except SlurmGpuError as exc:
         log_event(agent, hook, {"error": str(exc), "type": type(exc).__name__})
         sys.stderr.write(f"slurm-gpu {hook}: {exc}\n")

@@ -11,8 +11,8 @@ instance L mod n, so ``srun -n4`` on a job with two instances puts tasks 0 and 2
 1 and 3 on the second. ``SLURM_GPU_MIG_DEVICES`` lists all of the job's UUIDs, comma-separated.
 
 Heterogeneous jobs: every component's tasks see the leader's ``SLURM_JOB_ID``; the component's own job id
-is the ``SLURM_JOB_ID_HET_GROUP_<k>`` whose node list is this task's ``SLURM_JOB_NODELIST``, and only a
-component with a task file on this node can be it.
+is one of ``SLURM_JOB_ID_HET_GROUP_<k>``: the one with a task file on this node, and where several have
+one, the one whose node list is this task's ``SLURM_JOB_NODELIST``.
 
 A task without instances gets none, and loses any of ours it inherited (srun copies the batch step's
 environment, so a het component or a GPU-less step would otherwise see another component's UUID).
@@ -57,44 +57,47 @@ def _read(path):
 
 
 def _candidates(environ):
-    """Job ids this task may belong to: the het component(s) on its node list first, then SLURM_JOB_ID."""
-    own = environ.get("SLURM_JOB_ID", "")
+    """``(job_id, on_my_node_list)`` this task may belong to: every het component, else SLURM_JOB_ID."""
     nodes = environ.get("SLURM_JOB_NODELIST", "")
-    matching, others = [], []
+    het = []
     for key, value in environ.items():
         if key.startswith("SLURM_JOB_ID_HET_GROUP_") and is_job_id(value):
             group = key[len("SLURM_JOB_ID_HET_GROUP_"):]
-            same = environ.get(f"SLURM_JOB_NODELIST_HET_GROUP_{group}") == nodes
-            (matching if same else others).append(value)
-    if matching or others:
-        return matching
-    return [own] if is_job_id(own) else []
+            het.append((value, environ.get(f"SLURM_JOB_NODELIST_HET_GROUP_{group}") == nodes))
+    if het:
+        return het
+    own = environ.get("SLURM_JOB_ID", "")
+    return [(own, True)] if is_job_id(own) else []
 
 
 def lines(environ, state_dir, uid=None):
-    # One state directory per node when several slurmd share a host (config's "{node}").
+    # One state directory per node when several slurmd share a host (config's "{node}"): only the het
+    # components with instances on this node have a file here.
     state_dir = state_dir.replace("{node}", environ.get("SLURMD_NODENAME", ""))
     uid = os.getuid() if uid is None else uid
     found = []
-    for job_id in _candidates(environ):
+    for job_id, mine in _candidates(environ):
         got = _read(task_file(state_dir, uid, job_id))
         if isinstance(got, str):
             return [f"print slurm-gpu: {got}"]
         if got is not None:
-            found.append(got)
+            found.append((got, mine))
+    several = len(found) > 1
+    if several:
+        found = [f for f in found if f[1]]
     if len(found) != 1:
-        # Nothing of ours (or two het components on one node list: no way to tell which this task is).
+        # Nothing of ours here, or two het components on this node with no way to tell which this is.
         inherited = environ.get("SLURM_GPU_MIG_DEVICES", "").split(",")
         out = []
         if environ.get("CUDA_VISIBLE_DEVICES") in inherited:
             out.append("unset CUDA_VISIBLE_DEVICES")
         if "SLURM_GPU_MIG_DEVICES" in environ:
             out.append("unset SLURM_GPU_MIG_DEVICES")
-        if found:
-            out.append("print slurm-gpu: several components of this heterogeneous job share the node list; "
-                       "no MIG device is set for this task")
+        if several:
+            out.append("print slurm-gpu: several components of this heterogeneous job have MIG devices "
+                       "on this node; none is set for this task")
         return out
-    uuids = found[0]
+    uuids = found[0][0]
     local = environ.get("SLURM_LOCALID", "0")
     index = int(local) % len(uuids) if local.isdigit() and local.isascii() else 0
     return [f"export CUDA_VISIBLE_DEVICES={uuids[index]}", f"export SLURM_GPU_MIG_DEVICES={','.join(uuids)}"]

@@ -123,6 +123,11 @@ class SlurmCli:
         self._run("scontrol", ["update", f"nodename={node}", f"availablefeatures={','.join(avail)}",
                                f"activefeatures={','.join(act)}"])
 
+    def drain(self, node: str, reason: str) -> None:
+        """Take ``node`` out of service with ``reason`` (shown by ``sinfo -R``); running jobs go on."""
+        text = " ".join(reason.split())
+        self._run("scontrol", ["update", f"nodename={node}", "state=drain", f"reason={text}"])
+
     def requeue(self, job_id: int, reason: str, admin_comment: str) -> None:
         """Send a job back to the queue from its Prolog, with ``reason`` in its admin comment.
 
