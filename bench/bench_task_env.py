@@ -37,8 +37,8 @@ def main() -> None:
     journal.write_task_env("1", os.getuid(), os.getgid(), ["MIG-8d2f41c6-0b7e-5a3d-9c1f-6e4b2a7d9c30"])
     bare = _best([sys.executable, "-c", "pass"], runs)
     read = (
-        "import sys; from slurm_gpu.task_env import read_task_env; "
-        "print('export CUDA_VISIBLE_DEVICES=' + ','.join(read_task_env(sys.argv[1], '1')))"
+        "import os, sys; from slurm_gpu.task_env import read_task_env; "
+        "print('export CUDA_VISIBLE_DEVICES=' + ','.join(read_task_env(sys.argv[1], os.getuid(), '1')))"
     )
     task = _best([sys.executable, "-c", read, journal.state_dir], runs)
     full = _best([sys.executable, "-c", "import slurm_gpu.journal"], runs)

@@ -216,6 +216,8 @@ class NodeAgent:
             return self._seal_or_refuse(ctx, job, [], f"mig:{slices} allocated without a recorded request")
         try:
             req, most = self._resolve_request(req)
+        except DriverError:
+            raise  # the GPUs cannot be read: a broken node, not a bad request (run_job_hook drains it)
         except SlurmGpuError as exc:
             why = f"request {format_admin_comment(req)} does not resolve: {exc}"
             return self._seal_or_refuse(ctx, job, [], why)
