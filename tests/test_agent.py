@@ -147,6 +147,16 @@ def test_race_requeues_without_failing_and_counts(node):
     assert [e["job_id"] for e in events] == ["22"]
 
 
+def test_a_history_line_that_cannot_be_written_never_fails_a_requeue(node):
+    node.slurm.add(23, "7g.80gb", 2, slices=16)
+    node.slurm.add(24, "1g.10gb", 1, slices=1)
+    assert node.prepare(ctx(23)).action == "created"
+    if os.path.exists(node.journal.history_path):
+        os.unlink(node.journal.history_path)
+    os.mkdir(node.journal.history_path)  # appending to it now fails
+    assert node.prepare(ctx(24)).action == "requeued"
+
+
 @pytest.mark.parametrize(
     "comment,slices,profile",
     [

@@ -169,3 +169,15 @@ def test_shipped_hook_scripts_are_thin_and_use_absolute_paths():
                 assert line.split()[1].startswith('"$'), line
             elif "=" in line and not line.startswith("#"):
                 assert line.split("=", 1)[1].startswith("/"), line
+
+
+def test_a_log_line_that_cannot_be_written_never_fails_a_hook(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from slurm_gpu.hooks.runtime import log_event
+
+    (tmp_path / "file").write_text("")
+    config = SimpleNamespace(log=SimpleNamespace(file=str(tmp_path / "file" / "hooks.log")),
+                             state_dir=str(tmp_path))
+    log_event(SimpleNamespace(node="n1", config=config), "prolog", {"action": "created"})
+    assert '"action":"created"' in capsys.readouterr().err

@@ -338,6 +338,22 @@ def test_every_request_form_works_or_is_refused_by_name(sec, args, expect, detai
         assert detail in sub.stderr, sub.stderr
 
 
+def test_a_busy_cluster_makes_mig_jobs_pend_instead_of_refusing_them(sec):
+    fill = [int(sec.submit(["-o", "/dev/null", "-w", n, "--gres=gpu:7g.80gb:4"], wrap="sleep 6").stdout)
+            for n in sec.cl.nodes]
+    deadline = time.monotonic() + 30
+    while not all(sec.created(j) for j in fill):
+        assert time.monotonic() < deadline, sec.logs()
+        time.sleep(0.2)
+    late = [sec.submit(["-o", "/dev/null", f"--gres={g}"]) for g in ("gpu:1g.10gb", "gpu:7g.80gb:4")]
+    assert all(sub.returncode == 0 for sub in late), [sub.stderr for sub in late]
+    ids = [int(sub.stdout.strip()) for sub in late]
+    assert all(_state(sec.job(j)) == "PENDING" for j in ids)
+    jobs = sec.wait(fill + ids, timeout=120)
+    assert all(_state(j) == "COMPLETED" for j in jobs.values()) and all(sec.created(j) for j in ids)
+    sec.clean()
+
+
 def test_srun_without_an_allocation_is_refused_and_salloc_works(sec):
     sub = sec.run(["srun", "--gres=gpu:1g.10gb", "true"], user=USER)
     assert sub.returncode != 0 and "salloc --gres=gpu:<profile>" in sub.stderr
