@@ -177,8 +177,7 @@ def unseal(job_id: str, uid: int, cgroup_root: Optional[str] = DEFAULT_CGROUP_RO
         pass  # busy (processes or steps left): Slurm removes it
 
 
-def grant(job_id: str, uid: int, gid: int, mine: Sequence[object],
-          caps_dir: str = DEFAULT_CAPS_DIR) -> Tuple[str, ...]:
+def grant(uid: int, gid: int, mine: Sequence[object], caps_dir: str = DEFAULT_CAPS_DIR) -> Tuple[str, ...]:
     """Give the job's user its instances' cap files (0400); returns the files changed. Cap files that
     do not exist (a driver without ``NVreg_ModifyDeviceFiles``, a simulator without root) are skipped."""
     return tuple(f.path for f in cap_files(mine, caps_dir) if _set(f.path, uid, gid, _JOB_MODE))

@@ -382,7 +382,7 @@ class NodeAgent:
         """The job's cap files to its user (0400)."""
         from slurm_gpu import access
 
-        access.grant(ctx.job_id, ctx.uid, ctx.gid, mine, self.policy.caps_dir)
+        access.grant(ctx.uid, ctx.gid, mine, self.policy.caps_dir)
 
     def _seal(self, ctx: JobContext, mine: Sequence[Any], problems: List[str]) -> Optional[str]:
         """Deny the job every capability and GPU of this node but its own (``access.seal``); returns the
@@ -413,10 +413,7 @@ class NodeAgent:
         drains itself with the reason (never a bare "Prolog error"); a Prolog's job goes back to the queue.
         What the job may own stays in the journal for reconcile."""
         problems: List[str] = []
-        try:
-            self.slurm.drain(self.node, f"slurm-gpu {hook}: GPU driver failure: {exc}")
-        except SlurmError as err:
-            problems.append(f"drain failed: {err}")
+        self._drain(f"slurm-gpu {hook}: GPU driver failure: {exc}", problems)
         if hook != "prolog":
             return Outcome(ctx.job_id, "partial", f"node drained: {exc}", problems=problems)
         try:
@@ -427,17 +424,20 @@ class NodeAgent:
         self._count_event("requeued", ctx.job_id, "GPU driver failure", str(exc))
         return Outcome(ctx.job_id, "requeued", f"node drained: {exc}", problems=problems)
 
+    def _drain(self, reason: str, problems: List[str]) -> None:
+        """Take this node out of service on purpose, with ``reason`` for ``sinfo -R``."""
+        try:
+            self.slurm.drain(self.node, reason)
+        except SlurmError as err:
+            problems.append(f"drain failed: {err}")
+
     def _driver_failed(self, ctx: JobContext, job: Any, why: str, exc: DriverError) -> Outcome:
         """A driver error while preparing: a broken GPU or driver drains the node on purpose, once, with
         the reason, and sends the job elsewhere; anything else is a race the job retries."""
         if exc.nvml_code not in NODE_FAULT_CODES:
             return self._requeue(ctx, job, why, str(exc))
-        reason = f"slurm-gpu: GPU or driver failure: {exc}"
         problems: List[str] = []
-        try:
-            self.slurm.drain(self.node, reason)
-        except SlurmError as err:
-            problems.append(f"drain failed: {err}")
+        self._drain(f"slurm-gpu: GPU or driver failure: {exc}", problems)
         out = self._requeue(ctx, job, f"{self.node} drained: GPU or driver failure", str(exc))
         out.problems[:0] = problems
         return out

@@ -59,6 +59,9 @@ class FakeSlurm:
     def cancel(self, job_id, reason, admin_comment):
         self.calls.append(("cancel", job_id, reason))
 
+    def drain(self, node, reason):
+        self.calls.append(("drain", node, reason))
+
 
 @pytest.fixture
 def node(tmp_path):
@@ -145,6 +148,23 @@ def test_race_requeues_without_failing_and_counts(node):
     assert node.journal.get("22") is None
     events = [h for h in node.journal.history() if h.get("event") == "requeued"]
     assert [e["job_id"] for e in events] == ["22"]
+
+
+@pytest.mark.parametrize("error,drains", [("GPU_IS_LOST", True), ("UNKNOWN", True),
+                                          ("INSUFFICIENT_RESOURCES", False), ("IN_USE", False)])
+def test_a_broken_gpu_drains_the_node_once_with_the_reason_a_race_does_not(node, error, drains):
+    from slurm_gpu.devices.nvml import NvmlDriver
+    from slurm_gpu.devices.simnvml import SimNvml
+
+    faults = f"nvmlDeviceCreateGpuInstanceWithPlacement={error}"
+    node.driver = NvmlDriver(SimNvml(node.state_path, faults=faults), mig_minors_path="")
+    node.slurm.add(25, "1g.10gb", 1, slices=1)
+    out = node.prepare(ctx(25))
+    assert out.action == "requeued" and node.driver.instances() == []
+    drained = [c for c in node.slurm.calls if c[0] == "drain"]
+    assert len(drained) == (1 if drains else 0)
+    if drains:
+        assert drained[0][2].startswith("slurm-gpu: GPU or driver failure:") and "NVML code" in drained[0][2]
 
 
 def test_a_history_line_that_cannot_be_written_never_fails_a_requeue(node):

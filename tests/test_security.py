@@ -442,6 +442,21 @@ def test_a_requeued_job_cannot_be_restarted_early_without_its_instance(sec):
     sec.clean()
 
 
+def test_a_job_its_user_requeued_cannot_be_restarted_early_either(sec):
+    job_id = int(sec.submit(["-o", "/dev/null", "--gres=gpu:1g.10gb"], wrap="sleep 30").stdout.strip())
+    deadline = time.monotonic() + 30
+    while not sec.created(job_id):
+        assert time.monotonic() < deadline, sec.logs()
+        time.sleep(0.2)
+    req = sec.run(["scontrol", "requeue", str(job_id)], user=USER)
+    assert req.returncode == 0, req.stderr
+    upd = sec.run(["scontrol", "update", f"jobid={job_id}", "starttime=now"], user=USER)
+    assert upd.returncode != 0 and "Invalid time specified" in upd.stderr, upd.stderr
+    sec.run(["scancel", str(job_id)])
+    sec.wait([job_id])
+    sec.clean()
+
+
 # ------------------------------------------------------------------ 4. device isolation between jobs
 OPEN_CAPS = r"""
 import errno, os, sys, time

@@ -16,6 +16,7 @@ from slurm_gpu.slurm.parse import (
     expand_hostlist,
     format_admin_comment,
     gres_total,
+    job_by_id,
     job_from_json,
     job_from_scontrol_text,
     jobs_from_json,
@@ -236,3 +237,19 @@ def test_json_24_11(name):
     assert job.mig_slices_per_node("tn2") == 4
     assert job.request() == MigRequest("3g.40gb", 1)
     assert job.user_id == 0 and job.restart_count == 0
+
+
+@pytest.mark.parametrize("name", ["squeue_json_22.05.json", "scontrol_show_job_json_24.11.json"])
+def test_job_by_id_takes_only_that_job(name):
+    doc = json.loads(fixture(name))
+    assert job_by_id(doc, 2).job_id == 2
+    # Another job's unreadable content cannot fail the read of this one.
+    doc["jobs"][0]["job_state"] = {"nonsense": True}
+    assert job_by_id(doc, 3).job_id == 3
+    with pytest.raises(SlurmError, match="0 jobs with id 99"):
+        job_by_id(doc, 99)
+    doc["jobs"].append(dict(doc["jobs"][2]))
+    with pytest.raises(SlurmError, match="2 jobs with id 3"):
+        job_by_id(doc, 3)
+    with pytest.raises(SlurmError, match="no 'jobs' list"):
+        job_by_id({"jobs": None}, 3)
