@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from slurm_gpu import confgen
-from slurm_gpu.inventory_yaml import inventory_from_dict
+from slurm_gpu.confgen import render as confgen
+from slurm_gpu.confgen.inventory import inventory_from_dict
 
 
 def main() -> None:

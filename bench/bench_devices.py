@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, List
 
-from slurm_gpu.devices import open_driver
+from slurm_gpu.devices.open import open_driver
 from slurm_gpu.devices.simstate import init_state, locked_state
 
 

@@ -65,10 +65,11 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=24, help="jobs per round (default 24)")
     args = ap.parse_args()
 
-    from slurm_gpu.agent import AgentPolicy, JobContext, NodeAgent
-    from slurm_gpu.devices import open_driver, simstate
-    from slurm_gpu.journal import Journal
+    from slurm_gpu.devices import simstate
+    from slurm_gpu.devices.open import open_driver
+    from slurm_gpu.node.agent import AgentPolicy, JobContext, NodeAgent
     from slurm_gpu.slurm.client import SlurmCli
+    from slurm_gpu.state.journal import Journal
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-hooks-"))
     state = tmp / "gpus.json"

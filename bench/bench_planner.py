@@ -16,10 +16,10 @@ import random
 import statistics
 import time
 
-from slurm_gpu import planner
-from slurm_gpu.catalog import load_catalog
-from slurm_gpu.errors import NoFitError
-from slurm_gpu.geometry import NodeState
+from slurm_gpu.core import planner
+from slurm_gpu.core.catalog import load_catalog
+from slurm_gpu.core.errors import NoFitError
+from slurm_gpu.core.geometry import NodeState
 
 H100 = load_catalog().model("H100-80GB")
 MIX = ["1g.10gb"] * 5 + ["1g.20gb"] * 2 + ["2g.20gb"] * 2 + ["3g.40gb"] * 2 + ["4g.40gb", "7g.80gb"]

@@ -14,11 +14,11 @@ import argparse
 import heapq
 import time
 
-from slurm_gpu.catalog import load_catalog
+from slurm_gpu.core.catalog import load_catalog
 from slurm_gpu.simulate.cluster import parse_cluster
 from slurm_gpu.simulate.engine import SimConfig, Simulation
 from slurm_gpu.simulate.policies import make_policy
-from slurm_gpu.traces import generate
+from slurm_gpu.simulate.traces import generate
 
 
 def baseline(trace) -> float:

@@ -30,23 +30,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("runs", nargs="?", type=int, default=20, help="runs of each case (default 20)")
     runs = parser.parse_args().runs
-    from slurm_gpu.journal import Actual, Journal, Planned
+    from slurm_gpu.state.journal import Actual, Journal, Planned
 
     state = tempfile.mkdtemp()
     journal = Journal(os.path.join(state, "s"), boot_id="bench")
     journal.write_task_env("1", os.getuid(), os.getgid(), ["MIG-8d2f41c6-0b7e-5a3d-9c1f-6e4b2a7d9c30"])
     bare = _best([sys.executable, "-c", "pass"], runs)
     read = (
-        "import os, sys; from slurm_gpu.task_env import read_task_env; "
+        "import os, sys; from slurm_gpu.state.task_env import read_task_env; "
         "print('export CUDA_VISIBLE_DEVICES=' + ','.join(read_task_env(sys.argv[1], os.getuid(), '1')))"
     )
     task = _best([sys.executable, "-c", read, journal.state_dir], runs)
-    full = _best([sys.executable, "-c", "import slurm_gpu.journal"], runs)
+    full = _best([sys.executable, "-c", "import slurm_gpu.state.journal"], runs)
     print(f"bare interpreter           {bare * 1000:7.1f} ms  1.00")
-    for label, t in (("TaskProlog read (task_env)", task), ("import slurm_gpu.journal", full)):
+    for label, t in (("TaskProlog read (task_env)", task), ("import slurm_gpu.state.journal", full)):
         print(f"{label:26s} {t * 1000:7.1f} ms  {t / bare:.2f}  (+{(t - bare) * 1000:.1f} ms)")
 
-    from slurm_gpu.fsutil import atomic_write
+    from slurm_gpu.state.fsutil import atomic_write
 
     plan = [Planned(0, "GPU-x", 9, "3g.40gb", 0, 4), Planned(0, "GPU-x", 9, "3g.40gb", 4, 4)]
     n = max(5, runs)

@@ -56,7 +56,7 @@ def free_port_base(count: int, env: str = "SLURM_GPU_TEST_PORT_BASE") -> int:
 class Cluster:
     """A running local cluster and helpers to talk to it."""
 
-    spec: object  # slurm_gpu.cluster.local.ClusterSpec
+    spec: object  # slurm_gpu.testbed.local.ClusterSpec
     nodes: List[str]
 
     @property
@@ -106,7 +106,7 @@ class Cluster:
 def start_cluster(nodes: int = 2, gpus: str = "H100-80GB:4", prefix: str = "sg-test-", **fields) -> Cluster:
     """Start a cluster in a fresh directory on a free port range; ``fields`` are further ClusterSpec
     fields (``mode="static", layout=...``, ``hooks=False``)."""
-    from slurm_gpu.cluster import local
+    from slurm_gpu.testbed import local
 
     directory = tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")
     os.chmod(directory, 0o755)
@@ -121,7 +121,7 @@ def start_cluster(nodes: int = 2, gpus: str = "H100-80GB:4", prefix: str = "sg-t
 
 
 def stop_cluster(cluster: Cluster, remove: bool = True) -> None:
-    from slurm_gpu.cluster import local
+    from slurm_gpu.testbed import local
 
     local.down(cluster.spec)
     if remove and not os.environ.get("SLURM_GPU_KEEP_CLUSTER"):

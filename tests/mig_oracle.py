@@ -1,4 +1,4 @@
-"""Brute-force statements of the MIG rules, written independently of slurm_gpu.geometry/planner.
+"""Brute-force statements of the MIG rules, written independently of slurm_gpu.core.geometry/planner.
 
 Used by tests only: they compare the library against these on small cases.
 """

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import click
 
-from .output import emit_json, emit_pairs, emit_table, json_option
+from slurm_gpu.cli.output import emit_json, emit_pairs, emit_table, json_option
 
 
 @click.command("catalog")
@@ -29,7 +29,7 @@ def cmd(model: Optional[str], show_all: bool, as_json: bool) -> None:
       slurm-gpu catalog H100-80GB
       slurm-gpu catalog h100-80gb --json | jq '.models[0].profiles[] | {name, profile_id}'
     """
-    from slurm_gpu.catalog import load_catalog
+    from slurm_gpu.core.catalog import load_catalog
 
     catalog = load_catalog()
     if model is None:

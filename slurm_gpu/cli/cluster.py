@@ -26,7 +26,7 @@ def _saved_spec(directory: str) -> Any:
     """The ClusterSpec that ``up`` saved in ``directory``."""
     import os
 
-    from slurm_gpu.cluster import local
+    from slurm_gpu.testbed import local
 
     return local.load_spec(os.path.abspath(directory))
 
@@ -108,8 +108,8 @@ def up_cmd(
     """
     import os
 
-    from slurm_gpu import confgen
-    from slurm_gpu.cluster import local
+    from slurm_gpu.confgen import render as confgen
+    from slurm_gpu.testbed import local
 
     spec = local.ClusterSpec(
         dir=os.path.abspath(directory),
@@ -148,7 +148,7 @@ def down_cmd(directory: str, as_json: bool) -> None:
     Example:
       slurm-gpu cluster down --dir /var/tmp/slurm-gpu-cluster
     """
-    from slurm_gpu.cluster import local
+    from slurm_gpu.testbed import local
 
     result = local.down(_saved_spec(directory))
     if as_json:
@@ -168,7 +168,7 @@ def status_cmd(directory: str, as_json: bool) -> None:
     Example:
       slurm-gpu cluster status --dir /var/tmp/slurm-gpu-cluster --json
     """
-    from slurm_gpu.cluster import local
+    from slurm_gpu.testbed import local
 
     result = local.status(_saved_spec(directory))
     if as_json:

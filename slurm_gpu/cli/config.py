@@ -7,7 +7,7 @@ from typing import Any, Optional, Tuple
 
 import click
 
-from .main import driver_options, get_context
+from slurm_gpu.cli.main import driver_options, get_context
 
 KIND_CHOICES = ("gres", "slurm", "cgroup", "job-submit", "all")
 
@@ -46,9 +46,9 @@ def cmd(kind: str, inventory_path: Optional[str], gpus: Optional[str], from_driv
     """
     import dataclasses
 
-    from slurm_gpu import confgen
-    from slurm_gpu.errors import BadInputError
-    from slurm_gpu.inventory_yaml import inventory_from_dict, load_inventory
+    from slurm_gpu.confgen import render as confgen
+    from slurm_gpu.confgen.inventory import inventory_from_dict, load_inventory
+    from slurm_gpu.core.errors import BadInputError
 
     if sum(map(bool, (inventory_path, gpus, from_driver))) != 1:
         raise BadInputError("give exactly one of --inventory FILE, --gpus MODEL[:COUNT] or --from-driver")
@@ -92,7 +92,7 @@ def _from_driver(driver_kind: Optional[str], sim_state: Optional[str], mode: str
     """The node's inventory and, for a simulated driver with a sandbox, the sandbox (its /dev lives there)."""
     import socket
 
-    from slurm_gpu.inventory_driver import inventory_from_driver
+    from slurm_gpu.confgen.from_driver import inventory_from_driver
 
     names = node_names or socket.gethostname().split(".")[0]  # slurmd's default NodeName
     context = get_context()

@@ -96,6 +96,6 @@ def reconcile(dry_run: bool, node: Optional[str], as_json: bool) -> None:
                                                                        "FAILED"))
             click.echo(f"{state:9} {a.kind:15} {a.detail}" + (f"  [{a.error}]" if a.error else ""))
     if failed:
-        from slurm_gpu.errors import EXIT_STATE
+        from slurm_gpu.core.errors import EXIT_STATE
 
         sys.exit(EXIT_STATE)

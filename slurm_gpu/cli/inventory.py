@@ -6,14 +6,14 @@ from typing import Any, Dict, List, Optional
 
 import click
 
-from .main import driver_options, get_context
-from .output import emit_json, emit_table, json_option
+from slurm_gpu.cli.main import driver_options, get_context
+from slurm_gpu.cli.output import emit_json, emit_table, json_option
 
 
 def profile_name(model_key: Optional[str], profile_id: int) -> Optional[str]:
     """The catalog's name of ``profile_id`` on ``model_key``, or None where the catalog lacks either."""
-    from slurm_gpu.catalog import load_catalog
-    from slurm_gpu.errors import CatalogError
+    from slurm_gpu.core.catalog import load_catalog
+    from slurm_gpu.core.errors import CatalogError
 
     if not model_key:
         return None

@@ -1,7 +1,7 @@
 """Entry point of ``slurm-gpu``: a click group whose subcommands are imported only when they run.
 
 Hooks (``slurm-gpu prolog`` ...) start for every job, so ``slurm-gpu --help`` and every command import
-only click and the one module they need. Errors of ``slurm_gpu.errors`` become exit codes here, in one
+only click and the one module they need. Errors of ``slurm_gpu.core.errors`` become exit codes here, in one
 place (:func:`main`).
 """
 
@@ -124,17 +124,17 @@ class CliContext:
 
     @property
     def config(self) -> Any:
-        """The node's ``slurm_gpu.config.Config`` (``--config``, else env, else the default path)."""
+        """The node's ``slurm_gpu.node.config.Config`` (``--config``, else env, else the default path)."""
         if self._config is None:
-            from slurm_gpu.config import load_config
+            from slurm_gpu.node.config import load_config
 
             self._config = load_config(self.config_path)
         return self._config
 
     def open_driver(self, kind: Optional[str] = None, sim_state: Optional[str] = None) -> Any:
         """The GPU driver: ``kind``/``sim_state`` when given (``--driver``/``--sim-state``), else the
-        configured one (``slurm_gpu.devices.open_driver(config)``). The caller closes it."""
-        from slurm_gpu.devices import open_driver
+        configured one (``slurm_gpu.devices.open.open_driver(config)``). The caller closes it."""
+        from slurm_gpu.devices.open import open_driver
 
         if kind or sim_state:
             return open_driver(kind or "sim", sim_state=sim_state)
@@ -157,7 +157,7 @@ class CliContext:
         configured = getattr(self.config, "state_dir", None)
         if configured:
             return str(configured)
-        from slurm_gpu.journal import DEFAULT_STATE_DIR
+        from slurm_gpu.state.journal import DEFAULT_STATE_DIR
 
         return DEFAULT_STATE_DIR
 
@@ -229,7 +229,7 @@ def _fail(message: str, code: int) -> int:
 
 def _run_group(group: click.Group, args: Optional[Sequence[str]], prog_name: str, **extra: Any) -> int:
     """Run ``group`` and return its exit code; every error becomes a code here and nowhere else."""
-    from slurm_gpu.errors import EXIT_ERROR, SlurmGpuError
+    from slurm_gpu.core.errors import EXIT_ERROR, SlurmGpuError
 
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 import click
 
-from .output import emit_json, emit_table, json_option
+from slurm_gpu.cli.output import emit_json, emit_table, json_option
 
 if TYPE_CHECKING:  # pragma: no cover
-    from slurm_gpu.geometry import NodeState
+    from slurm_gpu.core.geometry import NodeState
 
 _GPU_SPEC = re.compile(r"^(?P<model>[A-Za-z0-9][A-Za-z0-9._-]*?)(?::(?P<count>\d+))?$")
 _USED_SPEC = re.compile(r"^(?P<gpu>\d+):(?P<profile>[^@\s]+)@(?P<start>\d+)$")
@@ -25,8 +25,8 @@ _USED_SPEC = re.compile(r"^(?P<gpu>\d+):(?P<profile>[^@\s]+)@(?P<start>\d+)$")
 def parse_gpus(text: str) -> List[Tuple[str, int]]:
     """``"H100-80GB:4,A100-40GB:2"`` -> ``[("H100-80GB", 4), ("A100-40GB", 2)]`` (count defaults to 1);
     model keys are checked against the catalog and returned in its spelling."""
-    from slurm_gpu.catalog import load_catalog
-    from slurm_gpu.errors import BadInputError
+    from slurm_gpu.core.catalog import load_catalog
+    from slurm_gpu.core.errors import BadInputError
 
     catalog = load_catalog()
     result = []
@@ -45,8 +45,8 @@ def parse_gpus(text: str) -> List[Tuple[str, int]]:
 
 def node_from_gpus(gpus: Sequence[Tuple[str, int]], used: Optional[str] = None) -> NodeState:
     """An empty node with ``gpus`` (indices 0.. in order), then the ``used`` instances placed."""
-    from slurm_gpu.catalog import load_catalog
-    from slurm_gpu.geometry import GpuState, NodeState
+    from slurm_gpu.core.catalog import load_catalog
+    from slurm_gpu.core.geometry import GpuState, NodeState
 
     catalog = load_catalog()
     states = []
@@ -62,7 +62,7 @@ def node_from_gpus(gpus: Sequence[Tuple[str, int]], used: Optional[str] = None) 
 
 
 def _place_used(node: NodeState, part: str) -> NodeState:
-    from slurm_gpu.errors import BadInputError, NoFitError
+    from slurm_gpu.core.errors import BadInputError, NoFitError
 
     m = _USED_SPEC.match(part)
     if not m:
@@ -83,9 +83,9 @@ def node_from_document(doc: Mapping[str, Any], source: str = "state") -> NodeSta
     Also read: ``profile_id`` for ``profile``, ``mig_current`` for ``mig_enabled`` (``sim show``), and
     the same GPU instance listed once per compute instance.
     """
-    from slurm_gpu.catalog import load_catalog
-    from slurm_gpu.errors import BadInputError
-    from slurm_gpu.geometry import GpuState, NodeState, Slot
+    from slurm_gpu.core.catalog import load_catalog
+    from slurm_gpu.core.errors import BadInputError
+    from slurm_gpu.core.geometry import GpuState, NodeState, Slot
 
     catalog = load_catalog()
     gpus = doc.get("gpus") if isinstance(doc, Mapping) else None
@@ -124,7 +124,7 @@ def node_from_document(doc: Mapping[str, Any], source: str = "state") -> NodeSta
 
 
 def load_state_file(path: str) -> NodeState:
-    from slurm_gpu.errors import BadInputError
+    from slurm_gpu.core.errors import BadInputError
 
     try:
         with open(path, encoding="utf-8") as fh:
@@ -195,8 +195,8 @@ def cmd(
       slurm-gpu plan --gpus H100-80GB:1 1g.10gb --json > after.json
       slurm-gpu plan --state after.json 3g.40gb
     """
-    from slurm_gpu.planner import capacity, plan_request
-    from slurm_gpu.requests import parse_gres
+    from slurm_gpu.core.planner import capacity, plan_request
+    from slurm_gpu.core.requests import parse_gres
 
     if state_path and (gpus or used):
         raise click.UsageError("give either --state or --gpus/--used, not both")

@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 
 import click
 
-from .output import emit_json, emit_pairs, emit_table, json_option
+from slurm_gpu.cli.output import emit_json, emit_pairs, emit_table, json_option
 
 STATE_ENV = "SLURM_GPU_SIM_STATE"
 
@@ -29,7 +29,7 @@ def _resolve_state(state_path: Optional[str]) -> str:
     """--state, else $SLURM_GPU_SIM_STATE (click), else ``sim_state`` of the node configuration."""
     if state_path:
         return state_path
-    from .main import get_context
+    from slurm_gpu.cli.main import get_context
 
     configured = get_context().config.driver.sim_state
     if not configured:
@@ -81,9 +81,8 @@ def init(
       slurm-gpu sim init --gpus H100-80GB:8 --state /var/lib/slurm-gpu/sim.json
       slurm-gpu sim init --gpus A100-40GB:2,A30-24GB --state /tmp/n.json --sandbox /tmp/n --mig-disabled
     """
+    from slurm_gpu.cli.plan import parse_gpus
     from slurm_gpu.devices.simstate import init_state
-
-    from .plan import parse_gpus
 
     state_path = _resolve_state(state_path)
     init_state(
@@ -156,7 +155,7 @@ def attach(state_path: Optional[str], mig_uuid: str, pid: int, as_json: bool) ->
 
 def describe_with_names(state_path: str) -> Dict[str, Any]:
     """``simnvml.describe`` with each instance's profile name added (``profile``)."""
-    from slurm_gpu.catalog import load_catalog
+    from slurm_gpu.core.catalog import load_catalog
     from slurm_gpu.devices.simstate import describe
 
     catalog = load_catalog()

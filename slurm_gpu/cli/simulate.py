@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from .output import emit_json, emit_pairs, json_option
+from slurm_gpu.cli.output import emit_json, emit_pairs, json_option
 
 
 @click.command("simulate")
@@ -80,7 +80,7 @@ from .output import emit_json, emit_pairs, json_option
     type=click.Choice(["fast", "planner"]),
     default="fast",
     show_default=True,
-    help="Who places instances: a cached re-implementation of the planner's rule, or slurm_gpu.planner "
+    help="Who places instances: a cached re-implementation of the planner's rule, or slurm_gpu.core.planner "
     "itself (the node agent's code; slower).",
 )
 @click.option(
@@ -115,7 +115,7 @@ def cmd(
     from slurm_gpu.simulate.cluster import parse_cluster
     from slurm_gpu.simulate.engine import SimConfig, simulate, stderr_progress
     from slurm_gpu.simulate.policies import make_policy
-    from slurm_gpu.traces import read_trace
+    from slurm_gpu.simulate.traces import read_trace
 
     jobs = read_trace(trace_path)
     cluster = parse_cluster(cluster_spec)

@@ -10,9 +10,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 
-from .inventory import profile_name
-from .main import driver_options, get_context
-from .output import emit_json, emit_table, json_option
+from slurm_gpu.cli.inventory import profile_name
+from slurm_gpu.cli.main import driver_options, get_context
+from slurm_gpu.cli.output import emit_json, emit_table, json_option
 
 
 def _owns(planned: Any, actual: Any, inst: Any) -> bool:
@@ -32,7 +32,7 @@ def match(
 ) -> Tuple[List[Tuple[Any, Optional[Any], Any]], List]:
     """Pairs each driver instance with ``(record, journal instance)`` or None; also the journal's
     created instances that no driver instance matches (``missing``)."""
-    from slurm_gpu.journal import RELEASED
+    from slurm_gpu.state.journal import RELEASED
 
     owned: List[Tuple[Any, Optional[Any], Any]] = []
     used = set()
@@ -133,7 +133,7 @@ def cmd(
       slurm-gpu status --json | jq '.orphans | length'
       slurm-gpu status --sim-state /tmp/node.json --state-dir /tmp/journal
     """
-    from slurm_gpu.journal import Journal
+    from slurm_gpu.state.journal import Journal
 
     context = get_context()
     journal = Journal(context.state_dir(state_dir))

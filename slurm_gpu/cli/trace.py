@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from .output import emit_json, emit_pairs, json_option
+from slurm_gpu.cli.output import emit_json, emit_pairs, json_option
 
 _KINDS = ["steady", "bursty", "mostly-large", "mostly-small", "daynight"]
 
@@ -24,13 +24,13 @@ def cmd() -> None:
 
 
 def _write(jobs: list, out: Optional[str]) -> int:
-    from slurm_gpu.traces import write_trace
+    from slurm_gpu.simulate.traces import write_trace
 
     if out is None or out == "-":
         return write_trace(jobs, sys.stdout)
     import io
 
-    from slurm_gpu.fsutil import atomic_write
+    from slurm_gpu.state.fsutil import atomic_write
 
     buf = io.StringIO()
     n = write_trace(jobs, buf)
@@ -82,9 +82,9 @@ def generate_cmd(
     Example:
       slurm-gpu trace generate bursty --jobs 3000 --cluster 16x8xH100-80GB --load 0.9 -o bursty.jsonl
     """
-    from slurm_gpu.catalog import load_catalog
+    from slurm_gpu.core.catalog import load_catalog
     from slurm_gpu.simulate.cluster import parse_cluster
-    from slurm_gpu.traces import generate
+    from slurm_gpu.simulate.traces import generate
 
     cluster = parse_cluster(cluster_spec)
     model = load_catalog().model(cluster.models[0])
@@ -109,7 +109,7 @@ def from_sacct_cmd(source: str, out: Optional[str]) -> None:
       sacct -P -X -a -o JobID,Submit,Start,End,ReqTRES,AllocTRES,NNodes,Timelimit,AdminComment > s.txt
       slurm-gpu trace from-sacct s.txt -o mysite.jsonl
     """
-    from slurm_gpu.traces import from_sacct, read_lines
+    from slurm_gpu.simulate.traces import from_sacct, read_lines
 
     lines = sys.stdin.read().splitlines() if source == "-" else read_lines(source)
     jobs = from_sacct(lines, warn=lambda msg: click.echo(msg, err=True))
@@ -129,9 +129,9 @@ def info_cmd(path: str, cluster_spec: str, as_json: bool) -> None:
     Example:
       slurm-gpu trace info traces/steady.jsonl --cluster 16x8xH100-80GB --json
     """
-    from slurm_gpu.catalog import load_catalog
+    from slurm_gpu.core.catalog import load_catalog
     from slurm_gpu.simulate.cluster import parse_cluster
-    from slurm_gpu.traces import offered_load, parse_job_gres, read_trace
+    from slurm_gpu.simulate.traces import offered_load, parse_job_gres, read_trace
 
     jobs = read_trace(path)
     cluster = parse_cluster(cluster_spec)

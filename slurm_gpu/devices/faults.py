@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from slurm_gpu.errors import BadInputError
+from slurm_gpu.core.errors import BadInputError
 
 __all__ = ["FaultRule", "FaultPlan", "parse_faults", "plan_from_env", "ENV"]
 

@@ -17,9 +17,8 @@ import ctypes
 import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from slurm_gpu.errors import DriverError
-
-from . import CatalogDifference, GpuInfo, MigInstance, NvmlProfile
+from slurm_gpu.core.errors import DriverError
+from slurm_gpu.devices.api import CatalogDifference, GpuInfo, MigInstance, NvmlProfile
 
 __all__ = ["NvmlDriver", "DEFAULT_MIG_MINORS"]
 
@@ -194,7 +193,7 @@ class NvmlDriver:
 
     def check_catalog(self, gpu_index: int) -> List[CatalogDifference]:
         """Differences between NVML's profiles and the catalog entry of the GPU's model (NVML wins)."""
-        from slurm_gpu.catalog import load_catalog
+        from slurm_gpu.core.catalog import load_catalog
 
         gpu = self._gpu(gpu_index)
         if gpu.model is None:
@@ -348,8 +347,8 @@ class NvmlDriver:
         indices = list(range(int(self._nv.NVML_COMPUTE_INSTANCE_PROFILE_COUNT)))
         key = self._model_key(gpu_index)
         if key is not None:
-            from slurm_gpu.catalog import load_catalog
-            from slurm_gpu.errors import CatalogError
+            from slurm_gpu.core.catalog import load_catalog
+            from slurm_gpu.core.errors import CatalogError
 
             try:
                 known = load_catalog().model(key).profile_by_id(profile_id).ci_profile_index
@@ -502,8 +501,8 @@ def _text(value: Any) -> str:
 
 
 def _recognise(name: str, pci_device_id: str) -> Optional[str]:
-    from slurm_gpu.catalog import load_catalog
-    from slurm_gpu.errors import UnknownModelError
+    from slurm_gpu.core.catalog import load_catalog
+    from slurm_gpu.core.errors import UnknownModelError
 
     try:
         return load_catalog().recognise(name, pci_device_id).key

@@ -28,8 +28,8 @@ import functools
 import os
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
-from . import simstate
-from .faults import FaultPlan, parse_faults, plan_from_env
+from slurm_gpu.devices import simstate
+from slurm_gpu.devices.faults import FaultPlan, parse_faults, plan_from_env
 
 __all__ = ["SimNvml", "attach_process", "detach_process", "live_processes", "reset_gpu"]
 
@@ -141,7 +141,7 @@ def _prune(gpu: Dict[str, Any]) -> None:
 
 def attach_process(state_path: str, mig_uuid: str, pid: int) -> Dict[str, Any]:
     """Record that ``pid`` runs on the MIG device ``mig_uuid`` (listed while the process lives)."""
-    from slurm_gpu.errors import BadInputError
+    from slurm_gpu.core.errors import BadInputError
 
     started = _start_time(pid)
     if started is None:
@@ -205,7 +205,7 @@ def _model(gpu: Dict[str, Any]) -> Any:
     "memory_mib": m} | null}``) stands for a driver whose table differs from the catalog file; null
     means the driver does not offer that profile.
     """
-    from slurm_gpu.catalog import load_catalog
+    from slurm_gpu.core.catalog import load_catalog
 
     model = load_catalog().model(gpu["model"])
     overrides = gpu.get("profile_overrides")
@@ -595,7 +595,7 @@ class SimNvml:
                 "compute_instances": [],
             }
             gpu["gpu_instances"].append(gi)
-            from . import simdevfiles
+            from slurm_gpu.devices import simdevfiles
 
             simdevfiles.create_cap(body, gpu, gi_id, None)
             return self._gi_handle(gpu, gi)
@@ -669,7 +669,7 @@ class SimNvml:
             if gi["compute_instances"] or any(p["gi_id"] == gi["gi_id"] for p in gpu["processes"]):
                 _fail(nv.NVML_ERROR_IN_USE)
             gpu["gpu_instances"].remove(gi)
-            from . import simdevfiles
+            from slurm_gpu.devices import simdevfiles
 
             simdevfiles.remove_cap(body, gpu, gi["gi_id"], None)
         return nv.NVML_SUCCESS
@@ -750,7 +750,7 @@ class SimNvml:
                 "serial": self._serial(body),
             }
             cis.append(ci)
-            from . import simdevfiles
+            from slurm_gpu.devices import simdevfiles
 
             simdevfiles.create_cap(body, gpu, gi["gi_id"], ci_id)
             return self._ci_handle(gpu, gi, ci)
@@ -813,7 +813,7 @@ class SimNvml:
             if any(p["gi_id"] == gi["gi_id"] and p["ci_id"] == ci["ci_id"] for p in gpu["processes"]):
                 _fail(nv.NVML_ERROR_IN_USE)
             gi["compute_instances"].remove(ci)
-            from . import simdevfiles
+            from slurm_gpu.devices import simdevfiles
 
             simdevfiles.remove_cap(body, gpu, gi["gi_id"], ci["ci_id"])
         return nv.NVML_SUCCESS

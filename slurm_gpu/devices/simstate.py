@@ -33,7 +33,7 @@ import time
 import uuid
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from slurm_gpu.errors import BadInputError, LockTimeout, StateError
+from slurm_gpu.core.errors import BadInputError, LockTimeout, StateError
 
 __all__ = [
     "FORMAT",
@@ -168,7 +168,7 @@ def new_mig_uuid() -> str:
 
 
 def _gpu_entry(index: int, model_key: str) -> Dict[str, Any]:
-    from slurm_gpu.catalog import load_catalog
+    from slurm_gpu.core.catalog import load_catalog
 
     model = load_catalog().model(model_key)
     memory = model.total_memory_mib or model.full_profile().usable_memory_mib
@@ -222,7 +222,7 @@ def init_state(
     os.makedirs(directory, exist_ok=True)
     with _lock(path):
         if body["sandbox"]:
-            from . import simdevfiles
+            from slurm_gpu.devices import simdevfiles
 
             body["cap_major"] = simdevfiles.init_sandbox(body["sandbox"], entries)
         _write(path, body)
@@ -241,7 +241,7 @@ def reset_state(path: str) -> Dict[str, Any]:
 def clear_gpu(body: Dict[str, Any], gpu: Dict[str, Any]) -> None:
     """Drop ``gpu``'s instances (and their capability files in a sandbox) and its processes, in ``body``."""
     if body.get("sandbox"):
-        from . import simdevfiles
+        from slurm_gpu.devices import simdevfiles
 
         for gi in gpu["gpu_instances"]:
             for ci in gi["compute_instances"]:
@@ -253,7 +253,7 @@ def clear_gpu(body: Dict[str, Any], gpu: Dict[str, Any]) -> None:
 
 def describe(path: str) -> Dict[str, Any]:
     """A summary for humans and the CLI: GPUs, MIG modes, instances (with UUIDs) and live processes."""
-    from .simnvml import live_processes
+    from slurm_gpu.devices.simnvml import live_processes
 
     body = load_state(path)
     gpus = []

@@ -11,7 +11,7 @@ from typing import Optional
 
 
 def main(config_path: Optional[str] = None) -> int:
-    from .runtime import run_job_hook
+    from slurm_gpu.hooks.runtime import run_job_hook
 
     return run_job_hook("epilog", "release", config_path)
 

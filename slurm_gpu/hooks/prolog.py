@@ -12,7 +12,7 @@ from typing import Optional
 
 
 def main(config_path: Optional[str] = None) -> int:
-    from .runtime import run_job_hook
+    from slurm_gpu.hooks.runtime import run_job_hook
 
     return run_job_hook("prolog", "prepare", config_path)
 

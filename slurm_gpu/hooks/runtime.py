@@ -12,7 +12,7 @@ __all__ = ["build_agent", "log_event", "policy_from_config", "run_job_hook"]
 
 
 def policy_from_config(config: Any) -> Any:
-    from slurm_gpu.agent import AgentPolicy
+    from slurm_gpu.node.agent import AgentPolicy
 
     sandbox = getattr(config.driver, "sim_sandbox", None)
     caps_dir = os.path.join(sandbox, "dev", "nvidia-caps") if sandbox else "/dev/nvidia-caps"
@@ -22,18 +22,18 @@ def policy_from_config(config: Any) -> Any:
 
 def build_agent(config_path: Optional[str] = None, node: Optional[str] = None) -> Any:
     """The node agent over the configured driver, journal and Slurm CLI; the caller closes its driver."""
-    from slurm_gpu.agent import NodeAgent
-    from slurm_gpu.config import load_config, node_name
-    from slurm_gpu.devices import open_driver
-    from slurm_gpu.journal import Journal
+    from slurm_gpu.devices.open import open_driver
+    from slurm_gpu.node.agent import NodeAgent
+    from slurm_gpu.node.config import load_config, node_name
     from slurm_gpu.slurm.client import SlurmCli
+    from slurm_gpu.state.journal import Journal
 
     name = node_name(node)
     config = load_config(config_path, node=name)
     env = None
     if config.slurm.conf:
         env = {"SLURM_CONF": config.slurm.conf, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    from slurm_gpu.errors import DriverError
+    from slurm_gpu.core.errors import DriverError
 
     try:
         driver = open_driver(config.driver.kind, sim_state=config.driver.sim_state,
@@ -68,12 +68,12 @@ def log_event(agent: Any, hook: str, record: Mapping[str, Any]) -> None:
     path = None
     if config is not None:
         path = config.log.file or os.path.join(config.state_dir, "hooks.log")
-    from slurm_gpu.errors import SlurmGpuError
+    from slurm_gpu.core.errors import SlurmGpuError
 
     try:
         if path is None:
             raise OSError("no log file")
-        from slurm_gpu.fsutil import append_line
+        from slurm_gpu.state.fsutil import append_line
 
         append_line(path, text)
     except (OSError, SlurmGpuError):
@@ -87,8 +87,8 @@ def run_job_hook(hook: str, action: str, config_path: Optional[str] = None) -> i
     the node on purpose with the reason and sends the job back to the queue, then returns 0. Returns 1 on
     any other :class:`SlurmGpuError` (the journal or controller unusable: Slurm drains the node), else 0.
     """
-    from slurm_gpu.agent import JobContext
-    from slurm_gpu.errors import DriverError, SlurmGpuError
+    from slurm_gpu.core.errors import DriverError, SlurmGpuError
+    from slurm_gpu.node.agent import JobContext
 
     t0 = time.monotonic()
     agent = None

@@ -3,7 +3,7 @@
 Kept to the standard library's ``os``/``sys`` so that it starts in a few milliseconds; run it as a
 script (``python3 -I -S .../task_prolog.py [STATE_DIR]``; ``{node}`` in STATE_DIR is replaced by
 ``SLURMD_NODENAME``). It reads ``<STATE_DIR>/tasks/<uid>/<job_id>``, which the Prolog left for the job's
-user only (``slurm_gpu.task_env`` writes it), one MIG UUID per line. This file is the one statement of
+user only (``slurm_gpu.state.task_env`` writes it), one MIG UUID per line. This file is the one statement of
 what a task file may hold (``is_mig_uuid``): the writer checks with the same function.
 
 Mapping: with n instances, the task with local id L (``SLURM_LOCALID``, 0 in the batch step) gets
@@ -21,39 +21,21 @@ environment, so a het component or a GPU-less step would otherwise see another c
 import os
 import sys
 
+# Run as a script (sys.path[0] is this folder): the package's parent goes first, so that the task file's
+# format comes from the installed package itself.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from slurm_gpu.core.errors import StateError  # noqa: E402
+from slurm_gpu.state import task_env  # noqa: E402
+
 DEFAULT_STATE_DIR = "/var/lib/slurm-gpu"
-TASKS_DIR = "tasks"
-# "MIG-<uuid>" (R470+) or the older "MIG-GPU-<uuid>/<gi>/<ci>": no blank, quote or ';' may reach the
-# TaskProlog protocol, whose lines Slurm reads as commands.
-_UUID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/_-")
-_MAX_UUID = 132
-
-
-def is_mig_uuid(value):
-    return (isinstance(value, str) and value.startswith("MIG-") and 5 <= len(value) <= _MAX_UUID
-            and value[4] not in "/_-" and set(value) <= _UUID_CHARS)
-
-
-def is_job_id(text):
-    return isinstance(text, str) and 0 < len(text) <= 20 and text.isdigit() and text.isascii()
-
-
-def task_file(state_dir, uid, job_id):
-    return os.path.join(state_dir, TASKS_DIR, str(int(uid)), job_id)
 
 
 def _read(path):
     """UUIDs of a task file; None when there is none; a message string when it is unusable."""
     try:
-        with open(path, encoding="ascii") as fh:
-            words = fh.read().split()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        return f"cannot read the job's MIG devices: {exc}"
-    if not words or not all(is_mig_uuid(u) for u in words):
-        return "the job's MIG device file is malformed"
-    return words
+        return task_env.read_uuids(path)
+    except StateError as exc:
+        return str(exc)
 
 
 def _candidates(environ):
@@ -61,13 +43,13 @@ def _candidates(environ):
     nodes = environ.get("SLURM_JOB_NODELIST", "")
     het = []
     for key, value in environ.items():
-        if key.startswith("SLURM_JOB_ID_HET_GROUP_") and is_job_id(value):
+        if key.startswith("SLURM_JOB_ID_HET_GROUP_") and task_env.is_job_id(value):
             group = key[len("SLURM_JOB_ID_HET_GROUP_"):]
             het.append((value, environ.get(f"SLURM_JOB_NODELIST_HET_GROUP_{group}") == nodes))
     if het:
         return het
     own = environ.get("SLURM_JOB_ID", "")
-    return [(own, True)] if is_job_id(own) else []
+    return [(own, True)] if task_env.is_job_id(own) else []
 
 
 def lines(environ, state_dir, uid=None):
@@ -77,7 +59,7 @@ def lines(environ, state_dir, uid=None):
     uid = os.getuid() if uid is None else uid
     found = []
     for job_id, mine in _candidates(environ):
-        got = _read(task_file(state_dir, uid, job_id))
+        got = _read(os.path.join(state_dir, task_env.TASKS_DIR, str(int(uid)), job_id))
         if isinstance(got, str):
             return [f"print slurm-gpu: {got}"]
         if got is not None:

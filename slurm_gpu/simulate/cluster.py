@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
-from slurm_gpu.catalog import Catalog, load_catalog
-from slurm_gpu.errors import BadInputError
+from slurm_gpu.core.catalog import Catalog, load_catalog
+from slurm_gpu.core.errors import BadInputError
 
 __all__ = ["NodeSpec", "ClusterSpec", "parse_cluster"]
 

@@ -19,15 +19,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from slurm_gpu.catalog import Catalog, load_catalog
-from slurm_gpu.errors import BadInputError
-from slurm_gpu.traces import TraceJob, parse_job_gres
-
-from .cluster import ClusterSpec
-from .metrics import Result, Series, summarise
-from .policies import Policy
-from .slots import ModelTable
-from .state import SimJob, SimNode
+from slurm_gpu.core.catalog import Catalog, load_catalog
+from slurm_gpu.core.errors import BadInputError
+from slurm_gpu.simulate.cluster import ClusterSpec
+from slurm_gpu.simulate.metrics import Result, Series, summarise
+from slurm_gpu.simulate.policies import Policy
+from slurm_gpu.simulate.slots import ModelTable
+from slurm_gpu.simulate.state import SimJob, SimNode
+from slurm_gpu.simulate.traces import TraceJob, parse_job_gres
 
 __all__ = ["SimConfig", "Simulation", "simulate"]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .engine import Simulation
+    from slurm_gpu.simulate.engine import Simulation
 
 __all__ = ["Result", "Series", "summarise", "percentile", "SUMMARY_KEYS"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, List, Sequence, Tuple
 
-from slurm_gpu.errors import BadInputError
+from slurm_gpu.core.errors import BadInputError
 
 __all__ = ["check_available", "plot_result"]
 

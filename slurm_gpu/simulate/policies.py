@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from typing import Iterable, List, Optional, Sequence, Set, Tuple
 
-from slurm_gpu.errors import BadInputError
-
-from .state import SimJob, SimNode, plan_on_node, plan_with_planner
+from slurm_gpu.core.errors import BadInputError
+from slurm_gpu.simulate.state import SimJob, SimNode, plan_on_node, plan_with_planner
 
 __all__ = ["Policy", "DefaultPolicy", "OraclePolicy", "ShardsPolicy", "POLICIES", "make_policy"]
 
@@ -38,7 +37,7 @@ class Policy:
     # Slurm scheduler settings the policy runs with: Slurm's defaults unless the policy ships others
     max_starts = 0  # sched_max_job_start and bf_max_job_start (0: no limit)
     bf_interval = 30.0
-    placer = "fast"  # "planner": slurm_gpu.planner decides every placement (slower, the agent's own code)
+    placer = "fast"  # "planner": core.planner decides every placement (slower, the agent's own code)
 
     def _plan(self, node: SimNode, key: int, count: int, gpus: Optional[Sequence[int]] = None):
         if self.placer == "planner":

@@ -1,6 +1,6 @@
 """Replay a small trace on a real Slurm cluster and through the simulator, and compare what each admitted.
 
-Used by tests/test_sim_vs_cluster.py and bench/bench_sched_races.py to check the simulator's model of
+Used by tests/cluster/test_sim_vs_cluster.py and bench/bench_sched_races.py to check the simulator's model of
 Slurm's scheduling passes (how many jobs one pass starts, when the next pass runs) against slurmctld:
 each job's script records when and where it started; raced starts are the ``requeued`` events the prolog
 appends to each node's ``history.log``.
@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
 
-from slurm_gpu.errors import SlurmError
-from slurm_gpu.traces import TraceJob, parse_job_gres
+from slurm_gpu.core.errors import SlurmError
+from slurm_gpu.simulate.traces import TraceJob, parse_job_gres
 
 __all__ = ["contention_trace", "ClusterRun", "replay_on_cluster", "simulate_trace", "scheduler_config"]
 
@@ -179,9 +179,9 @@ def scheduler_config(parameters: str) -> Dict[str, float]:
 def simulate_trace(trace: Sequence[TraceJob], cluster: str, parameters: str,
                    requeue_delay: float = 121.0, placer: str = "fast"):
     """The simulator's replay of ``trace`` under ``parameters``; returns the Simulation after running."""
-    from .cluster import parse_cluster
-    from .engine import SimConfig, Simulation
-    from .policies import make_policy
+    from slurm_gpu.simulate.cluster import parse_cluster
+    from slurm_gpu.simulate.engine import SimConfig, Simulation
+    from slurm_gpu.simulate.policies import make_policy
 
     cfg = scheduler_config(parameters)
     sim = Simulation(trace, parse_cluster(cluster), make_policy("default", placer=placer),

@@ -1,7 +1,7 @@
 """Fast, cached MIG geometry for the simulator.
 
 A GPU's occupancy is a sorted tuple of ``(start, size, profile_id)`` slots (the fields of
-``slurm_gpu.geometry.Slot``). Every answer here is a pure function of ``(model, slots)`` and is memoised,
+``slurm_gpu.core.geometry.Slot``). Every answer here is a pure function of ``(model, slots)`` and is memoised,
 so a replay of 100,000 jobs sees only a few thousand distinct GPU states. The validity rules are the
 contract's (docs/CONTRACTS.md, geometry): aligned start, no overlap, per-profile ``max_instances``, compute
 slices, ``max_gpu_instances``, ``+me.all`` exclusive except ``-me``; tests check them against the planner.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from slurm_gpu.catalog import GpuModel, Profile
+from slurm_gpu.core.catalog import GpuModel, Profile
 
 __all__ = ["GpuSlots", "ModelTable", "WHOLE_GPU"]
 
@@ -43,8 +43,8 @@ class ModelTable:
         if self.model.has_profile(key):
             return self.model.profile(key)
         if key.endswith("gb") and key[:-2].isdigit():  # memory-sized: the request module's rule
-            from slurm_gpu.errors import RequestError
-            from slurm_gpu.requests import parse_gres, resolve
+            from slurm_gpu.core.errors import RequestError
+            from slurm_gpu.core.requests import parse_gres, resolve
 
             try:
                 return resolve(parse_gres(f"gpu:{key}")[0], self.model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
-from .slots import GpuSlots, ModelTable
+from slurm_gpu.simulate.slots import GpuSlots, ModelTable
 
 __all__ = ["SimNode", "SimJob", "plan_on_node"]
 
@@ -125,11 +125,11 @@ _PLANNER_CACHE: dict = {}
 def plan_with_planner(
     node: SimNode, key: int, count: int, gpus: Optional[Sequence[int]] = None
 ) -> Optional[List[Tuple[int, int, GpuSlots]]]:
-    """Same answer shape as :func:`plan_on_node`, decided by ``slurm_gpu.planner.plan`` (what the node
+    """Same answer shape as :func:`plan_on_node`, decided by ``slurm_gpu.core.planner.plan`` (what the node
     agent runs). Slower; memoised on the per-GPU slot tuples."""
-    from slurm_gpu.errors import NoFitError
-    from slurm_gpu.geometry import GpuState, NodeState, Slot
-    from slurm_gpu.planner import plan
+    from slurm_gpu.core.errors import NoFitError
+    from slurm_gpu.core.geometry import GpuState, NodeState, Slot
+    from slurm_gpu.core.planner import plan
 
     table = node.table
     profile = table.profiles[key]

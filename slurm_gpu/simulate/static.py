@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from slurm_gpu.errors import BadInputError
+from slurm_gpu.core.errors import BadInputError
 from slurm_gpu.simulate.policies import Policy
 from slurm_gpu.simulate.slots import GpuSlots, ModelTable
 from slurm_gpu.simulate.state import SimJob, SimNode

@@ -3,7 +3,7 @@
 Hooks run with no PATH, so the tools are called by absolute path (``bin_dir``). Every call has a timeout
 and raises ``SlurmError`` carrying the command and Slurm's message when it fails.
 
-What was measured on 22.05 (tests/test_integration_hooks.py re-checks it on the real cluster):
+What was measured on 22.05 (tests/cluster/test_integration_hooks.py re-checks it on the real cluster):
 - ``scontrol requeue`` works from inside a Prolog (PrologFlags=Alloc): the job goes back to PENDING, the
   node stays in service, the Epilog runs. A requeued job is held back ~120 s, and must be: a job restarted
   sooner on the same node gets no Prolog (slurmd still caches its credential). A ``--no-requeue`` job
@@ -25,9 +25,8 @@ import re
 import subprocess
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
-from slurm_gpu.errors import SlurmError
-
-from .parse import ACTIVE_STATES, JobInfo, job_by_id, parse_job_state
+from slurm_gpu.core.errors import SlurmError
+from slurm_gpu.slurm.parse import ACTIVE_STATES, JobInfo, job_by_id, parse_job_state
 
 __all__ = ["SlurmCli", "REQUEUE_MARK", "REFUSE_MARK"]
 
@@ -103,7 +102,7 @@ class SlurmCli:
 
     def node_features(self, node: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
         """``(available, active)`` features of ``node``."""
-        from .parse import parse_scontrol_pairs
+        from slurm_gpu.slurm.parse import parse_scontrol_pairs
 
         fields: Dict[str, str] = {}
         for line in self._run("scontrol", ["show", "node", node]).splitlines():

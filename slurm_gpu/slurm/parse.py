@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from slurm_gpu.errors import BadInputError, RequestError, SlurmError
+from slurm_gpu.core.errors import BadInputError, RequestError, SlurmError
+from slurm_gpu.core.gres import split_outside
 
 __all__ = [
     "GresCount",
@@ -29,7 +30,6 @@ __all__ = [
     "format_admin_comment",
     "parse_job_state",
     "expand_hostlist",
-    "split_outside",
     "parse_scontrol_pairs",
     "job_from_scontrol_text",
     "job_from_json",
@@ -113,24 +113,6 @@ def _count(text: str, raw: str) -> int:
     if not m:
         raise RequestError(f"bad gres count {text!r} in {raw!r}", part=text)
     return int(m.group(1)) * _SUFFIX[m.group(2).lower()]
-
-
-def split_outside(text: str, sep: str = ",", brackets: str = "()") -> List[str]:
-    """Split on ``sep`` outside ``brackets`` (``gpu:2(IDX:0,2)``, ``n[1,3]``); pieces as they are."""
-    opening, closing = brackets
-    parts, depth, cur = [], 0, []
-    for ch in text:
-        if ch == opening:
-            depth += 1
-        elif ch == closing:
-            depth = max(0, depth - 1)
-        if ch == sep and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return parts
 
 
 def _split_top(text: str, sep: str = ",") -> List[str]:

@@ -1,0 +1,241 @@
+"""Render Slurm configuration for MIG nodes (gres.conf, slurm.conf lines, cgroup.conf, job_submit.lua).
+
+The data comes from an :class:`~slurm_gpu.confgen.inventory.Inventory`; the text from jinja2 templates in the
+top-level ``templates/`` folder (or ``slurm_gpu/templates`` when installed as package data). Dynamic nodes
+get a count-only ``mig`` gres and every fit feature they could ever have; static nodes get typed ``gpu``
+gres per MIG device bound to its device files, the way Slurm's ``AutoDetect=nvml`` would.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+from slurm_gpu.core.errors import BadInputError
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from slurm_gpu.confgen.inventory import Inventory, NodeGroup
+
+__all__ = ["Options", "KINDS", "FILENAMES", "templates_dir", "render", "render_all", "write_files",
+           "job_submit_context", "node_features"]
+
+KINDS = ("gres", "slurm", "cgroup", "job-submit")
+FILENAMES = {"gres": "gres.conf", "slurm": "slurm.conf", "cgroup": "cgroup.conf",
+             "job-submit": "job_submit.lua"}
+_TEMPLATES = {"gres": "gres.conf.j2", "slurm": "slurm.conf.j2", "cgroup": "cgroup.conf.j2",
+              "job-submit": "job_submit.lua.j2"}
+ADMIN_COMMENT_PREFIX = "slurm-gpu:"
+
+
+SCHEDULER_PARAMETERS = "sched_max_job_start=1,bf_max_job_start=1,bf_interval=5"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Site choices that are not part of the inventory."""
+
+    prolog: Optional[str] = None  # paths of the hook programs for slurm.conf; None leaves them out
+    epilog: Optional[str] = None
+    task_prolog: Optional[str] = None
+    dev_dir: str = "/dev"  # where /dev/nvidia* live (a sandbox in the test cluster)
+    cgroup_plugin: str = "autodetect"
+    constrain_cores: bool = True
+    constrain_ram: bool = True
+    header: bool = True  # a comment line naming the generator
+    # One start per scheduling pass: fit features are a snapshot within a pass (docs/admission.md,
+    # "Scheduling passes and races"); "" leaves SchedulerParameters to the site.
+    scheduler_parameters: str = SCHEDULER_PARAMETERS
+    # Name of the FUTURE node that keeps MIG jobs pending while every node is busy ("" for none);
+    # it belongs in every partition of MIG nodes.
+    placeholder: str = "slurm-gpu-placeholder"
+    # slurm.conf PrologEpilogTimeout (s): well above the hooks' lock timeout plus the slowest creations.
+    prolog_epilog_timeout: int = 300
+
+
+def templates_dir() -> Path:
+    """The templates folder: next to the package first (installed), then the repository's top level."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if (candidate / "gres.conf.j2").is_file():
+            return candidate
+    raise BadInputError(f"no templates folder next to {here} or in {here.parent}", part=str(here))
+
+
+_ENV: Dict[str, Any] = {}
+
+
+def _env() -> jinja2.Environment:
+    import jinja2
+
+    folder = str(templates_dir())
+    env = _ENV.get(folder)
+    if env is None:
+        # Not HTML: autoescaping would corrupt config syntax; values are validated names and numbers.
+        env = jinja2.Environment(  # noqa: S701
+            loader=jinja2.FileSystemLoader(folder),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        env.filters["lua"] = _lua_literal
+        _ENV[folder] = env
+    return env
+
+
+def _lua_literal(value: Any) -> str:
+    """A Python value as a Lua literal (strings, ints, bools, lists, dicts with string keys)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "{" + ", ".join(_lua_literal(v) for v in value) + "}"
+    if isinstance(value, dict):
+        pairs = (f"[{_lua_literal(str(k))}] = {_lua_literal(v)}" for k, v in value.items())
+        return "{" + ", ".join(pairs) + "}"
+    raise BadInputError(f"cannot write {value!r} as Lua", part=repr(value))
+
+
+def node_features(group: NodeGroup, max_count: int) -> Tuple[str, ...]:
+    """slurm.conf ``Features=`` of a node group: the site's own, then every fit feature (dynamic nodes)."""
+    from slurm_gpu.core.features import all_features
+
+    fit = all_features(group.gpus, max_count) if group.mode == "dynamic" else ()
+    return tuple(group.features) + fit
+
+
+def _check(inventory: Inventory) -> None:
+    dynamic_names = {p.name for g in inventory.dynamic for m in g.gpus for p in m.profiles}
+    for group in inventory.static:
+        for device in group.static_devices:
+            gres_type = group.static_type(device)
+            if gres_type in dynamic_names:
+                raise BadInputError(
+                    f"static nodes {group.names}: gres type {gres_type!r} is also a dynamic MIG profile; "
+                    f"set type_prefix so users can tell them apart", part=gres_type)
+
+
+def job_submit_context(inventory: Inventory) -> Dict[str, Any]:
+    """What job_submit.lua needs to know about the cluster's dynamic MIG nodes."""
+    from slurm_gpu.core.features import feature_token, node_max_counts
+    from slurm_gpu.core.requests import MEMORY_TOLERANCE
+
+    max_count = inventory.max_count_per_node
+    profiles: Dict[str, Dict[str, Any]] = {}
+    whole: List[str] = []
+    memory: Dict[str, List[Dict[str, Any]]] = {}
+    for group in inventory.dynamic:
+        counts = node_max_counts(group.gpus)
+        for model in group.gpus:
+            for p in model.profiles:
+                entry = profiles.setdefault(p.name, {"token": feature_token(p.name), "slices": 0, "max": 0})
+                # Conservative: the most slices any model needs for this name, the most any node could hold.
+                entry["slices"] = max(entry["slices"], p.memory_slices)
+                entry["max"] = max(entry["max"], min(counts[p.name], max_count))
+            full = model.full_profile().name
+            if full not in whole:
+                whole.append(full)
+            if model.key not in memory:
+                rows = sorted(model.base_profiles(),
+                              key=lambda p: (p.usable_memory_mib, p.compute_slices, p.memory_slices))
+                memory[model.key] = [
+                    {"name": p.name, "mib": p.usable_memory_mib, "gb": p.name_gb} for p in rows
+                ]
+    static_types = sorted({g.static_type(d) for g in inventory.static for d in g.static_devices})
+    return {
+        "max_count": max_count,
+        "profiles": dict(sorted(profiles.items())),
+        "whole": whole,
+        "memory": list(memory.values()),
+        "tolerance": MEMORY_TOLERANCE,
+        "static_types": static_types,
+        "admin_comment_prefix": ADMIN_COMMENT_PREFIX,
+    }
+
+
+def _context(inventory: Inventory, options: Options) -> Dict[str, Any]:
+    from slurm_gpu import __version__
+
+    groups = []
+    for g in inventory.groups:
+        groups.append({
+            "g": g,
+            "features": node_features(g, inventory.max_count_per_node),
+            "static": [{"type": g.static_type(d), "files": d.files(g.dev_dir or options.dev_dir)}
+                       for d in g.static_devices],
+        })
+    return {
+        "version": __version__,
+        "inventory": inventory,
+        "groups": groups,
+        "placeholder": _placeholder(inventory, options),
+        "options": options,
+        "has_dynamic": bool(inventory.dynamic),
+        "has_static": bool(inventory.static),
+    }
+
+
+def _placeholder(inventory: Inventory, options: Options) -> Optional[Dict[str, Any]]:
+    """A ``State=FUTURE`` node that defines every fit feature and the largest node's resources.
+
+    slurmctld refuses a constraint that no node has active at submit time ("Requested node configuration
+    is not available", measured on 22.05): with every MIG node busy, its fit features are all inactive.
+    A FUTURE node is never scheduled but counts as a place the job could run, so such jobs pend.
+    """
+    dynamic = [g for g in inventory.groups if g.mode == "dynamic"]
+    if not dynamic or not options.placeholder:
+        return None
+    features = sorted({f for g in dynamic for f in node_features(g, inventory.max_count_per_node)})
+    return {
+        "name": options.placeholder,
+        "features": features,
+        "mig_count": max(g.mig_count for g in dynamic),
+        "cpus": max((g.cpus or 1) for g in dynamic),
+        "memory_mib": max((g.memory_mib or 1) for g in dynamic),
+    }
+
+
+def render(kind: str, inventory: Inventory, options: Optional[Options] = None) -> str:
+    """One file's text; ``kind`` is one of :data:`KINDS`."""
+    if kind not in _TEMPLATES:
+        raise BadInputError(f"unknown config kind {kind!r} (one of {', '.join(KINDS)})", part=kind)
+    options = options or Options()
+    _check(inventory)
+    context = _context(inventory, options)
+    if kind == "job-submit":
+        context["js"] = job_submit_context(inventory)
+    return _env().get_template(_TEMPLATES[kind]).render(**context)
+
+
+def render_all(inventory: Inventory, options: Optional[Options] = None) -> Dict[str, str]:
+    """File name -> text for every kind."""
+    return {FILENAMES[k]: render(k, inventory, options) for k in KINDS}
+
+
+def write_files(files: Dict[str, str], out_dir: str, mode: int = 0o644) -> List[str]:
+    """Write each file atomically (temporary file + rename) into ``out_dir``; returns the paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for name, text in files.items():
+        path = os.path.join(out_dir, name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.chmod(tmp, mode)  # Slurm daemons read these as the slurm user
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        written.append(path)
+    return written

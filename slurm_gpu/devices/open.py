@@ -1,0 +1,47 @@
+"""Open the GPU driver a node is configured for: NVML, or the simulated NVML over a state file."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from slurm_gpu.devices.api import DRIVER_KINDS
+
+__all__ = ["open_driver"]
+
+
+def open_driver(
+    kind: Any = "nvml", sim_state: Optional[str] = None, mig_minors_path: Optional[str] = None,
+    sim_faults: Optional[str] = None,
+) -> Any:
+    """``NvmlDriver`` over the real pynvml (``kind='nvml'``) or over ``SimNvml(sim_state)`` (``kind='sim'``).
+
+    ``kind`` may also be a ``Config`` (its ``driver.kind`` / ``driver.sim_state``) or that section. For the
+    simulator, capability minors come from ``<sandbox>/mig-minors`` when its state has a sandbox.
+    """
+    from slurm_gpu.core.errors import BadInputError
+
+    if not isinstance(kind, str):  # a Config (``config.driver.kind``) or its driver section
+        section = getattr(kind, "driver", kind)
+        if isinstance(section, str):
+            section = kind
+            kind = getattr(kind, "driver", "nvml")
+        else:
+            kind = getattr(section, "kind", "nvml")
+        sim_state = sim_state or getattr(section, "sim_state", None)
+        sim_faults = sim_faults or getattr(section, "sim_faults", None)
+    kind = kind.strip().lower()
+    from slurm_gpu.devices.nvml import DEFAULT_MIG_MINORS, NvmlDriver
+
+    if kind == "nvml":
+        return NvmlDriver(None, mig_minors_path=mig_minors_path or DEFAULT_MIG_MINORS)
+    if kind == "sim":
+        if not sim_state:
+            raise BadInputError("the simulated driver needs a state file (sim_state)", part=kind)
+        from slurm_gpu.devices import simstate
+        from slurm_gpu.devices.simnvml import SimNvml
+
+        if mig_minors_path is None:
+            sandbox = simstate.load_state(sim_state).get("sandbox")
+            mig_minors_path = f"{sandbox}/mig-minors" if sandbox else ""
+        return NvmlDriver(SimNvml(sim_state, faults=sim_faults), mig_minors_path=mig_minors_path)
+    raise BadInputError(f"unknown driver kind {kind!r} (known: {', '.join(DRIVER_KINDS)})", part=kind)

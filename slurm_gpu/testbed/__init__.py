@@ -1,0 +1,3 @@
+"""The local test cluster (``slurm-gpu cluster``): a real slurmctld and several ``slurmd -N`` on one
+machine over simulated GPUs, used by the demo and the integration tests.
+"""
