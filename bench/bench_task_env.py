@@ -30,7 +30,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("runs", nargs="?", type=int, default=20, help="runs of each case (default 20)")
     runs = parser.parse_args().runs
-    from slurm_gpu.state.journal import Actual, Journal, Planned
+    from slurm_gpu.state.journal import Journal
+    from slurm_gpu.state.records import Actual, Planned
 
     state = tempfile.mkdtemp()
     journal = Journal(os.path.join(state, "s"), boot_id="bench")

@@ -15,47 +15,25 @@ from slurm_gpu.cli.main import driver_options, get_context
 from slurm_gpu.cli.output import emit_json, emit_table, json_option
 
 
-def _owns(planned: Any, actual: Any, inst: Any) -> bool:
-    """Whether a journal instance names the driver instance ``inst``."""
-    same_gpu = planned.gpu_uuid == inst.gpu_uuid if planned.gpu_uuid else planned.gpu_index == inst.gpu_index
-    if actual is not None:
-        if inst.mig_uuid and actual.mig_uuid:
-            return inst.mig_uuid == actual.mig_uuid
-        # A GPU instance without a compute instance has no MIG UUID: match its ids and placement.
-        return same_gpu and inst.gi_id == actual.gi_id and inst.start == planned.start
-    # Only planned (a prolog interrupted around the create call): it may exist at its placement.
-    return same_gpu and inst.start == planned.start and inst.profile_id == planned.profile_id
-
-
 def match(
     instances: Sequence[Any], records: Sequence[Any]
-) -> Tuple[List[Tuple[Any, Optional[Any], Any]], List]:
-    """Pairs each driver instance with ``(record, journal instance)`` or None; also the journal's
-    created instances that no driver instance matches (``missing``)."""
-    from slurm_gpu.state.journal import RELEASED
+) -> Tuple[List[Tuple[Any, Optional[Any], Any]], List[Tuple[Any, Any]]]:
+    """Pairs each driver instance with its owning ``(record, journal instance)`` or ``(None, None)``
+    (``core.ownership``: the matcher release and reconcile use); also the journal's created instances
+    that no driver instance matches (``missing``). A released record instance owns nothing."""
+    from slurm_gpu.core.ownership import match as ownership
+    from slurm_gpu.core.vocab import InstanceState
 
+    owners = ownership(records, instances)
+    items = {(r.job_id, n): (r, item) for r in records for n, item in enumerate(r.instances)}
     owned: List[Tuple[Any, Optional[Any], Any]] = []
-    used = set()
-    for inst in instances:
-        owner: Tuple[Optional[Any], Any] = (None, None)
-        for record in records:
-            for n, item in enumerate(record.instances):
-                if (
-                    item.state != RELEASED
-                    and (record.job_id, n) not in used
-                    and _owns(item.planned, item.actual, inst)
-                ):
-                    owner = (record, item)
-                    used.add((record.job_id, n))
-                    break
-            if owner[0] is not None:
-                break
-        owned.append((inst, owner[0], owner[1]))
+    for n, inst in enumerate(instances):
+        live = [items[c] for c in owners.claims[n] if items[c][1].state != InstanceState.RELEASED]
+        owned.append((inst, *live[0]) if live else (inst, None, None))
     missing = [
-        (record, item)
-        for record in records
-        for n, item in enumerate(record.instances)
-        if item.actual is not None and item.state != RELEASED and (record.job_id, n) not in used
+        (r, item) for (job_id, n), (r, item) in items.items()
+        if item.actual is not None and item.state != InstanceState.RELEASED
+        and owners.instance_of(job_id, n) is None
     ]
     return owned, missing
 

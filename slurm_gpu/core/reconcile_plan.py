@@ -10,47 +10,29 @@ running, and destroys no unclaimed instance while journal files are unreadable (
 unknown). Call it, and apply its actions, under ``Journal.lock()``: then no prolog or epilog is half-way
 through a change and a 'planned' instance found on the driver is one whose creation was interrupted.
 
-How a record instance is matched with a driver instance: a 'created' or 'released' one by its MIG UUID,
-else (a destroy interrupted after the compute instance went) by a GPU instance without compute instance
-with the recorded GPU, gi_id, profile id and start; a 'planned' one (its creation may have happened
-before the crash) by its placement: same GPU, profile id and start, among instances not claimed above.
+Which driver instance a record instance is: ``core.ownership.match`` (the one matcher).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Sequence
 
-__all__ = [
-    "Action",
-    "diff",
-    "KEEP",
-    "ADOPT",
-    "DESTROY",
-    "MARK_RELEASED",
-    "FINISH_RELEASE",
-    "DESTROY_ORPHAN",
-    "REPORT",
-    "MUTATING",
-]
+from slurm_gpu.core.ownership import match
+from slurm_gpu.core.vocab import InstanceState, Phase, Repair
 
-KEEP = "keep"  # the instance exists and belongs to a running job, as recorded
-ADOPT = "adopt"  # a running job's instance whose creation was not recorded: journal.record_created
-DESTROY = "destroy"  # an instance of a job that no longer runs: driver.destroy, then record_released
-MARK_RELEASED = "mark_released"  # recorded but gone, job no longer runs: journal.record_released only
-FINISH_RELEASE = "finish_release"  # every instance of an ended job is released: journal.finish_release
-DESTROY_ORPHAN = "destroy_orphan"  # an instance no record claims: driver.destroy
-REPORT = "report"  # something only an operator can settle; nothing is touched
-MUTATING = frozenset({ADOPT, DESTROY, MARK_RELEASED, FINISH_RELEASE, DESTROY_ORPHAN})
+__all__ = ["Action", "diff", "MUTATING"]
 
-_PLANNED, _CREATED, _RELEASED = "planned", "created", "released"
+MUTATING = frozenset(
+    {Repair.ADOPT, Repair.DESTROY, Repair.MARK_RELEASED, Repair.FINISH_RELEASE, Repair.DESTROY_ORPHAN}
+)
 
 
 @dataclass(frozen=True)
 class Action:
     """One step. ``index`` is the instance's position in the job's record; ``instance`` the driver's."""
 
-    kind: str
+    kind: Repair
     job_id: Optional[str] = None
     index: Optional[int] = None
     instance: Any = None
@@ -68,21 +50,6 @@ class Action:
         return " ".join(parts)
 
 
-def _same_gpu(planned: Any, inst: Any) -> bool:
-    # GPU UUIDs survive reboots and re-enumeration; indices are the fallback when a side lacks one.
-    if planned.gpu_uuid and getattr(inst, "gpu_uuid", None):
-        return bool(planned.gpu_uuid == inst.gpu_uuid)
-    return bool(planned.gpu_index == inst.gpu_index)
-
-
-def _same_gi(planned: Any, actual: Any, inst: Any) -> bool:
-    return _at_placement(planned, inst) and actual.gi_id == inst.gi_id
-
-
-def _at_placement(planned: Any, inst: Any) -> bool:
-    return _same_gpu(planned, inst) and planned.profile_id == inst.profile_id and planned.start == inst.start
-
-
 def diff(
     records: Iterable[Any],
     instances: Sequence[Any],
@@ -97,69 +64,32 @@ def diff(
     running = {str(j) for j in running_job_ids}
     records = sorted(records, key=lambda r: str(r.job_id))
     unreadable = [p for p in problems if getattr(p, "kind", None) != "stale"]
-
-    # Who claims each driver instance (by position in ``instances``): (job_id, index) pairs.
-    claims: Dict[int, List[Tuple[str, int]]] = {n: [] for n in range(len(instances))}
-    by_uuid = {}
-    for n, inst in enumerate(instances):
-        if inst.mig_uuid:
-            by_uuid.setdefault(inst.mig_uuid, []).append(n)
-    match: Dict[Tuple[str, int], Optional[int]] = {}
-    for r in records:
-        for k, item in enumerate(r.instances):
-            found = None
-            if item.state != _PLANNED and item.actual is not None:
-                hits = by_uuid.get(item.actual.mig_uuid, [])
-                if not hits:
-                    # A destroy interrupted between the CI and the GI leaves the GI alone, without UUID.
-                    hits = [
-                        n
-                        for n, inst in enumerate(instances)
-                        if not inst.mig_uuid and _same_gi(item.planned, item.actual, inst)
-                    ]
-                found = hits[0] if hits else None
-            match[(r.job_id, k)] = found
-            if found is not None:
-                claims[found].append((r.job_id, k))
-    uuid_claimed = {n for n, c in claims.items() if c}
-    for r in records:
-        for k, item in enumerate(r.instances):
-            if item.state == _PLANNED:
-                hits = [
-                    n
-                    for n, inst in enumerate(instances)
-                    if n not in uuid_claimed and _at_placement(item.planned, inst)
-                ]
-                found = hits[0] if hits else None
-                match[(r.job_id, k)] = found
-                if found is not None:
-                    claims[found].append((r.job_id, k))
-
-    contested = {n for n, c in claims.items() if len(c) > 1}
+    owners = match(records, instances)
     actions: List[Action] = []
     for r in records:
         job_running = r.job_id in running
         closable = not job_running
         for k, item in enumerate(r.instances):
-            n = match[(r.job_id, k)]
+            n = owners.instance_of(r.job_id, k)
             inst = None if n is None else instances[n]
-            releasing = r.phase == "ReleaseStarted"
-            action = _instance_action(r.job_id, k, item.state, inst, job_running, releasing, n in contested)
+            releasing = r.phase == Phase.RELEASE_STARTED
+            action = _instance_action(
+                r.job_id, k, item.state, inst, job_running, releasing, owners.contested(n)
+            )
             if action is not None:
                 actions.append(action)
-                if action.kind in (REPORT, KEEP, ADOPT):
+                if action.kind in (Repair.REPORT, Repair.KEEP, Repair.ADOPT):
                     closable = False
         if closable:
-            actions.append(Action(FINISH_RELEASE, r.job_id, reason="the job no longer runs"))
+            actions.append(Action(Repair.FINISH_RELEASE, r.job_id, reason="the job no longer runs"))
 
-    for n, inst in enumerate(instances):
-        if claims[n]:
-            continue
+    for n in owners.unclaimed():
+        inst = instances[n]
         if unreadable:
             why = f"no record claims it, but {len(unreadable)} journal file(s) are unreadable"
-            actions.append(Action(REPORT, instance=inst, reason=why))
+            actions.append(Action(Repair.REPORT, instance=inst, reason=why))
         else:
-            actions.append(Action(DESTROY_ORPHAN, instance=inst, reason="no journal record claims it"))
+            actions.append(Action(Repair.DESTROY_ORPHAN, instance=inst, reason="no journal record claims it"))
     return actions
 
 
@@ -167,27 +97,33 @@ def _instance_action(
     job_id: str, index: int, state: str, inst: Any, job_running: bool, releasing: bool, contested: bool
 ) -> Optional[Action]:
     if contested:
-        return Action(REPORT, job_id, index, inst, "more than one record claims this instance")
+        return Action(Repair.REPORT, job_id, index, inst, "more than one record claims this instance")
     if job_running:
         if inst is None:
-            if state == _RELEASED:
+            if state == InstanceState.RELEASED:
                 return None
-            return Action(REPORT, job_id, index, None, f"{state} instance of a running job is missing")
-        if state == _CREATED:
+            return Action(Repair.REPORT, job_id, index, None, f"{state} instance of a running job is missing")
+        if state == InstanceState.CREATED:
             if not inst.mig_uuid:
-                return Action(REPORT, job_id, index, inst, "running job's instance lost its compute instance")
-            return Action(KEEP, job_id, index, inst)
-        if state == _PLANNED:
+                return Action(
+                    Repair.REPORT, job_id, index, inst, "running job's instance lost its compute instance"
+                )
+            return Action(Repair.KEEP, job_id, index, inst)
+        if state == InstanceState.PLANNED:
             if not inst.mig_uuid or inst.ci_id is None:
                 why = "half-created instance (no compute instance) of a running job"
-                return Action(REPORT, job_id, index, inst, why)
+                return Action(Repair.REPORT, job_id, index, inst, why)
             if releasing:
                 why = "unrecorded instance of a running job whose release has begun"
-                return Action(REPORT, job_id, index, inst, why)
-            return Action(ADOPT, job_id, index, inst, "created before the prolog stopped; not yet recorded")
-        return Action(REPORT, job_id, index, inst, "released instance of a running job still exists")
+                return Action(Repair.REPORT, job_id, index, inst, why)
+            return Action(
+                Repair.ADOPT, job_id, index, inst, "created before the prolog stopped; not yet recorded"
+            )
+        return Action(Repair.REPORT, job_id, index, inst, "released instance of a running job still exists")
     if inst is not None:
-        return Action(DESTROY, job_id, index, inst, "the job no longer runs")
-    if state == _RELEASED:
+        return Action(Repair.DESTROY, job_id, index, inst, "the job no longer runs")
+    if state == InstanceState.RELEASED:
         return None
-    return Action(MARK_RELEASED, job_id, index, None, f"{state} instance is gone and the job no longer runs")
+    return Action(
+        Repair.MARK_RELEASED, job_id, index, None, f"{state} instance is gone and the job no longer runs"
+    )

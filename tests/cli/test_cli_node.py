@@ -12,7 +12,8 @@ from cli_runner import cli_runner
 from slurm_gpu.cli.main import main
 from slurm_gpu.core.errors import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_STATE, EXIT_USAGE
 from slurm_gpu.devices.open import open_driver
-from slurm_gpu.state.journal import Journal, Planned
+from slurm_gpu.state.journal import Journal
+from slurm_gpu.state.records import Planned
 
 
 def invoke(*args, env=None):

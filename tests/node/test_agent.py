@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from fakes import FakeSlurm
 
 from slurm_gpu.core.features import is_fit_feature
 from slurm_gpu.devices import simstate
@@ -19,49 +20,8 @@ from slurm_gpu.devices.open import open_driver
 from slurm_gpu.devices.simnvml import attach_process
 from slurm_gpu.node.agent import AgentPolicy, JobContext, NodeAgent
 from slurm_gpu.slurm.parse import JobInfo
-from slurm_gpu.state.journal import Journal, read_task_env
-
-
-class FakeSlurm:
-    """Holds jobs and node features in memory and records every write."""
-
-    def __init__(self, node: str):
-        self.node = node
-        self.jobs = {}
-        self.available = ("gpu_h100",)  # an admin's own feature: must survive our updates
-        self.active = ("gpu_h100",)
-        self.calls = []
-
-    def add(self, job_id, profile=None, count=1, slices=None, state="RUNNING", comment=None):
-        if comment is None:
-            comment = f"slurm-gpu:gpu:{profile}:{count}" if profile else ""
-        tres = f"gres:mig:{slices}" if slices else ""
-        self.jobs[job_id] = JobInfo(job_id, state, (), 1000, (self.node,), comment, tres)
-
-    def job(self, job_id):
-        return self.jobs[int(job_id)]
-
-    def active_jobs_on(self, node):
-        return {j: i.state for j, i in self.jobs.items() if i.active}
-
-    def node_features(self, node):
-        return self.available, self.active
-
-    def set_features(self, node, available, active):
-        self.calls.append(("features", tuple(available), tuple(active)))
-        self.available, self.active = tuple(available), tuple(active)
-
-    def requeue(self, job_id, reason, admin_comment):
-        self.calls.append(("requeue", job_id, reason))
-
-    def hold(self, job_id, reason, admin_comment):
-        self.calls.append(("hold", job_id, reason))
-
-    def cancel(self, job_id, reason, admin_comment):
-        self.calls.append(("cancel", job_id, reason))
-
-    def drain(self, node, reason):
-        self.calls.append(("drain", node, reason))
+from slurm_gpu.state.journal import Journal
+from slurm_gpu.state.task_env import read_task_env
 
 
 @pytest.fixture
@@ -244,7 +204,7 @@ def test_release_after_prolog_died_half_way(node):
 
     planned = plan(node.node_state(), "2g.20gb", 2)
     uuids = {g.index: g.uuid for g in node.driver.gpus()}
-    from slurm_gpu.state.journal import Planned
+    from slurm_gpu.state.records import Planned
 
     node.journal.begin_prepare("40", 1000, 1000, "slurm-gpu:gpu:2g.20gb:2",
                                [Planned.from_any(p, uuids[p.gpu_index]) for p in planned])
@@ -300,7 +260,7 @@ def test_prepare_twice_reuses_the_instances(node):
 def test_planned_but_uncreated_placements_are_not_reused(node):
     # Job 70's prolog died after journalling intent: its placements stay reserved until released.
     from slurm_gpu.core.planner import plan
-    from slurm_gpu.state.journal import Planned
+    from slurm_gpu.state.records import Planned
 
     planned = plan(node.node_state(), "7g.80gb", 2)
     uuids = {g.index: g.uuid for g in node.driver.gpus()}
@@ -364,7 +324,7 @@ def test_access_is_granted_to_the_job_user_only_and_revoked(node):
 def test_reconcile_adopts_an_unrecorded_instance_of_a_running_job(node):
     # The prolog created the instance, then died before journalling it; the job still runs.
     from slurm_gpu.core.planner import plan
-    from slurm_gpu.state.journal import Planned
+    from slurm_gpu.state.records import Planned
 
     planned = plan(node.node_state(), "1g.10gb", 1)
     uuids = {g.index: g.uuid for g in node.driver.gpus()}

@@ -13,19 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slurm_gpu.core.errors import BadInputError, LockTimeout, StateError
-from slurm_gpu.state.journal import (
-    CREATED,
-    PLANNED,
-    PREPARE_COMPLETED,
-    PREPARE_STARTED,
-    RELEASE_STARTED,
-    RELEASED,
-    Actual,
-    Journal,
-    Planned,
-    parse_record,
-    read_task_env,
-)
+from slurm_gpu.core.vocab import InstanceState, Phase
+from slurm_gpu.state.journal import Journal
+from slurm_gpu.state.records import Actual, Planned, parse_record
+from slurm_gpu.state.task_env import read_task_env
 
 BOOT = "11111111-2222-3333-4444-555555555555"
 P0 = Planned(gpu_index=0, gpu_uuid="GPU-aaaa", profile_id=19, profile_name="1g.10gb", start=3, size=1)
@@ -45,7 +36,10 @@ def journal(tmp_path):
 
 def test_full_lifecycle_writes_each_phase_and_removes_the_record(journal):
     r = journal.begin_prepare("42", 1000, 1000, "gres:gpu:1g.10gb:1,gres:gpu:3g.40gb:1", [P0, P1])
-    assert r.phase == PREPARE_STARTED and [i.state for i in r.instances] == [PLANNED, PLANNED]
+    assert r.phase == Phase.PREPARE_STARTED and [i.state for i in r.instances] == [
+        InstanceState.PLANNED,
+        InstanceState.PLANNED,
+    ]
     path = os.path.join(journal.jobs_dir, "42.json")
     assert _mode(path) == 0o600
     assert _mode(journal.jobs_dir) == 0o700
@@ -57,20 +51,20 @@ def test_full_lifecycle_writes_each_phase_and_removes_the_record(journal):
 
     journal.record_created("42", 0, A0)
     r = journal.record_created(42, 1, {"gi_id": 2, "ci_id": 0, "mig_uuid": A1.mig_uuid})
-    assert [i.state for i in r.instances] == [CREATED, CREATED]
+    assert [i.state for i in r.instances] == [InstanceState.CREATED, InstanceState.CREATED]
     assert r.instances[1].actual == A1
     r = journal.finish_prepare("42")
-    assert r.phase == PREPARE_COMPLETED
+    assert r.phase == Phase.PREPARE_COMPLETED
     assert journal.get("42") == r
     assert r.updated >= r.created
 
     journal.write_task_env("42", os.getuid(), os.getgid(), [A0.mig_uuid, A1.mig_uuid])
     r = journal.begin_release("42")
-    assert r.phase == RELEASE_STARTED
+    assert r.phase == Phase.RELEASE_STARTED
     journal.record_released("42", 1)
     with pytest.raises(StateError, match=r"instances \[0\] are not released"):
         journal.finish_release("42")
-    assert journal.get("42").instances[1].state == RELEASED
+    assert journal.get("42").instances[1].state == InstanceState.RELEASED
     journal.record_released("42", 0)
     assert journal.finish_release("42") is True
     assert journal.get("42") is None
@@ -87,7 +81,10 @@ def test_release_after_half_finished_prepare(journal):
     journal.begin_prepare("7", 1, 1, "gpu:1g.10gb:2", [P0, P1])
     journal.record_created("7", 0, A0)
     r = journal.begin_release("7")  # the prolog died before instance 1 existed
-    assert r.phase == RELEASE_STARTED and [i.state for i in r.instances] == [CREATED, PLANNED]
+    assert r.phase == Phase.RELEASE_STARTED and [i.state for i in r.instances] == [
+        InstanceState.CREATED,
+        InstanceState.PLANNED,
+    ]
     with pytest.raises(StateError, match="record_created in phase ReleaseStarted"):
         journal.record_created("7", 1, A1)
     journal.record_released("7", 0)
@@ -102,7 +99,7 @@ def test_epilog_is_idempotent(journal):
     first = journal.begin_release("9")
     assert journal.begin_release("9") == first
     journal.record_released("9", 0)
-    assert journal.record_released("9", 0).instances[0].state == RELEASED
+    assert journal.record_released("9", 0).instances[0].state == InstanceState.RELEASED
     assert journal.finish_release("9") and not journal.finish_release("9")
     assert len(journal.history()) == 1
 
@@ -125,7 +122,7 @@ def test_phase_order_is_enforced(journal):
         journal.record_created("6", 0, A0)
     with pytest.raises(StateError, match="finish_release in phase PrepareStarted"):
         journal.finish_release("5")
-    assert journal.get("5").phase == PREPARE_STARTED
+    assert journal.get("5").phase == Phase.PREPARE_STARTED
 
 
 BAD_JOB_IDS = ["../x", "1/2", "", "abc", "1_", "_1", "1.json", "-1", "1\n", " 1", True, "1" * 21]
@@ -161,7 +158,7 @@ def test_bad_inputs_to_begin_prepare(journal):
         journal.record_created("1", 0, {"gi_id": 1, "ci_id": 0, "mig_uuid": "x"})
     with pytest.raises(BadInputError, match="gi_id"):
         journal.record_created("1", 0, {"gi_id": "1", "ci_id": 0, "mig_uuid": A0.mig_uuid})
-    assert journal.get("1").instances[0].state == PLANNED
+    assert journal.get("1").instances[0].state == InstanceState.PLANNED
 
 
 def test_planned_from_a_planner_object_takes_the_gpu_uuid():
@@ -351,7 +348,7 @@ def test_lock_is_reentrant_and_excludes_other_journals(journal):
             other.begin_release("1")
         assert info.value.holder_pid == os.getpid()
     assert not journal.locked
-    assert other.begin_release("1").phase == RELEASE_STARTED
+    assert other.begin_release("1").phase == Phase.RELEASE_STARTED
 
 
 def test_readers_create_nothing(tmp_path):
@@ -374,9 +371,9 @@ def test_refuses_a_state_dir_others_can_write(tmp_path):
 
 
 def test_history_is_rotated_when_large(journal, monkeypatch):
-    import slurm_gpu.state.journal as jmod
+    import slurm_gpu.state.history as history
 
-    monkeypatch.setattr(jmod, "_HISTORY_MAX_BYTES", 300)
+    monkeypatch.setattr(history, "MAX_BYTES", 300)
     for job in range(1, 6):
         journal.begin_prepare(str(job), 1, 1, "x", [P0])
         journal.begin_release(str(job))
@@ -386,7 +383,7 @@ def test_history_is_rotated_when_large(journal, monkeypatch):
     assert os.path.exists(rotated) and _mode(rotated) == 0o600
     current = [line["job_id"] for line in journal.history()]
     older = [json.loads(line)["job_id"] for line in open(rotated)]
-    assert older + current == [str(j) for j in range(1, 6)][-len(older + current):]
+    assert older + current == [str(j) for j in range(1, 6)][-len(older + current) :]
     assert current and current[-1] == "5"
 
 

@@ -16,9 +16,11 @@ import time
 import pytest
 
 from slurm_gpu.core import reconcile_plan as rp
+from slurm_gpu.core.vocab import Repair
 from slurm_gpu.devices.open import open_driver
 from slurm_gpu.devices.simstate import init_state
-from slurm_gpu.state.journal import Journal, Planned, parse_record
+from slurm_gpu.state.journal import Journal
+from slurm_gpu.state.records import Planned, parse_record
 
 JOB = "4242"
 BOOT = "b0075eed-0000-4000-8000-000000000000"
@@ -112,22 +114,22 @@ def _check_and_recover(state_dir: str, sim_state: str) -> str:
     while_running = rp.diff(records, live, {JOB})
     for inst in live:
         (action,) = [a for a in while_running if a.instance == inst]
-        assert action.job_id == JOB and action.kind in (rp.KEEP, rp.ADOPT, rp.REPORT), action
-        if action.kind == rp.REPORT:
+        assert action.job_id == JOB and action.kind in (Repair.KEEP, Repair.ADOPT, Repair.REPORT), action
+        if action.kind == Repair.REPORT:
             assert inst.mig_uuid is None  # only a GI whose CI was not made yet
-    assert not [a for a in while_running if a.kind in rp.MUTATING - {rp.ADOPT}]
+    assert not [a for a in while_running if a.kind in rp.MUTATING - {Repair.ADOPT}]
 
     # the job has ended: applying the diff releases everything and closes the record
     actions = rp.diff(records, live, set())
-    assert not [a for a in actions if a.kind in (rp.DESTROY_ORPHAN, rp.REPORT)], actions
+    assert not [a for a in actions if a.kind in (Repair.DESTROY_ORPHAN, Repair.REPORT)], actions
     with journal.lock():
         for a in actions:
-            if a.kind in (rp.DESTROY, rp.MARK_RELEASED):
+            if a.kind in (Repair.DESTROY, Repair.MARK_RELEASED):
                 journal.begin_release(a.job_id)
                 if a.instance is not None:
                     driver.destroy(a.instance.gpu_index, a.instance.gi_id)
                 journal.record_released(a.job_id, a.index)
-            elif a.kind == rp.FINISH_RELEASE:
+            elif a.kind == Repair.FINISH_RELEASE:
                 journal.begin_release(a.job_id)
                 assert journal.finish_release(a.job_id)
     assert driver.instances() == []

@@ -1,0 +1,82 @@
+"""Stand-ins shared by the tests and benchmarks: an in-memory Slurm and a node agent on the simulated
+driver whose NVML calls are counted. ``FakeSlurm`` is checked against ``slurm.api.SlurmAdapter`` by mypy
+(the test command type-checks this file) and by tests/node/test_fakes.py at run time."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+
+from slurm_gpu.devices import simstate
+from slurm_gpu.devices.counting import CountingNvml
+from slurm_gpu.devices.nvml import NvmlDriver
+from slurm_gpu.devices.simnvml import SimNvml
+from slurm_gpu.node.agent import AgentPolicy, NodeAgent
+from slurm_gpu.slurm.parse import JobInfo
+from slurm_gpu.state.journal import Journal
+
+if TYPE_CHECKING:
+    from slurm_gpu.slurm.api import SlurmAdapter
+
+
+class FakeSlurm:
+    """Holds jobs and node features in memory and records every write."""
+
+    def __init__(self, node: str):
+        self.node = node
+        self.jobs: Dict[int, JobInfo] = {}
+        self.available: Tuple[str, ...] = ("gpu_h100",)  # an admin's own feature: must survive our updates
+        self.active: Tuple[str, ...] = ("gpu_h100",)
+        self.calls: List[Tuple[Any, ...]] = []
+
+    def add(self, job_id: int, profile: Optional[str] = None, count: int = 1, slices: Optional[int] = None,
+            state: str = "RUNNING", comment: Optional[str] = None) -> None:
+        if comment is None:
+            comment = f"slurm-gpu:gpu:{profile}:{count}" if profile else ""
+        tres = f"gres:mig:{slices}" if slices else ""
+        self.jobs[job_id] = JobInfo(job_id, state, (), 1000, (self.node,), comment, tres)
+
+    def job(self, job_id: int) -> JobInfo:
+        return self.jobs[int(job_id)]
+
+    def active_jobs_on(self, node: str) -> Dict[int, str]:
+        return {j: i.state for j, i in self.jobs.items() if i.active}
+
+    def node_features(self, node: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+        return self.available, self.active
+
+    def set_features(self, node: str, available: Sequence[str], active: Sequence[str]) -> None:
+        self.calls.append(("features", tuple(available), tuple(active)))
+        self.available, self.active = tuple(available), tuple(active)
+
+    def requeue(self, job_id: int, reason: str, admin_comment: str) -> None:
+        self.calls.append(("requeue", job_id, reason))
+
+    def hold(self, job_id: int, reason: str, admin_comment: str) -> None:
+        self.calls.append(("hold", job_id, reason))
+
+    def cancel(self, job_id: int, reason: str, admin_comment: str) -> None:
+        self.calls.append(("cancel", job_id, reason))
+
+    def drain(self, node: str, reason: str) -> None:
+        self.calls.append(("drain", node, reason))
+
+
+if TYPE_CHECKING:
+    _fake_is_an_adapter: SlurmAdapter = FakeSlurm("n1")
+
+
+def counted_agent(tmp: str, gpus: int = 8, model: str = "H100-80GB", slurm: Optional[FakeSlurm] = None,
+                  reuse: bool = False) -> Tuple[NodeAgent, CountingNvml]:
+    """A node agent as one hook process builds it, over ``<tmp>/sim.json`` (made unless ``reuse``) and
+    the journal ``<tmp>/state``, with its NVML calls counted."""
+    state = os.path.join(tmp, "sim.json")
+    if not reuse:
+        simstate.init_state(state, [(model, gpus)], sandbox=os.path.join(tmp, "sb"))
+    nv = CountingNvml(SimNvml(state))
+    driver = NvmlDriver(nv, mig_minors_path=os.path.join(tmp, "sb", "mig-minors"))
+    policy = AgentPolicy(release_wait_s=0.3, release_poll_s=0.05,
+                         caps_dir=os.path.join(tmp, "sb/dev/nvidia-caps"), cgroup_root=None)
+    agent = NodeAgent("n1", driver, Journal(os.path.join(tmp, "state"), boot_id="boot-1"),
+                      slurm or FakeSlurm("n1"), policy)
+    return agent, nv
