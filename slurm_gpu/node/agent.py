@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tupl
 from slurm_gpu.core.errors import DriverError, LockTimeout, NoFitError, SlurmError, SlurmGpuError, StateError
 from slurm_gpu.core.ownership import match
 from slurm_gpu.core.vocab import HookAction, InstanceState, Phase
+from slurm_gpu.node.allocation import check_allocation, resolve_request
 from slurm_gpu.node.destroy import NODE_FAULT_CODES, destroy_gi
 from slurm_gpu.node.publish import FeaturePublisher, Publisher
 from slurm_gpu.node.snapshot import NodeSnapshot, read_snapshot
@@ -182,13 +183,13 @@ class NodeAgent:
         from slurm_gpu.core.planner import plan
         from slurm_gpu.slurm.parse import format_admin_comment
 
+        here = self._catalog_models_of(snap.gpus)  # as job_submit.lua saw the models: the catalog's
         try:
-            req, most = self._resolve_request(req, snap)
-        except DriverError:
-            raise  # the GPUs cannot be read: a broken node, not a bad request (run_job_hook drains it)
+            req, most = resolve_request(req, here, self.catalog_models())
         except SlurmGpuError as exc:
             return _Verdict(refuse=f"request {format_admin_comment(req)} does not resolve: {exc}"), snap
-        why = self._check_allocation(req, slices, most, snap)
+        why = check_allocation(req, slices, most, here, self.catalog_models(), self.node,
+                               self.policy.max_count_per_node)
         if why:
             return _Verdict(refuse=why), snap
         done, snap = self._already_prepared(ctx, snap)
@@ -254,53 +255,6 @@ class NodeAgent:
         if cgroup:
             detail += f"; sealed {cgroup}"
         return Outcome(ctx.job_id, HookAction.CREATED, detail, mig_uuids, problems)
-
-    def _resolve_request(self, req: MigRequest, snap: NodeSnapshot) -> Tuple[MigRequest, Optional[int]]:
-        """A request recorded for a mixed-model cluster (a memory size, or whole GPUs) made concrete.
-
-        Returns the request as a profile of this node's GPUs (the first GPU model that resolves it) and,
-        for such requests, the slice count job_submit.lua charged: the largest over the catalog's models.
-        """
-        models = self._catalog_models_of(snap.gpus)
-        if any(m.has_profile(req.profile) for m in models if req.profile):
-            return req, None
-        from slurm_gpu.core.requests import parse_gres, resolve
-        from slurm_gpu.slurm.parse import MigRequest
-
-        gres = parse_gres(f"gpu:{req.profile}:{req.count}" if req.profile else f"gpu:{req.count}")[0]
-        charged = []
-        for m in self.catalog_models():
-            try:
-                charged.append(resolve(gres, m).memory_slices * req.count)
-            except SlurmGpuError:
-                continue
-        for m in models:
-            try:
-                return MigRequest(resolve(gres, m).name, req.count), max(charged, default=None)
-            except SlurmGpuError:
-                continue
-        return req, None  # _check_allocation names what this node lacks
-
-    def _check_allocation(self, req: MigRequest, slices: int, most: Optional[int],
-                          snap: NodeSnapshot) -> Optional[str]:
-        """Why Slurm's allocation does not match the recorded request (None if it does).
-
-        ``most`` overrides the upper bound of slices for requests resolved per model (memory sizes).
-        """
-        models = self._catalog_models_of(snap.gpus)
-        have = [m.profile(req.profile) for m in models if m.has_profile(req.profile)]
-        if not have:
-            return f"profile {req.profile} does not exist on the GPUs of {self.node}"
-        if req.count > self.policy.max_count_per_node:
-            return f"{req.count} instances exceed max_count_per_node={self.policy.max_count_per_node}"
-        need = min(p.memory_slices for p in have) * req.count
-        # job_submit.lua counts the largest slice size of the profile over every model of the cluster.
-        most = max(most or 0, max(m.profile(req.profile).memory_slices for m in self.catalog_models()
-                                  if m.has_profile(req.profile)) * req.count)
-        if not need <= slices <= most:
-            return (f"Slurm allocated mig:{slices} on {self.node} but {req.count}x{req.profile} "
-                    f"needs between {need} and {most} slices")
-        return None
 
     def catalog_models(self) -> List[GpuModel]:
         return [self.catalog.model(k) for k in self.catalog.keys()]

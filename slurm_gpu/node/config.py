@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from slurm_gpu.core.errors import ConfigError
 
@@ -126,45 +126,46 @@ def node_name(node: Optional[str] = None, environ: Optional[Mapping[str, str]] =
     return name
 
 
-def _check_value(kind: Any, value: Any, key: str, where: str) -> Any:
-    def bad(expected: str) -> ConfigError:
-        return ConfigError(f"{where}: {key} must be {expected}, not {value!r}")
+def _is_abs_path(value: Any) -> bool:
+    return isinstance(value, str) and os.path.isabs(value) and "\0" not in value
 
+
+def _is_pos_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= 1
+
+
+def _is_pos_number(value: Any) -> bool:
+    return not isinstance(value, (bool, str)) and isinstance(value, (int, float)) and 0 < value < float("inf")
+
+
+# kind -> (accepts null, is the value valid, what it becomes, what was expected)
+_KINDS: Dict[str, Tuple[bool, Callable[[Any], bool], Callable[[Any], Any], str]] = {
+    "path": (False, _is_abs_path, os.path.normpath, "an absolute path"),
+    "opt_path": (True, _is_abs_path, os.path.normpath, "an absolute path or null"),
+    "opt_str": (True, lambda v: isinstance(v, str), str, "a string or null"),
+    "policy_name": (False, lambda v: isinstance(v, str) and bool(_POLICY_NAME.match(v)), str,
+                    "a policy name (lower-case letters, digits, '-', '_')"),
+    "bool": (False, lambda v: isinstance(v, bool), bool, "true or false"),
+    "pos_int": (False, _is_pos_int, int, "an integer >= 1"),
+    "pos_number": (False, _is_pos_number, float, "a number > 0"),
+}
+
+
+def _check_value(kind: Any, value: Any, key: str, where: str) -> Any:
     if isinstance(kind, tuple):
         if value not in kind:
-            raise bad("one of " + ", ".join(kind))
+            raise ConfigError(f"{where}: {key} must be one of {', '.join(kind)}, not {value!r}")
         return value
-    if kind in ("path", "opt_path"):
-        if value is None and kind == "opt_path":
-            return None
-        if not isinstance(value, str) or not os.path.isabs(value) or "\0" in value:
-            raise bad("an absolute path" + (" or null" if kind == "opt_path" else ""))
-        return os.path.normpath(value)
-    if kind == "opt_str":
-        if value is not None and not isinstance(value, str):
-            raise bad("a string or null")
-        return value
-    if kind == "policy_name":
-        if not isinstance(value, str) or not _POLICY_NAME.match(value):
-            raise bad("a policy name (lower-case letters, digits, '-', '_')")
-        return value
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if kind == "pos_int":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise bad("an integer >= 1")
-        return value
-    if kind == "pos_number":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-            raise bad("a number > 0")
-        return float(value)
     if kind == "version":
         if isinstance(value, bool) or value != CONFIG_VERSION:
             raise ConfigError(f"{where}: version {value!r} is not supported (this release reads version 1)")
         return value
-    raise AssertionError(kind)
+    nullable, valid, convert, expected = _KINDS[kind]
+    if value is None and nullable:
+        return None
+    if not valid(value):
+        raise ConfigError(f"{where}: {key} must be {expected}, not {value!r}")
+    return convert(value)
 
 
 def _substitute(value: Any, node: str) -> Any:
