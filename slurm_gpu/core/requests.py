@@ -9,6 +9,11 @@ Accepted forms (one piece; pieces are comma-separated):
 - memory-sized: ``20gb``, ``gpu:20gb:1``, ``gpu:mem=20G``, ``gpu:20480M``
 - other gres names are parsed too (``shard:2``) so a caller can skip them
 
+The grammar (prefixes, details, ``=`` counts, fields) is :mod:`slurm_gpu.core.gres`; this module adds what a
+user's request means: a leading profile or size implies ``gpu:``, a lone number is a count, a gpu type is a
+profile or a memory size, counts are positive integers without Slurm's ``k``/``m`` suffixes, and only an
+index detail may follow.
+
 Memory sizes: ``G``/``GB``/``GiB`` all mean GiB, ``M``/``MB``/``MiB`` MiB, ``T``/``TB`` TiB; see
 :func:`resolve` for how a size picks a profile.
 
@@ -26,10 +31,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from slurm_gpu.core.errors import RequestError
-from slurm_gpu.core.gres import split_outside
+from slurm_gpu.core.gres import parse_count, parse_term, split_terms
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; keeps import of this module cheap
     from slurm_gpu.core.catalog import GpuModel, Profile
@@ -43,8 +48,8 @@ MEMORY_TOLERANCE = 0.02
 _PROFILE = re.compile(r"^\d+g\.\d+gb(?:[+-][a-z]+(?:\.[a-z]+)?)?$")
 _MEMORY = re.compile(r"^(?:mem=)?(?P<value>\d+)(?P<unit>[kmgt]?i?b?)$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_COUNT = re.compile(r"^[+-]?\d+(?:\.\d*)?$|^[+-]?\.\d+$")
-_DETAIL = re.compile(r"\((?:idx|IDX):[^)]*\)$")
+_NUMBER = re.compile(r"^[+-]?\d+(?:\.\d*)?$|^[+-]?\.\d+$")
+_TYPE = re.compile(r"^[a-z0-9_.+-]+$")
 _UNIT_MIB = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
 MIN_MEMORY_MIB = 1024  # job_submit.lua's SG.min_memory_mib says the same
 
@@ -73,55 +78,24 @@ def parse_gres(text: str) -> Tuple[GresRequest, ...]:
     """All requests in ``text`` in order; raises :class:`RequestError` with ``part`` the bad piece."""
     if text is None or not str(text).strip():
         raise RequestError("empty gres request", part="" if text is None else str(text))
-    return tuple(_parse_piece(piece) for piece in _split(str(text)))
-
-
-def _split(text: str) -> List[str]:
-    """Split at commas outside parentheses (``gpu:x:2(IDX:0,2)`` is one piece)."""
-    pieces = split_outside(text)
+    pieces = split_terms(str(text))
     for piece in pieces:
-        if not piece.strip():
+        if not piece:
             raise RequestError(f"empty piece in gres request {text!r}", part=piece)
-    return pieces
+    return tuple(_parse_piece(piece) for piece in pieces)
 
 
 def _parse_piece(piece: str) -> GresRequest:
     raw = piece.strip()
-    body = _DETAIL.sub("", raw).strip().lower()
-    for prefix in ("gres:", "gres/"):
-        if body.startswith(prefix):
-            body = body[len(prefix) :]
-            break
-    tokens = body.split(":")
-    if any(not t for t in tokens):
-        raise RequestError(f"gres request {raw!r} has an empty field", part=raw)
-    # `gres/gpu=2` (TRES spelling) and `gpu:1g.10gb=2`: the count follows '=' on the last token
-    # unless that token is `mem=...`.
-    last = tokens[-1]
-    if "=" in last and not last.startswith("mem="):
-        head, _, tail = last.partition("=")
-        if not head:
-            raise RequestError(f"gres request {raw!r} has an empty field", part=raw)
-        tokens = tokens[:-1] + [head, tail]
-
-    if _is_gpu_type(tokens[0]):
-        name, rest = "gpu", tokens
-    elif _NAME.match(tokens[0]):
-        name, rest = tokens[0], tokens[1:]
-    else:
-        raise RequestError(f"cannot parse gres request {raw!r}: {tokens[0]!r} is no gres name", part=raw)
-
-    gtype: Optional[str] = None
-    count = 1
-    if len(rest) > 2:
-        raise RequestError(f"gres request {raw!r} has too many fields", part=raw)
-    if len(rest) == 2:
-        gtype, count = rest[0], _parse_count(rest[1], raw)
-    elif len(rest) == 1:
-        if _COUNT.match(rest[0]):
-            count = _parse_count(rest[0], raw)
-        else:
-            gtype = rest[0]
+    term = parse_term(raw, looks_like_count=_looks_numeric, bare_type=lambda f: _is_gpu_type(f.lower()))
+    if term.detail and term.detail_kind != "IDX":
+        raise RequestError(f"gres request {raw!r}: only an (IDX:...) detail may follow", part=term.detail)
+    # Users may write any case (GPU:1G.10GB); names, profiles and units are lower case.
+    name = term.name.lower()
+    gtype = None if term.type is None else term.type.lower()
+    if not _NAME.match(name):
+        raise RequestError(f"cannot parse gres request {raw!r}: {name!r} is no gres name", part=raw)
+    count = 1 if term.count is None else parse_count(term.count.lower(), raw, suffixes=False, minimum=1)
 
     min_memory: Optional[int] = None
     if gtype is not None and name == "gpu":
@@ -136,7 +110,7 @@ def _parse_piece(piece: str) -> GresRequest:
                 f"or a memory size such as 20gb",
                 part=gtype,
             )
-    elif gtype is not None and not re.match(r"^[a-z0-9_.+-]+$", gtype):
+    elif gtype is not None and not _TYPE.match(gtype):
         raise RequestError(f"bad gres type {gtype!r} in {raw!r}", part=gtype)
     return GresRequest(name=name, type=gtype, count=count, min_memory_mib=min_memory, raw=raw)
 
@@ -148,13 +122,10 @@ def _is_gpu_type(token: str) -> bool:
     )
 
 
-def _parse_count(token: str, raw: str) -> int:
-    if not re.match(r"^\d+$", token):
-        raise RequestError(f"count {token!r} in {raw!r} is not a positive integer", part=token)
-    count = int(token)
-    if count <= 0:
-        raise RequestError(f"count {token!r} in {raw!r} must be at least 1", part=token)
-    return count
+def _looks_numeric(token: str) -> bool:
+    """Whether a lone field after the name is meant as a count. Not Slurm's k/m/g suffixes: a user's
+    ``gpu:20g`` is a memory size. Signs and decimals count, so ``gpu:-1`` is refused as a count."""
+    return bool(_NUMBER.match(token))
 
 
 def _parse_memory(token: str, raw: str) -> int:

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import IO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from slurm_gpu.core.catalog import GpuModel, load_catalog
-from slurm_gpu.core.errors import BadInputError
+from slurm_gpu.core.errors import BadInputError, RequestError
+from slurm_gpu.core.requests import parse_gres, resolve
+from slurm_gpu.slurm.parse import parse_gres_counts
 
 __all__ = [
     "TraceJob",
@@ -66,29 +68,33 @@ class TraceJob:
 
 
 # -- the format ----------------------------------------------------------------------------------------
-_GRES_PREFIX = re.compile(r"^(gres[:/])?(gpu:)?", re.IGNORECASE)
-_WHOLE = re.compile(r"^\d+$")
-_MEMORY = re.compile(r"^(\d+)gb$", re.IGNORECASE)
+_MEMORY_KEY = re.compile(r"^\d+gb$")  # the key parse_job_gres gives a memory-sized request
 
 
 def parse_job_gres(text: str) -> Tuple[str, int]:
     """``gpu:3g.40gb:2`` -> (``3g.40gb``, 2); ``gpu:2`` -> (``gpu``, 2): whole GPUs; ``gpu:20gb`` -> ``20gb``
 
-    The request key is resolved per GPU model by the simulator (whole GPU: the model's full profile).
+    One gpu request in any spelling :func:`slurm_gpu.core.requests.parse_gres` reads; memory sizes become
+    ``<N>gb`` keys (whole GiB). The request key is resolved per GPU model by the simulator (whole GPU: the
+    model's full profile).
     """
-    body = _GRES_PREFIX.sub("", text.strip())
-    parts = [p for p in body.split(":") if p]
-    if not parts or len(parts) > 2 or "," in body:
+    try:
+        reqs = parse_gres(text)
+    except RequestError as exc:
+        raise BadInputError(f"gres {text!r}: {exc}", part=text) from None
+    if len(reqs) != 1 or reqs[0].name != "gpu":
         raise BadInputError(
-            f"gres {text!r}: expected gpu:<profile>[:N], gpu:N or gpu:<size>gb[:N]", part=text
+            f"gres {text!r}: expected one gpu request, gpu:<profile>[:N], gpu:N or gpu:<size>gb[:N]",
+            part=text,
         )
-    if len(parts) == 1 and _WHOLE.match(parts[0]):
-        key, count_text = "gpu", parts[0]
-    else:
-        key, count_text = parts[0].lower(), parts[1] if len(parts) == 2 else "1"
-    if not _WHOLE.match(count_text) or int(count_text) < 1:
-        raise BadInputError(f"gres {text!r}: count must be a positive integer", part=text)
-    return key, int(count_text)
+    req = reqs[0]
+    if req.type is not None:
+        return req.type, req.count
+    if req.min_memory_mib is None:
+        return "gpu", req.count
+    if req.min_memory_mib % 1024:
+        raise BadInputError(f"gres {text!r}: a trace gives memory sizes in whole gb", part=text)
+    return f"{req.min_memory_mib // 1024}gb", req.count
 
 
 def _job_from(obj: object, where: str) -> TraceJob:
@@ -153,9 +159,7 @@ def write_trace(jobs: Iterable[TraceJob], out: IO[str]) -> int:
 def _memory_slices(model: GpuModel, key: str) -> int:
     if key == "gpu":
         return model.full_profile().memory_slices
-    if _MEMORY.match(key):
-        from slurm_gpu.core.requests import parse_gres, resolve
-
+    if _MEMORY_KEY.match(key):
         return resolve(parse_gres(f"gpu:{key}")[0], model).memory_slices
     return model.profile(key).memory_slices
 
@@ -299,7 +303,6 @@ def generate(
 
 
 # -- sacct ---------------------------------------------------------------------------------------------------
-_TRES_GPU = re.compile(r"gres/gpu(?::([^=,]+))?=(\d+)")
 _COMMENT = re.compile(r"slurm-gpu:gpu:([^:,\s]+):(\d+)")
 _LIMIT = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
 
@@ -329,11 +332,13 @@ def _sacct_gres(row: Dict[str, str]) -> Optional[str]:
     if m:  # the request recorded by our job_submit.lua wins: ReqTRES then holds only mig:<slices>
         return f"gpu:{m.group(1)}:{m.group(2)}"
     typed = untyped = None
-    for kind, count in _TRES_GPU.findall(row.get("ReqTRES", "") or row.get("AllocTRES", "")):
-        if kind:
-            typed = f"gpu:{kind}:{count}"
+    for term in parse_gres_counts(row.get("ReqTRES", "") or row.get("AllocTRES", "")):
+        if term.name != "gpu":
+            continue
+        if term.type:
+            typed = f"gpu:{term.type}:{term.count}"
         else:
-            untyped = f"gpu:{count}"
+            untyped = f"gpu:{term.count}"
     return typed or untyped
 
 
@@ -368,7 +373,10 @@ def from_sacct(lines: Iterable[str], warn: Optional[Callable[[str], None]] = Non
             skipped["step"] += 1
             continue
         submit, start, end = (_sacct_time(row[k]) for k in ("Submit", "Start", "End"))
-        gres = _sacct_gres(row)
+        try:
+            gres = _sacct_gres(row)
+        except RequestError as exc:
+            raise BadInputError(f"sacct line {n}: {exc}", part=line) from None
         if gres is None:
             skipped["no GPU"] += 1
             continue

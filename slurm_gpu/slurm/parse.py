@@ -2,8 +2,9 @@
 
 Forms handled (recorded outputs live in tests/fixtures/slurm/):
 - request strings: ``gres:mig:4`` (22.05 ``tres_per_node``), ``gres/mig:4`` (24.11+), ``gres/mig=4``
-  (TRES form, ``AllocTRES``), ``mig:4(IDX:0-3)`` / ``gpu:1g.10gb:2(IDX:3-4)`` (``gres_detail``),
-  comma-separated lists of those, counts with ``k``/``m``/``g`` suffixes;
+  (TRES form, ``AllocTRES``), ``mig:4(IDX:0-3)`` / ``gpu:1g.10gb:2(IDX:3-4)`` / ``mig(CNT:4)``
+  (``gres_detail``), comma-separated lists of those, counts with ``k``/``m``/``g``/``t`` suffixes; the
+  grammar is :mod:`slurm_gpu.core.gres`, this module only skips the TRES that are not gres;
 - ``job_state``: a string (22.05) or a list such as ``["RUNNING", "REQUEUED"]`` (24.11+);
 - ``scontrol show job -d`` text, ``squeue --json`` and ``scontrol show job --json`` documents;
 - hostlists such as ``n[01-03,7],gpu5``;
@@ -16,8 +17,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from slurm_gpu.core.errors import BadInputError, RequestError, SlurmError
-from slurm_gpu.core.gres import split_outside
+from slurm_gpu.core.errors import BadInputError, SlurmError
+from slurm_gpu.core.gres import (
+    parse_count,
+    parse_term,
+    split_detail,
+    split_outside,
+    split_terms,
+    strip_prefix,
+)
 
 __all__ = [
     "GresCount",
@@ -52,8 +60,6 @@ _BASE_STATES = frozenset(
 _REQUEST_TOKEN = re.compile(
     r"slurm-gpu:gpu:(?:(?P<profile>[A-Za-z0-9.+_-]+):(?P<count>\d+)|(?P<whole>\d+)(?![A-Za-z0-9.+_:-]))"
 )
-_SUFFIX = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_COUNT = re.compile(r"^(\d+)([kKmMgGtT]?)$")
 
 
 @dataclass(frozen=True)
@@ -108,47 +114,15 @@ class JobInfo:
         return gres_total(parse_gres_counts(text), "mig")
 
 
-def _count(text: str, raw: str) -> int:
-    m = _COUNT.match(text.strip())
-    if not m:
-        raise RequestError(f"bad gres count {text!r} in {raw!r}", part=text)
-    return int(m.group(1)) * _SUFFIX[m.group(2).lower()]
-
-
-def _split_top(text: str, sep: str = ",") -> List[str]:
-    """Split on ``sep`` outside parentheses (``gpu:2(IDX:0,2)`` keeps its index list), blanks dropped."""
-    return [p.strip() for p in split_outside(text, sep) if p.strip()]
-
-
 def _parse_term(term: str, raw: str) -> Optional[GresCount]:
-    cnt = re.search(r"\(CNT:(\d+)\)", term)  # count-only gres detail: "mig(CNT:4)"
-    term = re.sub(r"\(.*\)$", "", term).strip()  # drop (IDX:...) / (S:0-1) / (CNT:n)
-    if cnt:
-        name, _, typ = term.partition(":")
-        typ = typ.rsplit(":", 1)[0] if _COUNT.match(typ.rsplit(":", 1)[-1]) else typ
-        return GresCount(name, typ or None, int(cnt.group(1)))
-    if term.startswith("gres:") or term.startswith("gres/"):
-        term = term[5:]
-    elif "=" in term or "/" in term.split(":", 1)[0]:
+    """One term of a gres or TRES list as Slurm prints it; None for a TRES that is no gres."""
+    body, prefixed = strip_prefix(split_detail(term)[0])
+    if not prefixed and ("=" in body or "/" in body.split(":", 1)[0]):
         # TRES of another kind (cpu=1, mem=1G, billing=1, license/x=1): not a gres.
         return None
-    if "=" in term:  # TRES form: mig=4, gpu:1g.10gb=2
-        left, _, value = term.partition("=")
-        name, _, typ = left.partition(":")
-        return GresCount(name, typ or None, _count(value, raw))
-    pieces = term.split(":")
-    name = pieces[0]
-    if not name:
-        raise RequestError(f"empty gres name in {raw!r}", part=term)
-    if len(pieces) == 1:
-        return GresCount(name, None, 1)
-    if len(pieces) == 2:
-        if _COUNT.match(pieces[1]):
-            return GresCount(name, None, _count(pieces[1], raw))
-        return GresCount(name, pieces[1], 1)
-    if len(pieces) == 3:
-        return GresCount(name, pieces[1], _count(pieces[2], raw))
-    raise RequestError(f"cannot parse gres term {term!r} in {raw!r}", part=term)
+    parsed = parse_term(term)
+    count = 1 if parsed.count is None else parse_count(parsed.count, raw)
+    return GresCount(parsed.name, parsed.type, count)
 
 
 def parse_gres_counts(text: Optional[str]) -> Tuple[GresCount, ...]:
@@ -156,7 +130,9 @@ def parse_gres_counts(text: Optional[str]) -> Tuple[GresCount, ...]:
     if not text or text in ("(null)", "N/A", "None"):
         return ()
     out = []
-    for term in _split_top(text):
+    for term in split_terms(text):
+        if not term:
+            continue  # a trailing or doubled comma
         parsed = _parse_term(term, text)
         if parsed is not None:
             out.append(parsed)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from slurm_gpu.core.catalog import load_catalog
 from slurm_gpu.core.errors import BadInputError
+from slurm_gpu.core.requests import parse_gres
 from slurm_gpu.simulate.traces import (
     GENERATORS,
     TraceJob,
@@ -18,6 +21,7 @@ from slurm_gpu.simulate.traces import (
     read_trace,
     write_trace,
 )
+from slurm_gpu.slurm.parse import GresCount, parse_gres_counts
 
 H100 = load_catalog().model("H100-80GB")
 SLICES = 16 * 8 * 8
@@ -39,7 +43,29 @@ def test_parse_job_gres_forms(text, expected):
     assert parse_job_gres(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "gpu:1g.10gb:0", "gpu:1g.10gb:x", "gpu:a:b:c", "gpu:1g.10gb,gpu:2"])
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["gpu:{p}:{n}", "gres:gpu:{p}:{n}", "gres/gpu:{p}:{n}", "gres/gpu:{p}={n}",
+                     "gpu:{p}:{n}(IDX:0-{n})", "gpu:{n}", "gres/gpu={n}", "gres:gpu:{n}"]),
+    st.sampled_from([p.name for p in H100.profiles]),
+    st.integers(1, 64),
+)
+def test_users_slurm_and_traces_read_a_term_alike(form, profile, n):
+    text = form.format(p=profile, n=n)
+    typ = profile if "{p}" in form else None
+    (req,) = parse_gres(text)
+    assert (req.name, req.type, req.count) == ("gpu", typ, n)
+    assert parse_gres_counts(text) == (GresCount("gpu", typ, n),)
+    assert parse_job_gres(text) == (typ or "gpu", n)
+
+
+@pytest.mark.parametrize("text", ["gpu:20gb:2", "gpu:mem=20G:2", "20gb:2", "gpu:20480M:2", "GPU:20GiB:2"])
+def test_trace_memory_sizes_in_any_spelling(text):
+    assert parse_job_gres(text) == ("20gb", 2)
+
+
+@pytest.mark.parametrize("text", ["", "gpu:1g.10gb:0", "gpu:1g.10gb:x", "gpu:a:b:c", "gpu:1g.10gb,gpu:2",
+                                  "shard:2", "gpu:banana", "gpu:9800m"])
 def test_parse_job_gres_rejects(text):
     with pytest.raises(BadInputError):
         parse_job_gres(text)
