@@ -81,7 +81,8 @@ def _imports(path: Path, name: str) -> Set[str]:
 
 def _graph() -> Dict[str, Set[str]]:
     files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
-    return {name: {m for m in _imports(path, name) if m in files and m != name} for name, path in files.items()}
+    return {name: {m for m in _imports(path, name) if m in files and m != name}
+            for name, path in files.items()}
 
 
 def _cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
