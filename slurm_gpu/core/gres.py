@@ -13,8 +13,10 @@ __all__ = ["split_outside"]
 
 def split_outside(text: str, sep: str = ",", brackets: str = "()") -> List[str]:
     """Split on ``sep`` outside ``brackets`` (``gpu:2(IDX:0,2)``, ``n[1,3]``); pieces as they are."""
-    opening, closing = brackets
-    parts, depth, cur = [], 0, []
+    opening, closing = brackets[0], brackets[1]
+    parts: List[str] = []
+    cur: List[str] = []
+    depth = 0
     for ch in text:
         if ch == opening:
             depth += 1
