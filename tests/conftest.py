@@ -56,7 +56,7 @@ def free_port_base(count: int, env: str = "SLURM_GPU_TEST_PORT_BASE") -> int:
 class Cluster:
     """A running local cluster and helpers to talk to it."""
 
-    spec: object  # slurm_gpu.testbed.local.ClusterSpec
+    spec: object  # slurm_gpu.testbed.spec.ClusterSpec
     nodes: List[str]
 
     @property
@@ -107,17 +107,18 @@ def start_cluster(nodes: int = 2, gpus: str = "H100-80GB:4", prefix: str = "sg-t
     """Start a cluster in a fresh directory on a free port range; ``fields`` are further ClusterSpec
     fields (``mode="static", layout=...``, ``hooks=False``)."""
     from slurm_gpu.testbed import local
+    from slurm_gpu.testbed.spec import ClusterSpec, node_names
 
     directory = tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")
     os.chmod(directory, 0o755)
-    spec = local.ClusterSpec(dir=directory, nodes=nodes, gpus=gpus, port_base=free_port_base(nodes + 2),
-                             **fields)
+    spec = ClusterSpec(dir=directory, nodes=nodes, gpus=gpus, port_base=free_port_base(nodes + 2),
+                       **fields)
     try:
         local.up(spec)
     except BaseException:
         local.down(spec)
         raise
-    return Cluster(spec=spec, nodes=local.node_names(spec))
+    return Cluster(spec=spec, nodes=node_names(spec))
 
 
 def stop_cluster(cluster: Cluster, remove: bool = True) -> None:

@@ -7,10 +7,13 @@ from typing import Any, Optional
 
 import click
 
+from slurm_gpu.confgen.inventory import MODES
+from slurm_gpu.testbed.spec import DEFAULT_DIR, DEFAULT_PORT_BASE
+
 DIR_OPTION = click.option(
     "--dir",
     "directory",
-    default="/var/tmp/slurm-gpu-cluster",
+    default=DEFAULT_DIR,
     show_default=True,
     type=click.Path(file_okay=False),
     help="Where configs, logs and GPU states live.",
@@ -26,9 +29,9 @@ def _saved_spec(directory: str) -> Any:
     """The ClusterSpec that ``up`` saved in ``directory``."""
     import os
 
-    from slurm_gpu.testbed import local
+    from slurm_gpu.testbed.spec import load_spec
 
-    return local.load_spec(os.path.abspath(directory))
+    return load_spec(os.path.abspath(directory))
 
 
 @click.group("cluster")
@@ -55,7 +58,7 @@ def cmd() -> None:
 @DIR_OPTION
 @click.option(
     "--port-base",
-    default=17000,
+    default=DEFAULT_PORT_BASE,
     show_default=True,
     type=click.IntRange(1024, 65000),
     help="slurmctld port; node i listens on port-base + i.",
@@ -69,7 +72,7 @@ def cmd() -> None:
 )
 @click.option(
     "--mode",
-    type=click.Choice(["dynamic", "static"]),
+    type=click.Choice(MODES),
     default="dynamic",
     show_default=True,
     help="static: make --layout on every GPU and declare typed gpu gres (today's practice).",
@@ -110,8 +113,9 @@ def up_cmd(
 
     from slurm_gpu.confgen import render as confgen
     from slurm_gpu.testbed import local
+    from slurm_gpu.testbed.spec import TEST_SCHEDULER_PARAMETERS, ClusterSpec
 
-    spec = local.ClusterSpec(
+    spec = ClusterSpec(
         dir=os.path.abspath(directory),
         nodes=nodes,
         gpus=gpus,
@@ -121,7 +125,7 @@ def up_cmd(
         layout=layout,
         hooks=hooks,
         scheduler_parameters=(
-            confgen.SCHEDULER_PARAMETERS if scheduler == "shipped" else local.TEST_SCHEDULER_PARAMETERS
+            confgen.SCHEDULER_PARAMETERS if scheduler == "shipped" else TEST_SCHEDULER_PARAMETERS
         ),
     )
     result = local.up(spec, timeout=timeout)

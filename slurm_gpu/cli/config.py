@@ -8,6 +8,7 @@ from typing import Any, Optional, Tuple
 import click
 
 from slurm_gpu.cli.main import driver_options, get_context
+from slurm_gpu.confgen.inventory import MODES
 
 KIND_CHOICES = ("gres", "slurm", "cgroup", "job-submit", "all")
 
@@ -20,7 +21,7 @@ KIND_CHOICES = ("gres", "slurm", "cgroup", "job-submit", "all")
 @click.option("--from-driver", is_flag=True,
               help="Inventory of this node from its GPU driver (configured, or --driver/--sim-state).")
 @driver_options
-@click.option("--mode", type=click.Choice(["dynamic", "static"]), default="dynamic", show_default=True,
+@click.option("--mode", type=click.Choice(MODES), default="dynamic", show_default=True,
               help="With --from-driver: static binds a typed gpu gres to every MIG device that exists now.")
 @click.option("--nodes", "node_names",
               help="Node names (Slurm hostlist) for --gpus/--from-driver [default: localhost / this host].")

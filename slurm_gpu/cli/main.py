@@ -165,6 +165,8 @@ class CliContext:
 def driver_options(func: Any) -> Any:
     """``--driver`` and ``--sim-state``: use a driver other than the configured one (passed as
     ``driver_kind`` and ``sim_state``)."""
+    from slurm_gpu.devices.api import DRIVER_KINDS  # here: `slurm-gpu --help` imports no adapter
+
     func = click.option(
         "--sim-state",
         type=click.Path(dir_okay=False),
@@ -174,7 +176,7 @@ def driver_options(func: Any) -> Any:
     return click.option(
         "--driver",
         "driver_kind",
-        type=click.Choice(["nvml", "sim"]),
+        type=click.Choice(DRIVER_KINDS),
         help="GPU driver to ask instead of the configured one.",
     )(func)
 

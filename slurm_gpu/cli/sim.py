@@ -1,7 +1,8 @@
 """``slurm-gpu sim``: create, inspect, reset the simulated GPU driver's state file, attach fake processes.
 
-The simulated driver (``slurm_gpu.devices.simnvml``) keeps a node's GPUs and MIG instances in one JSON
-state file that every process shares; these commands are thin wrappers over its helpers.
+The simulated driver (``slurm_gpu.devices.simnvml`` over ``simstate``) keeps a node's GPUs and MIG
+instances in one JSON state file that every process shares; these commands are thin wrappers over its
+helpers (``simstate``, ``simprocs``).
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def attach(state_path: Optional[str], mig_uuid: str, pid: int, as_json: bool) ->
     Example:
       sleep 600 & slurm-gpu sim attach --state /tmp/node.json --uuid MIG-0b2c... --pid $!
     """
-    from slurm_gpu.devices.simnvml import attach_process
+    from slurm_gpu.devices.simprocs import attach_process
 
     state_path = _resolve_state(state_path)
     attach_process(state_path, mig_uuid, pid)
@@ -154,7 +155,7 @@ def attach(state_path: Optional[str], mig_uuid: str, pid: int, as_json: bool) ->
 
 
 def describe_with_names(state_path: str) -> Dict[str, Any]:
-    """``simnvml.describe`` with each instance's profile name added (``profile``)."""
+    """``simstate.describe`` with each instance's profile name added (``profile``)."""
     from slurm_gpu.core.catalog import load_catalog
     from slurm_gpu.devices.simstate import describe
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Tuple
 
-from slurm_gpu.confgen.inventory import MODES, Inventory, NodeGroup, StaticDevice, cap_minors
+from slurm_gpu.confgen.inventory import MODES, Inventory, NodeGroup, StaticDevice
 from slurm_gpu.core.errors import BadInputError, UnknownModelError
+from slurm_gpu.devices.migminors import ci_cap_minor, gi_cap_minor
 
 __all__ = ["node_group_from_driver", "inventory_from_driver", "static_devices_from_driver"]
 
@@ -44,11 +45,12 @@ def static_devices_from_driver(driver: Any, catalog: Any = None) -> Tuple[Static
                 continue  # a GPU instance without compute instance is no usable device (a crash leftover)
             profile = model.profile_by_id(inst.profile_id)
             # The driver's minors where mig-minors is readable; the driver's fixed pattern otherwise.
-            gi_minor, ci_minor = cap_minors(gpu.minor, inst.gi_id, inst.ci_id)
-            if inst.gi_cap_minor is not None:
-                gi_minor = inst.gi_cap_minor
-            if inst.ci_cap_minor is not None:
-                ci_minor = inst.ci_cap_minor
+            gi_minor = inst.gi_cap_minor
+            if gi_minor is None:
+                gi_minor = gi_cap_minor(gpu.minor, inst.gi_id)
+            ci_minor = inst.ci_cap_minor
+            if ci_minor is None:
+                ci_minor = ci_cap_minor(gpu.minor, inst.gi_id, inst.ci_id)
             devices.append(StaticDevice(gpu.index, gpu.minor, profile.name, inst.gi_id, inst.ci_id,
                                         gi_minor, ci_minor))
     return tuple(devices)

@@ -28,9 +28,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from slurm_gpu.core.catalog import Catalog, GpuModel, load_catalog
 from slurm_gpu.core.errors import BadInputError
+from slurm_gpu.devices.migminors import ci_cap_minor, gi_cap_minor
 
 __all__ = ["StaticDevice", "NodeGroup", "Inventory", "parse_gpus", "parse_layout_entry",
-           "inventory_from_dict", "load_inventory", "cap_minors", "MODES"]
+           "inventory_from_dict", "load_inventory", "MODES"]
 
 MODES = ("dynamic", "static")
 _HOSTLIST = re.compile(r"^[A-Za-z0-9_.\-]+(\[[0-9,\-]+\][A-Za-z0-9_.\-]*)*$")
@@ -38,15 +39,6 @@ _NODE_KEYS = {"names", "gpus", "mode", "cpus", "memory_mib", "features", "slurm"
               "sockets", "cores_per_socket", "threads_per_core"}
 _TOP_KEYS = {"version", "max_count_per_node", "nodes"}
 _LAYOUT_ENTRY = re.compile(r"^(?P<profile>[^@\s]+)@(?P<gi>\d+)(?:/(?P<ci>\d+))?$")
-
-
-def cap_minors(gpu_minor: int, gi_id: int, ci_id: int) -> Tuple[int, int]:
-    """Minors of ``/dev/nvidia-caps/nvidia-cap<N>`` for a GI and its CI.
-
-    The pattern the driver's ``/proc/driver/nvidia-caps/mig-minors`` shows; read that file where it exists.
-    """
-    gi = 3 + 135 * gpu_minor + 9 * gi_id
-    return gi, gi + 1 + ci_id
 
 
 @dataclass(frozen=True)
@@ -164,8 +156,9 @@ def _static_devices(models: Sequence[GpuModel], layout: Any, where: str) -> Tupl
             if gi_id in seen:
                 raise BadInputError(f"{where}: GPU {index} uses GI id {gi_id} twice", part=str(entry))
             seen.add(gi_id)
-            gi_minor, ci_minor = cap_minors(index, gi_id, ci_id)
-            devices.append(StaticDevice(index, index, name, gi_id, ci_id, gi_minor, ci_minor))
+            # written for a node whose mig-minors cannot be read from here: the driver's fixed pattern
+            devices.append(StaticDevice(index, index, name, gi_id, ci_id, gi_cap_minor(index, gi_id),
+                                        ci_cap_minor(index, gi_id, ci_id)))
     return tuple(devices)
 
 

@@ -51,7 +51,7 @@ _FEATURE = re.compile(r"^mig\.(?P<tok>\d+g\.\d+gb(?:_meall|_me|_nome|_gfx)?)\.(?
 
 class FitFeature(NamedTuple):
     profile: str  # MIG profile name, e.g. "1g.10gb+me"
-    count: int  # at least this many more instances fit
+    count: int  # type: ignore[assignment]  # at least this many more fit; shadows tuple.count on purpose
 
 
 def feature_token(profile_name: str) -> str:

@@ -17,15 +17,16 @@ import ctypes
 import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from slurm_gpu.core.errors import DriverError
+from slurm_gpu.core.catalog import load_catalog
+from slurm_gpu.core.errors import CatalogError, DriverError, UnknownModelError
 from slurm_gpu.devices.api import CatalogDifference, GpuInfo, MigInstance, NvmlProfile
+from slurm_gpu.devices.catalogcheck import catalog_differences
+from slurm_gpu.devices.migminors import DEFAULT_MIG_MINORS, MigMinors
 
-__all__ = ["NvmlDriver", "DEFAULT_MIG_MINORS"]
+__all__ = ["NvmlDriver"]
 
-DEFAULT_MIG_MINORS = "/proc/driver/nvidia-caps/mig-minors"
 _MIB = 1024 * 1024
 _MAX_PROFILE_INDEX = 64  # a guard only: enumeration stops at INVALID_ARGUMENT long before
-_MEMORY_TOLERANCE = 0.02  # sizes move 1-2 % between driver versions
 _MIG_DEVICE_WAIT_S = 1.0
 
 
@@ -43,11 +44,10 @@ class NvmlDriver:
 
             nvml = pynvml
         self._nv = nvml
-        self._mig_minors_path = mig_minors_path
+        self._minors = MigMinors(mig_minors_path)
         self._initialised = False
         self._profiles: Dict[int, List[NvmlProfile]] = {}
         self._models: Dict[int, Optional[str]] = {}
-        self._minors: Optional[Dict[str, int]] = None
 
     def __enter__(self) -> NvmlDriver:
         return self
@@ -193,39 +193,10 @@ class NvmlDriver:
 
     def check_catalog(self, gpu_index: int) -> List[CatalogDifference]:
         """Differences between NVML's profiles and the catalog entry of the GPU's model (NVML wins)."""
-        from slurm_gpu.core.catalog import load_catalog
-
         gpu = self._gpu(gpu_index)
         if gpu.model is None:
             return [CatalogDifference(gpu_index, gpu.name, None, "model", None, gpu.name)]
-        model = load_catalog().model(gpu.model)
-        diffs: List[CatalogDifference] = []
-
-        def diff(profile_id: Optional[int], field: str, catalog: Any, nvml: Any) -> None:
-            diffs.append(CatalogDifference(gpu_index, model.key, profile_id, field, catalog, nvml))
-
-        nvml_profiles = {p.profile_id: p for p in self.read_profiles(gpu_index)}
-        for cp in model.profiles:
-            np_ = nvml_profiles.pop(cp.profile_id, None)
-            if np_ is None:
-                diff(cp.profile_id, "profile", cp.name, None)
-                continue
-            if np_.nvml_profile_index != cp.nvml_profile_index:
-                diff(cp.profile_id, "nvml_profile_index", cp.nvml_profile_index, np_.nvml_profile_index)
-            if np_.slice_count != cp.compute_slices:
-                diff(cp.profile_id, "compute_slices", cp.compute_slices, np_.slice_count)
-            if np_.instance_count != cp.max_instances:
-                diff(cp.profile_id, "max_instances", cp.max_instances, np_.instance_count)
-            if tuple(np_.placements) != tuple(cp.placements):
-                diff(cp.profile_id, "placements", list(cp.placements), list(np_.placements))
-            if (
-                cp.memory_mib is None
-                or abs(np_.memory_mib - cp.memory_mib) > _MEMORY_TOLERANCE * cp.memory_mib
-            ):
-                diff(cp.profile_id, "memory_mib", cp.memory_mib, np_.memory_mib)
-        for np_ in nvml_profiles.values():
-            diff(np_.profile_id, "profile", None, np_.name or f"index {np_.nvml_profile_index}")
-        return diffs
+        return catalog_differences(gpu_index, load_catalog().model(gpu.model), self.read_profiles(gpu_index))
 
     # ------------------------------------------------------------------ instances
 
@@ -284,7 +255,8 @@ class NvmlDriver:
             minor = int(self._call("nvmlDeviceGetMinorNumber", h, ctx=ctx))
             devices = self._mig_devices(h, ctx)
             for gi_id, profile_id, start, size in sorted(self._gpu_instances(i, h, ctx), key=lambda g: g[2]):
-                ci_ids = sorted(ci for (g, ci) in devices if g == gi_id) or [None]
+                # a GI without a CI (a crash leftover) is listed once, with ci_id None
+                ci_ids: List[Optional[int]] = [ci for (g, ci) in sorted(devices) if g == gi_id] or [None]
                 for ci_id in ci_ids:
                     result.append(
                         MigInstance(
@@ -296,8 +268,10 @@ class NvmlDriver:
                             start=start,
                             size=size,
                             mig_uuid=devices[(gi_id, ci_id)][0] if ci_id is not None else None,
-                            gi_cap_minor=self._cap_minor(minor, gi_id, None),
-                            ci_cap_minor=self._cap_minor(minor, gi_id, ci_id) if ci_id is not None else None,
+                            gi_cap_minor=self._minors.cap_minor(minor, gi_id),
+                            ci_cap_minor=(
+                                self._minors.cap_minor(minor, gi_id, ci_id) if ci_id is not None else None
+                            ),
                         )
                     )
         return result
@@ -338,8 +312,8 @@ class NvmlDriver:
             start=int(gi_info.placement.start),
             size=int(gi_info.placement.size),
             mig_uuid=self._wait_mig_uuid(h, gi_id, ci_id, ctx),
-            gi_cap_minor=self._cap_minor(minor, gi_id, None),
-            ci_cap_minor=self._cap_minor(minor, gi_id, ci_id),
+            gi_cap_minor=self._minors.cap_minor(minor, gi_id),
+            ci_cap_minor=self._minors.cap_minor(minor, gi_id, ci_id),
         )
 
     def _ci_profile_candidates(self, gpu_index: int, profile_id: int) -> List[int]:
@@ -347,9 +321,6 @@ class NvmlDriver:
         indices = list(range(int(self._nv.NVML_COMPUTE_INSTANCE_PROFILE_COUNT)))
         key = self._model_key(gpu_index)
         if key is not None:
-            from slurm_gpu.core.catalog import load_catalog
-            from slurm_gpu.core.errors import CatalogError
-
             try:
                 known = load_catalog().model(key).profile_by_id(profile_id).ci_profile_index
                 indices.remove(known)
@@ -464,36 +435,7 @@ class NvmlDriver:
     def cap_minors(self, gpu_minor: int) -> Tuple[int, ...]:
         """Every GPU- and compute-instance capability minor the driver reserves for GPU ``gpu_minor``
         (from mig-minors: they exist before any instance does); empty where mig-minors is unreadable."""
-        if self._minors is None:
-            self._minors = _read_mig_minors(self._mig_minors_path)
-        prefix = f"gpu{int(gpu_minor)}/"
-        return tuple(sorted(m for k, m in self._minors.items() if k.startswith(prefix)))
-
-    def _cap_minor(self, gpu_minor: int, gi_id: int, ci_id: Optional[int]) -> Optional[int]:
-        if self._minors is None:
-            self._minors = _read_mig_minors(self._mig_minors_path)
-        key = (
-            f"gpu{gpu_minor}/gi{gi_id}/access"
-            if ci_id is None
-            else f"gpu{gpu_minor}/gi{gi_id}/ci{ci_id}/access"
-        )
-        return self._minors.get(key)
-
-
-def _read_mig_minors(path: Optional[str]) -> Dict[str, int]:
-    """``gpu0/gi1/access 12`` lines of the driver's mig-minors file; empty if it cannot be read."""
-    minors: Dict[str, int] = {}
-    if not path:
-        return minors
-    try:
-        with open(path, encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) == 2 and parts[1].isdigit():
-                    minors[parts[0]] = int(parts[1])
-    except OSError:
-        pass
-    return minors
+        return self._minors.of_gpu(gpu_minor)
 
 
 def _text(value: Any) -> str:
@@ -501,9 +443,6 @@ def _text(value: Any) -> str:
 
 
 def _recognise(name: str, pci_device_id: str) -> Optional[str]:
-    from slurm_gpu.core.catalog import load_catalog
-    from slurm_gpu.core.errors import UnknownModelError
-
     try:
         return load_catalog().recognise(name, pci_device_id).key
     except UnknownModelError:

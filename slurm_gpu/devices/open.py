@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
+from slurm_gpu.core.errors import BadInputError
 from slurm_gpu.devices.api import DRIVER_KINDS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from slurm_gpu.devices.nvml import NvmlDriver
 
 __all__ = ["open_driver"]
 
@@ -12,14 +16,12 @@ __all__ = ["open_driver"]
 def open_driver(
     kind: Any = "nvml", sim_state: Optional[str] = None, mig_minors_path: Optional[str] = None,
     sim_faults: Optional[str] = None,
-) -> Any:
+) -> NvmlDriver:
     """``NvmlDriver`` over the real pynvml (``kind='nvml'``) or over ``SimNvml(sim_state)`` (``kind='sim'``).
 
     ``kind`` may also be a ``Config`` (its ``driver.kind`` / ``driver.sim_state``) or that section. For the
     simulator, capability minors come from ``<sandbox>/mig-minors`` when its state has a sandbox.
     """
-    from slurm_gpu.core.errors import BadInputError
-
     if not isinstance(kind, str):  # a Config (``config.driver.kind``) or its driver section
         section = getattr(kind, "driver", kind)
         if isinstance(section, str):
@@ -30,7 +32,9 @@ def open_driver(
         sim_state = sim_state or getattr(section, "sim_state", None)
         sim_faults = sim_faults or getattr(section, "sim_faults", None)
     kind = kind.strip().lower()
-    from slurm_gpu.devices.nvml import DEFAULT_MIG_MINORS, NvmlDriver
+    # Imported here, not at the top: hooks import this module, and each loads only the driver it asks for.
+    from slurm_gpu.devices.migminors import DEFAULT_MIG_MINORS
+    from slurm_gpu.devices.nvml import NvmlDriver
 
     if kind == "nvml":
         return NvmlDriver(None, mig_minors_path=mig_minors_path or DEFAULT_MIG_MINORS)

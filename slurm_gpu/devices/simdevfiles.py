@@ -5,7 +5,8 @@ The real driver publishes ``/proc/driver/nvidia-caps/mig-minors`` (a static map 
 ``NVreg_ModifyDeviceFiles=1``, creates ``/dev/nvidia-caps/nvidia-cap<minor>`` (mode 0444, root) for
 each GPU and compute instance; ``/dev/nvidia<minor>`` is the parent GPU (major 195). The sandbox holds
 ``mig-minors`` in the same format and ``dev/nvidia-caps/nvidia-cap<minor>`` / ``dev/nvidia<minor>`` as
-real character devices when we are root (so cgroup device rules can be exercised on them).
+real character devices when we are root (so cgroup device rules can be exercised on them). Minors
+and the file's format come from ``migminors``, like the real driver's.
 """
 
 from __future__ import annotations
@@ -14,38 +15,20 @@ import contextlib
 import os
 import stat
 import tempfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
-__all__ = ["gi_cap_minor", "ci_cap_minor", "init_sandbox", "create_cap", "remove_cap", "NVIDIA_MAJOR"]
+from slurm_gpu.devices.access import NVIDIA_MAJOR
+from slurm_gpu.devices.migminors import ci_cap_minor, gi_cap_minor, mig_minors_text
 
-NVIDIA_MAJOR = 195  # /dev/nvidia<minor>, fixed by the driver
-MAX_GI_ID = 14
-MAX_CI_ID = 7
+__all__ = ["init_sandbox", "create_cap", "remove_cap", "cap_path", "pick_cap_major"]
+
 # nvidia-caps gets a dynamic major on real hosts; the simulator takes one from the experimental range
 # (Documentation/admin-guide/devices.txt: 240-254 "LOCAL/EXPERIMENTAL USE") that nothing on this host uses.
 _EXPERIMENTAL_MAJORS = range(240, 255)
 
 
-def gi_cap_minor(gpu_minor: int, gi_id: int) -> int:
-    return 3 + 135 * gpu_minor + 9 * gi_id
-
-
-def ci_cap_minor(gpu_minor: int, gi_id: int, ci_id: int) -> int:
-    return gi_cap_minor(gpu_minor, gi_id) + 1 + ci_id
-
-
-def mig_minors_text(gpu_minors: List[int]) -> str:
-    lines = ["config 1", "monitor 2"]
-    for minor in sorted(gpu_minors):
-        for gi in range(MAX_GI_ID + 1):
-            lines.append(f"gpu{minor}/gi{gi}/access {gi_cap_minor(minor, gi)}")
-            for ci in range(MAX_CI_ID + 1):
-                lines.append(f"gpu{minor}/gi{gi}/ci{ci}/access {ci_cap_minor(minor, gi, ci)}")
-    return "\n".join(lines) + "\n"
-
-
-def _used_char_majors() -> set:
-    used = set()
+def _used_char_majors() -> Set[int]:
+    used: Set[int] = set()
     try:
         with open("/proc/devices", encoding="ascii") as fh:
             in_char = False

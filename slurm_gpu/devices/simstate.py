@@ -17,6 +17,9 @@ Layout (``format_version`` 1)::
 
 Every change happens under an exclusive ``fcntl`` lock on ``<state>.lock``; the file is replaced
 atomically (temporary file, fsync, rename) with mode 0600. Readers need no lock: a rename is atomic.
+
+A recorded process counts while a process of that pid and start time runs (``live_processes``); the
+simulator's controls that record and forget them are in ``simprocs``.
 """
 
 from __future__ import annotations
@@ -33,18 +36,23 @@ import time
 import uuid
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from slurm_gpu.core.catalog import load_catalog
 from slurm_gpu.core.errors import BadInputError, LockTimeout, StateError
+from slurm_gpu.devices import simdevfiles
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "init_state",
     "load_state",
+    "read_state",
     "reset_state",
     "clear_gpu",
     "describe",
     "locked_state",
     "new_mig_uuid",
+    "live_processes",
+    "process_start_time",
 ]
 
 FORMAT = "slurm-gpu-simnvml"
@@ -167,9 +175,30 @@ def new_mig_uuid() -> str:
     return "MIG-" + str(uuid.uuid4())
 
 
-def _gpu_entry(index: int, model_key: str) -> Dict[str, Any]:
-    from slurm_gpu.core.catalog import load_catalog
+def process_start_time(pid: int) -> Optional[int]:
+    """Field 22 of /proc/<pid>/stat (clock ticks since boot), None if the process is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(")") + 2 :].split()
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
 
+
+def live_processes(gpu: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Attached processes of a GPU entry that still run (same pid and start time as when attached)."""
+    live = []
+    for proc in gpu.get("processes", []):
+        started = process_start_time(proc["pid"])
+        if started is not None and (proc.get("start_time") is None or proc["start_time"] == started):
+            live.append(proc)
+    return live
+
+
+def _gpu_entry(index: int, model_key: str) -> Dict[str, Any]:
     model = load_catalog().model(model_key)
     memory = model.total_memory_mib or model.full_profile().usable_memory_mib
     return {
@@ -222,8 +251,6 @@ def init_state(
     os.makedirs(directory, exist_ok=True)
     with _lock(path):
         if body["sandbox"]:
-            from slurm_gpu.devices import simdevfiles
-
             body["cap_major"] = simdevfiles.init_sandbox(body["sandbox"], entries)
         _write(path, body)
     return copy.deepcopy(body)
@@ -241,8 +268,6 @@ def reset_state(path: str) -> Dict[str, Any]:
 def clear_gpu(body: Dict[str, Any], gpu: Dict[str, Any]) -> None:
     """Drop ``gpu``'s instances (and their capability files in a sandbox) and its processes, in ``body``."""
     if body.get("sandbox"):
-        from slurm_gpu.devices import simdevfiles
-
         for gi in gpu["gpu_instances"]:
             for ci in gi["compute_instances"]:
                 simdevfiles.remove_cap(body, gpu, gi["gi_id"], ci["ci_id"])
@@ -253,8 +278,6 @@ def clear_gpu(body: Dict[str, Any], gpu: Dict[str, Any]) -> None:
 
 def describe(path: str) -> Dict[str, Any]:
     """A summary for humans and the CLI: GPUs, MIG modes, instances (with UUIDs) and live processes."""
-    from slurm_gpu.devices.simnvml import live_processes
-
     body = load_state(path)
     gpus = []
     for gpu in body["gpus"]:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from slurm_gpu.core.errors import ConfigError
+from slurm_gpu.devices.api import DRIVER_KINDS
 
 __all__ = [
     "Config",
@@ -39,7 +40,6 @@ DEFAULT_CONFIG_PATH = "/etc/slurm-gpu/config.yaml"
 CONFIG_ENV = "SLURM_GPU_CONFIG"
 CONFIG_VERSION = 1
 
-DRIVER_KINDS = ("nvml", "sim")
 # Slurm node names: letters, digits, '-', '_', '.'; never '/' since they end up in paths.
 _NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _POLICY_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}\Z")

@@ -18,7 +18,8 @@ import pytest
 from slurm_gpu.core.catalog import load_catalog
 from slurm_gpu.core.errors import BadInputError, DriverError, StateError
 from slurm_gpu.devices.open import open_driver
-from slurm_gpu.devices.simnvml import SimNvml, attach_process, reset_gpu
+from slurm_gpu.devices.simnvml import SimNvml
+from slurm_gpu.devices.simprocs import attach_process, reset_gpu
 from slurm_gpu.devices.simstate import describe, init_state, load_state, reset_state
 
 H100 = load_catalog().model("H100-80GB")

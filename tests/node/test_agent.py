@@ -17,7 +17,7 @@ from fakes import FakeSlurm
 from slurm_gpu.core.features import is_fit_feature
 from slurm_gpu.devices import simstate
 from slurm_gpu.devices.open import open_driver
-from slurm_gpu.devices.simnvml import attach_process
+from slurm_gpu.devices.simprocs import attach_process
 from slurm_gpu.node.agent import AgentPolicy, JobContext, NodeAgent
 from slurm_gpu.slurm.parse import JobInfo
 from slurm_gpu.state.journal import Journal
