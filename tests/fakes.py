@@ -5,7 +5,7 @@ driver whose NVML calls are counted. ``FakeSlurm`` is checked against ``slurm.ap
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
 
 from slurm_gpu.devices import simstate
 from slurm_gpu.devices.counting import CountingNvml
@@ -45,7 +45,7 @@ class FakeSlurm:
     def node_features(self, node: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
         return self.available, self.active
 
-    def set_features(self, node: str, available: Sequence[str], active: Sequence[str]) -> None:
+    def set_features(self, node: str, available: Iterable[str], active: Iterable[str]) -> None:
         self.calls.append(("features", tuple(available), tuple(active)))
         self.available, self.active = tuple(available), tuple(active)
 

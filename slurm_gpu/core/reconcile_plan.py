@@ -39,7 +39,7 @@ class Action:
     reason: str = ""
 
     def __str__(self) -> str:
-        parts = [self.kind]
+        parts = [str(self.kind)]
         if self.job_id is not None:
             parts.append(f"job {self.job_id}" + (f" #{self.index}" if self.index is not None else ""))
         if self.instance is not None:

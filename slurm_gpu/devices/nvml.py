@@ -46,8 +46,14 @@ class NvmlDriver:
         self._nv = nvml
         self._minors = MigMinors(mig_minors_path)
         self._initialised = False
+        # What cannot change while NVML stays initialised (handles, names, UUIDs, minors, a SKU's profile
+        # table) is read once per driver: a hook walks the node once, not once per question.
         self._profiles: Dict[int, List[NvmlProfile]] = {}
+        self._sku_profiles: Dict[Tuple[str, str], List[NvmlProfile]] = {}
         self._models: Dict[int, Optional[str]] = {}
+        self._handles: Dict[int, Any] = {}
+        self._fixed: Dict[int, Tuple[str, str, str, int, int]] = {}  # name, pci id, uuid, minor, MiB
+        self._mig_seen: Dict[int, bool] = {}  # MIG mode as last read or set (gpus(), set_mig_mode)
 
     def __enter__(self) -> NvmlDriver:
         return self
@@ -88,11 +94,18 @@ class NvmlDriver:
             raise
 
     def _handle(self, gpu_index: int) -> Any:
-        return self._call("nvmlDeviceGetHandleByIndex", gpu_index, ctx=f"GPU {gpu_index}")
+        if gpu_index not in self._handles:
+            self._handles[gpu_index] = self._call("nvmlDeviceGetHandleByIndex", gpu_index,
+                                                  ctx=f"GPU {gpu_index}")
+        return self._handles[gpu_index]
 
     def close(self) -> None:
         if self._initialised:
             self._initialised = False
+            self._handles.clear()
+            self._fixed.clear()
+            self._profiles.clear()
+            self._mig_seen.clear()
             self._raw("nvmlShutdown", (), "")
 
     # ------------------------------------------------------------------ inventory
@@ -103,22 +116,35 @@ class NvmlDriver:
     def gpus(self) -> List[GpuInfo]:
         return [self._gpu(i) for i in range(self._count())]
 
+    def _fixed_facts(self, i: int) -> Tuple[str, str, str, int, int]:
+        """(name, PCI device id, UUID, minor, memory MiB) of GPU ``i``."""
+        if i not in self._fixed:
+            ctx, h = f"GPU {i}", self._handle(i)
+            pci = self._call("nvmlDeviceGetPciInfo", h, ctx=ctx)
+            self._fixed[i] = (
+                _text(self._call("nvmlDeviceGetName", h, ctx=ctx)),
+                f"0x{int(pci.pciDeviceId):08X}",
+                _text(self._call("nvmlDeviceGetUUID", h, ctx=ctx)),
+                int(self._call("nvmlDeviceGetMinorNumber", h, ctx=ctx)),
+                int(self._call("nvmlDeviceGetMemoryInfo", h, ctx=ctx).total) // _MIB,
+            )
+        return self._fixed[i]
+
     def _gpu(self, i: int) -> GpuInfo:
         nv, ctx = self._nv, f"GPU {i}"
-        h = self._handle(i)
-        name = _text(self._call("nvmlDeviceGetName", h, ctx=ctx))
-        pci = self._call("nvmlDeviceGetPciInfo", h, ctx=ctx)
-        pci_id = f"0x{int(pci.pciDeviceId):08X}"
-        mode, _ = self._try("nvmlDeviceGetMigMode", h, ctx=ctx, tolerate=(nv.NVML_ERROR_NOT_SUPPORTED,))
+        name, pci_id, uuid, minor, memory = self._fixed_facts(i)
+        mode, _ = self._try("nvmlDeviceGetMigMode", self._handle(i), ctx=ctx,
+                            tolerate=(nv.NVML_ERROR_NOT_SUPPORTED,))
         current, pending = mode if mode is not None else (0, 0)
+        self._mig_seen[i] = bool(current)
         info = GpuInfo(
             index=i,
-            uuid=_text(self._call("nvmlDeviceGetUUID", h, ctx=ctx)),
+            uuid=uuid,
             name=name,
             model=_recognise(name, pci_id),
-            minor=int(self._call("nvmlDeviceGetMinorNumber", h, ctx=ctx)),
+            minor=minor,
             pci_device_id=pci_id,
-            memory_total_mib=int(self._call("nvmlDeviceGetMemoryInfo", h, ctx=ctx).total) // _MIB,
+            memory_total_mib=memory,
             mig_current=bool(current),
             mig_pending=bool(pending),
         )
@@ -139,6 +165,13 @@ class NvmlDriver:
             return list(cached)
         nv, ctx = self._nv, f"GPU {gpu_index}"
         h = self._handle(gpu_index)
+        name, pci_id = self._fixed_facts(gpu_index)[:2]
+        shared = self._sku_profiles.get((name, pci_id))
+        on = self._mig_seen[gpu_index] if gpu_index in self._mig_seen else self._mig_mode_on(h, ctx)
+        if shared is not None and on:
+            # Every GPU of one SKU offers the same table: read it on the first, in MIG mode, only.
+            self._profiles[gpu_index] = shared
+            return list(shared)
         profiles = []
         for index in range(_MAX_PROFILE_INDEX):
             info, code = self._try(
@@ -164,6 +197,8 @@ class NvmlDriver:
                 )
             )
         self._profiles[gpu_index] = profiles
+        if profiles:
+            self._sku_profiles[(name, pci_id)] = profiles
         return list(profiles)
 
     def _placements(self, h: Any, profile_id: int, ctx: str) -> Tuple[Tuple[int, int], ...]:
@@ -251,10 +286,12 @@ class NvmlDriver:
             h = self._handle(i)
             if not self._mig_mode_on(h, ctx):
                 continue
-            gpu_uuid = _text(self._call("nvmlDeviceGetUUID", h, ctx=ctx))
-            minor = int(self._call("nvmlDeviceGetMinorNumber", h, ctx=ctx))
+            gis = sorted(self._gpu_instances(i, h, ctx), key=lambda g: g[2])
+            if not gis:
+                continue  # no GPU instance, so no MIG device to walk
+            gpu_uuid, minor = self._fixed_facts(i)[2:4]
             devices = self._mig_devices(h, ctx)
-            for gi_id, profile_id, start, size in sorted(self._gpu_instances(i, h, ctx), key=lambda g: g[2]):
+            for gi_id, profile_id, start, size in gis:
                 # a GI without a CI (a crash leftover) is listed once, with ci_id None
                 ci_ids: List[Optional[int]] = [ci for (g, ci) in sorted(devices) if g == gi_id] or [None]
                 for ci_id in ci_ids:
@@ -302,10 +339,10 @@ class NvmlDriver:
                     f"{exc}; undoing GPU instance {gi_id} also failed: {undo}", exc.nvml_code
                 ) from exc
             raise
-        minor = int(self._call("nvmlDeviceGetMinorNumber", h, ctx=ctx))
+        gpu_uuid, minor = self._fixed_facts(gpu_index)[2:4]
         return MigInstance(
             gpu_index=gpu_index,
-            gpu_uuid=_text(self._call("nvmlDeviceGetUUID", h, ctx=ctx)),
+            gpu_uuid=gpu_uuid,
             gi_id=gi_id,
             ci_id=ci_id,
             profile_id=int(gi_info.profileId),
@@ -422,6 +459,7 @@ class NvmlDriver:
         status = int(self._call("nvmlDeviceSetMigMode", h, mode, ctx=ctx))
         self._profiles.pop(gpu_index, None)
         current, pending = self._call("nvmlDeviceGetMigMode", self._handle(gpu_index), ctx=ctx)
+        self._mig_seen[gpu_index] = bool(current)
         if status != nv.NVML_SUCCESS and int(pending) != mode:
             raise DriverError(
                 f"nvmlDeviceSetMigMode({ctx}): activation status {nv.NVMLError(status)} "

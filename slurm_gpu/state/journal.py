@@ -269,7 +269,7 @@ class Journal:
             )
             return self._write(record)
 
-    def _set_instance(self, record: JobRecord, index: int, item: InstanceRecord, phase: str) -> JobRecord:
+    def _set_instance(self, record: JobRecord, index: int, item: InstanceRecord, phase: Phase) -> JobRecord:
         instances = list(record.instances)
         instances[index] = item
         return self._write(replace(record, instances=tuple(instances), phase=phase, updated=_now()))

@@ -207,7 +207,8 @@ def _record_from_body(body: Mapping[str, Any]) -> JobRecord:
     """Build a record from a checksum-verified body, checking every field's type (ValueError if wrong)."""
     instances = []
     raw_instances = body.get("instances")
-    _want(isinstance(raw_instances, list), "instances must be a list")
+    if not isinstance(raw_instances, list):
+        raise ValueError("instances must be a list")
     for n, raw in enumerate(raw_instances):
         _want(isinstance(raw, dict), f"instances[{n}] must be an object")
         _want(set(raw) == {"planned", "actual", "state"}, f"instances[{n}] has keys {sorted(raw)}")
