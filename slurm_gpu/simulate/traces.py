@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from slurm_gpu.core.catalog import GpuModel, load_catalog
 from slurm_gpu.core.errors import BadInputError, RequestError
@@ -368,27 +368,11 @@ def from_sacct(lines: Iterable[str], warn: Optional[Callable[[str], None]] = Non
         values = line.split("|")
         if len(values) < len(columns):
             raise BadInputError(f"sacct line {n}: {len(values)} fields, header has {len(columns)}", part=line)
-        row = dict(zip(columns, values))
-        if "." in row["JobID"]:
-            skipped["step"] += 1
-            continue
-        submit, start, end = (_sacct_time(row[k]) for k in ("Submit", "Start", "End"))
-        try:
-            gres = _sacct_gres(row)
-        except RequestError as exc:
-            raise BadInputError(f"sacct line {n}: {exc}", part=line) from None
-        if gres is None:
-            skipped["no GPU"] += 1
-            continue
-        if submit is None or start is None or end is None or end < start:
-            skipped["did not run"] += 1
-            continue
-        nodes = int(row.get("NNodes") or 1)
-        limit = _sacct_limit(row.get("Timelimit", ""))
-        duration = end - start
-        if limit is not None and limit < duration:
-            limit = duration  # Slurm's OverTimeLimit grace
-        raw.append((row["JobID"], submit, duration, gres, nodes, limit))
+        job = _sacct_row(dict(zip(columns, values)), n, line)
+        if isinstance(job, str):
+            skipped[job] += 1
+        else:
+            raw.append(job)
     if warn:
         for why, count in skipped.items():
             if count:
@@ -399,6 +383,27 @@ def from_sacct(lines: Iterable[str], warn: Optional[Callable[[str], None]] = Non
     jobs = [TraceJob(jid, s - t0, d, g, nn, lim) for jid, s, d, g, nn, lim in raw]
     jobs.sort(key=lambda j: j.submit)
     return jobs
+
+
+def _sacct_row(row: Dict[str, str], n: int,
+               line: str) -> Union[str, Tuple[str, float, float, str, int, Optional[float]]]:
+    """One sacct row as (job id, submit, duration, gres, nodes, limit), or why it is skipped."""
+    if "." in row["JobID"]:
+        return "step"
+    submit, start, end = (_sacct_time(row[k]) for k in ("Submit", "Start", "End"))
+    try:
+        gres = _sacct_gres(row)
+    except RequestError as exc:
+        raise BadInputError(f"sacct line {n}: {exc}", part=line) from None
+    if gres is None:
+        return "no GPU"
+    if submit is None or start is None or end is None or end < start:
+        return "did not run"
+    limit = _sacct_limit(row.get("Timelimit", ""))
+    duration = end - start
+    if limit is not None and limit < duration:
+        limit = duration  # Slurm's OverTimeLimit grace
+    return row["JobID"], submit, duration, gres, int(row.get("NNodes") or 1), limit
 
 
 def default_model(key: str = "H100-80GB") -> GpuModel:
