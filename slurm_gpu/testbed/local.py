@@ -85,10 +85,10 @@ def _validate(spec: ClusterSpec) -> None:
         raise BadInputError(f"--mode must be dynamic or static, not {spec.mode!r}", part=spec.mode)
     if (spec.mode == "static") != bool(spec.layout):
         raise BadInputError("--layout goes with --mode static, and static needs a layout", part=spec.layout)
-    from slurm_gpu.confgen.inventory import parse_gpus
+    from slurm_gpu.confgen.inventory import gpu_models
 
     for i in range(1, spec.nodes + 1):
-        parse_gpus(spec.node_gpus(i))  # unknown models fail before anything starts
+        gpu_models(spec.node_gpus(i))  # unknown models fail before anything starts
 
 
 def _run(args: List[str], spec: Optional[ClusterSpec] = None, check: bool = True,
@@ -142,10 +142,10 @@ def _write(path: str, text: str, mode: int = 0o644) -> None:
 
 
 def hooks_available() -> bool:
-    """The hook commands exist (``slurm-gpu prolog`` ...); until then the cluster runs without hooks."""
+    """The hook commands exist (``slurm-gpu-hook prolog`` ...); until then the cluster runs without hooks."""
     import importlib.util
 
-    return importlib.util.find_spec("slurm_gpu.cli.hooks") is not None
+    return importlib.util.find_spec("slurm_gpu.hooks.entry") is not None
 
 
 def wired_hooks(spec: ClusterSpec) -> bool:
@@ -196,7 +196,7 @@ def _base_conf(spec: ClusterSpec, host: str) -> str:
 
 
 def _inventory(spec: ClusterSpec, host: str):
-    from slurm_gpu.confgen.inventory import Inventory, NodeGroup, parse_gpus
+    from slurm_gpu.confgen.inventory import Inventory, NodeGroup, gpu_models
 
     groups = []
     for i, name in enumerate(node_names(spec), start=1):
@@ -206,7 +206,7 @@ def _inventory(spec: ClusterSpec, host: str):
         if spec.mode == "static":
             groups.append(_static_group(spec, name, common))
         else:
-            groups.append(NodeGroup(names=name, gpus=parse_gpus(spec.node_gpus(i)), **common))
+            groups.append(NodeGroup(names=name, gpus=gpu_models(spec.node_gpus(i)), **common))
     return Inventory(groups=tuple(groups), max_count_per_node=spec.max_count_per_node)
 
 
@@ -275,11 +275,14 @@ def _hook_script(spec: ClusterSpec, command: str) -> str:
         # standard-library-only script; {node} in the state dir is replaced by the script itself.
         python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
         return f"#!/bin/sh\nexec {python} -I -S {script} {spec.dir}/{{node}}/state\n"
+    # Prolog and Epilog through the hooks' own entry (no click: they start for every job), as the shipped
+    # prolog.d/epilog.d scripts do; anything else through the CLI.
+    module = "slurm_gpu.hooks.entry" if command in ("prolog", "epilog") else "slurm_gpu"
     return (
         "#!/bin/sh\n"
         f"export SLURM_GPU_CONFIG={spec.dir}/config.yaml\n"
         f"export SLURM_CONF={spec.conf}\n"
-        f"exec {sys.executable} -m slurm_gpu {command} \"$@\"\n"
+        f"exec {sys.executable} -m {module} {command} \"$@\"\n"
     )
 
 
@@ -317,7 +320,7 @@ def write_config(spec: ClusterSpec) -> Dict[str, str]:
 
 
 def _init_gpus(spec: ClusterSpec) -> None:
-    from slurm_gpu.confgen.inventory import parse_gpus
+    from slurm_gpu.confgen.inventory import gpu_models
 
     try:
         from slurm_gpu.devices.simnvml import init_state
@@ -325,7 +328,7 @@ def _init_gpus(spec: ClusterSpec) -> None:
         from slurm_gpu.devices.simstate import init_state
     for i, node in enumerate(node_names(spec), start=1):
         runs: List[List[Any]] = []  # (model, count) in GPU order
-        for model in parse_gpus(spec.node_gpus(i)):
+        for model in gpu_models(spec.node_gpus(i)):
             if runs and runs[-1][0] == model.key:
                 runs[-1][1] += 1
             else:
