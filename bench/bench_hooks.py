@@ -1,14 +1,18 @@
 """Wall time of the hooks on a simulated 8 x H100 node, as ratios to ``python3 -c pass`` measured in the
 same run (so figures compare across machines).
 
-- prolog / epilog: the whole hook process as Slurm starts it (interpreter, imports, configuration,
+- prolog / epilog: the whole hook process as the shipped prolog.d/epilog.d scripts start it
+  (``slurm-gpu-hook prolog|epilog`` next to the interpreter: interpreter, imports, configuration,
   journal, planning, simulated driver, a stand-in ``scontrol`` that answers at once: controller and
   driver latency excluded), for a stream of 1g.10gb/2g.20gb/3g.40gb jobs filling the node then leaving;
+- the same through the CLI (``slurm-gpu prolog|epilog``, click loaded), a second round of the stream;
 - the same use cases in-process (``NodeAgent.prepare``/``release``) without interpreter start-up;
 - TaskProlog: one task's ``/usr/bin/python3 -I -S task_prolog.py`` (the form slurm.conf runs).
 
 The hooks are compared with ``<their interpreter> -c pass``, the TaskProlog with ``/usr/bin/python3 -c
-pass`` (and ``-I -S -c pass``); each sample is paired with a baseline run taken just before it.
+pass`` (and ``-I -S -c pass``); each sample is paired with a baseline run taken just before it. Hook
+processes run in a scratch folder, so they import the package installed for the interpreter: run the
+bench with a site (non-editable) install's interpreter to measure that install.
 
 Run: ``.venv/bin/python bench/bench_hooks.py [--jobs 24]``
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -29,14 +34,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 FAKE_SCONTROL = """#!/bin/sh
-# Answers like scontrol 22.05 for the benchmark; jobs come from a file of "id profile count slices".
+# Answers like scontrol 24.11 (JSON job reads) for the benchmark; jobs come from a file of
+# "id profile count slices".
 case "$1 $2" in
+  "--version ") echo "slurm 24.11.1" ;;
   "show job")
     line=$(grep "^$4 " "{jobs}")
     set -- $line
-    printf 'JobId=%s JobName=bench\\n   UserId=u(%s) GroupId=g(%s)\\n' "$1" "{uid}" "{gid}"
-    printf '   JobState=RUNNING Reason=None\\n   NodeList=bench\\n'
-    printf '   AdminComment=slurm-gpu:gpu:%s:%s\\n   TresPerNode=gres:mig:%s\\n' "$2" "$3" "$4"
+    printf '{{"jobs":[{{"job_id":%s,"job_state":["RUNNING"],"user_id":%s,"nodes":"bench",' "$1" "{uid}"
+    printf '"admin_comment":"slurm-gpu:gpu:%s:%s","tres_per_node":"gres/mig:%s",' "$2" "$3" "$4"
+    printf '"gres_detail":["mig(CNT:%s)"]}}]}}\\n' "$4"
     ;;
   "show node") printf 'NodeName=bench\\n   AvailableFeatures=\\n   ActiveFeatures=\\n' ;;
   *) ;;
@@ -45,19 +52,28 @@ exit 0
 """
 
 
-def timed(cmd, env=None, repeat=1):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
-        times.append(time.perf_counter() - t0)
-    return times
+def _child_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
-def paired(cmd, env, base_cmd):
-    """(seconds, seconds of the baseline run just before)."""
-    base = timed(base_cmd)[0]
-    return timed(cmd, env)[0], base
+def timed(cmd, env=None, cwd=None):
+    """(wall seconds, CPU seconds) of one run; CPU counts the process and what it waited for (scontrol)."""
+    c0, t0 = _child_cpu(), time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, cwd=cwd)
+    return time.perf_counter() - t0, _child_cpu() - c0
+
+
+def paired(cmd, env, base_cmd, cwd=None):
+    """((wall, cpu), (wall, cpu) of the baseline run just before)."""
+    base = timed(base_cmd, cwd=cwd)
+    return timed(cmd, env, cwd=cwd), base
+
+
+def entry(name, fallback_module):
+    """The console script ``name`` next to this interpreter, else ``python -m fallback_module``."""
+    script = Path(sys.executable).with_name(name)
+    return [str(script)] if script.exists() else [sys.executable, "-m", fallback_module]
 
 
 def main() -> int:
@@ -78,9 +94,9 @@ def main() -> int:
     bindir.mkdir()
     jobs_file = tmp / "jobs.txt"
     profiles = [("1g.10gb", 1, 1), ("2g.20gb", 1, 2), ("3g.40gb", 1, 4), ("1g.10gb", 2, 2)]
-    jobs = [(1000 + n, *profiles[n % len(profiles)]) for n in range(args.jobs * 2)]
+    jobs = [(1000 + n, *profiles[n % len(profiles)]) for n in range(args.jobs * 3)]
     jobs_file.write_text("".join(f"{j} {p} {c} {s}\n" for j, p, c, s in jobs))
-    (bindir / "scontrol").write_text(FAKE_SCONTROL.format(jobs=jobs_file, uid=os.getuid(), gid=os.getgid()))
+    (bindir / "scontrol").write_text(FAKE_SCONTROL.format(jobs=jobs_file, uid=os.getuid()))
     (bindir / "scontrol").chmod(0o755)
     config = tmp / "config.yaml"
     config.write_text(f"version: 1\ndriver:\n  kind: sim\n  sim_state: {state}\n  sim_sandbox: {tmp / 'sb'}\n"
@@ -94,27 +110,39 @@ def main() -> int:
     base_cmd = [sys.executable, "-c", "pass"]
     sys_python = shutil.which("python3", path="/usr/bin:/bin") or "python3"
     sys_base = [sys_python, "-c", "pass"]
-    hook = [sys.executable, "-m", "slurm_gpu.hooks.prolog"]
-    unhook = [sys.executable, "-m", "slurm_gpu.hooks.epilog"]
-    first, second = jobs[: args.jobs], jobs[args.jobs:]
-    pro = [paired(hook, {**env, "SLURM_JOB_ID": str(j)}, base_cmd) for j, *_ in first]
-    epi = [paired(unhook, {**env, "SLURM_JOB_ID": str(j)}, base_cmd) for j, *_ in first]
+    hook = entry("slurm-gpu-hook", "slurm_gpu.hooks.entry")
+    cli = entry("slurm-gpu", "slurm_gpu")
+    scratch = str(tmp)  # not the repository: the hooks import the installed package
+    package = subprocess.run([sys.executable, "-c", "import slurm_gpu; print(slurm_gpu.__file__)"],
+                             cwd=scratch, capture_output=True, text=True, check=True).stdout.strip()
+    # Three rounds of the same stream: hook entry, CLI, in-process.
+    first, by_cli, second = jobs[: args.jobs], jobs[args.jobs: args.jobs * 2], jobs[args.jobs * 2:]
+
+    def run_hook(cmd, name, job):
+        return paired([*cmd, name], {**env, "SLURM_JOB_ID": str(job)}, base_cmd, cwd=scratch)
+
+    pro = [run_hook(hook, "prolog", j) for j, *_ in first]
+    epi = [run_hook(hook, "epilog", j) for j, *_ in first]
+    cli_pro = [run_hook(cli, "prolog", j) for j, *_ in by_cli]
+    cli_epi = [run_hook(cli, "epilog", j) for j, *_ in by_cli]
     left = open_driver("sim", sim_state=str(state)).instances()
     assert not left, f"instances left after the epilogs: {left}"
+    log = (tmp / "state" / "hooks.log").read_text()
+    created = log.count('"action":"created"')
+    assert created == len(first) + len(by_cli), f"{created} prologs created instances: {log[-2000:]}"
 
     # In-process: the use cases alone, same stream.
     agent = NodeAgent("bench", open_driver("sim", sim_state=str(state)), Journal(str(tmp / "state")),
                       SlurmCli(str(bindir), env=env), AgentPolicy(caps_dir=str(tmp / "sb/dev/nvidia-caps"),
                                                                   cgroup_root=None))
-    ip, ie = [], []
-    for j, *_ in second:
-        t0 = time.perf_counter()
-        assert agent.prepare(JobContext(str(j), os.getuid(), os.getgid())).action == "created"
-        ip.append(time.perf_counter() - t0)
-    for j, *_ in second:
-        t0 = time.perf_counter()
-        assert agent.release(JobContext(str(j), os.getuid(), os.getgid())).action == "released"
-        ie.append(time.perf_counter() - t0)
+    def in_process(use_case, job, want):
+        """(wall, CPU) of one use case call; CPU includes the stand-in scontrol it waited for."""
+        t0, c0 = time.perf_counter(), time.process_time() + _child_cpu()
+        assert use_case(JobContext(str(job), os.getuid(), os.getgid())).action == want
+        return time.perf_counter() - t0, time.process_time() + _child_cpu() - c0
+
+    ip = [in_process(agent.prepare, j, "created") for j, *_ in second]
+    ie = [in_process(agent.release, j, "released") for j, *_ in second]
 
     tasks = tmp / "state"
     Journal(str(tasks)).write_task_env("77", os.getuid(), os.getgid(),
@@ -123,25 +151,29 @@ def main() -> int:
     tp_env = {"SLURM_JOB_ID": "77", "SLURM_LOCALID": "3"}
     tp = [paired(tp_cmd, tp_env, sys_base) for _ in range(21)]
     tp_bare = [paired(tp_cmd, tp_env, [sys_python, "-I", "-S", "-c", "pass"]) for _ in range(21)]
-    inproc_base = [timed(base_cmd)[0] for _ in range(9)]
+    inproc_base = [timed(base_cmd) for _ in range(9)]
 
     def row(name, pairs):
-        secs = statistics.median(p[0] for p in pairs)
-        ratio = statistics.median(p[0] / p[1] for p in pairs)
-        print(f"{name:40} median {secs * 1000:7.1f} ms  = {ratio:5.2f} x <interpreter> -c pass")
+        secs = statistics.median(p[0][0] for p in pairs)
+        ratio = statistics.median(p[0][0] / p[1][0] for p in pairs)
+        cpu = statistics.median(p[0][1] / p[1][1] for p in pairs)
+        print(f"{name:42} median {secs * 1000:7.1f} ms = {ratio:5.2f} x -c pass (CPU time {cpu:5.2f} x)")
 
-    base_ms = statistics.median(p[1] for p in pro) * 1000
-    sys_ms = statistics.median(p[1] for p in tp) * 1000
+    base_ms = statistics.median(p[1][0] for p in pro) * 1000
+    sys_ms = statistics.median(p[1][0] for p in tp) * 1000
     print(f"8 x H100 simulated node, {args.jobs} jobs per round; {sys.executable} -c pass median "
           f"{base_ms:.1f} ms; {sys_python} -c pass median {sys_ms:.1f} ms")
-    row("prolog hook process", pro)
-    row("epilog hook process", epi)
-    med_base = statistics.median(inproc_base)
+    print(f"hooks: {' '.join(hook)} prolog|epilog; package {package}")
+    print("ratios: medians of each run over the <interpreter> -c pass run just before it")
+    row("prolog hook process (slurm-gpu-hook)", pro)
+    row("epilog hook process (slurm-gpu-hook)", epi)
+    row("prolog via the CLI (slurm-gpu prolog)", cli_pro)
+    row("epilog via the CLI (slurm-gpu epilog)", cli_epi)
+    med_base = (statistics.median(b[0] for b in inproc_base), statistics.median(b[1] for b in inproc_base))
     row("prepare() in-process", [(t, med_base) for t in ip])
     row("release() in-process", [(t, med_base) for t in ie])
     row("TaskProlog per task (python3 -I -S)", tp)
-    ratio = statistics.median(p[0] / p[1] for p in tp_bare)
-    print(f"{'TaskProlog vs python3 -I -S -c pass':40} {ratio:5.2f} x")
+    row("TaskProlog vs python3 -I -S -c pass", tp_bare)
     return 0
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Optional
 
 import click
 
+from slurm_gpu.cli.output import emit_json, json_option
 from slurm_gpu.confgen.inventory import MODES
 from slurm_gpu.testbed.spec import DEFAULT_DIR, DEFAULT_PORT_BASE
 
@@ -18,11 +18,17 @@ DIR_OPTION = click.option(
     type=click.Path(file_okay=False),
     help="Where configs, logs and GPU states live.",
 )
-JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 
 
-def _echo_json(result: object) -> None:
-    click.echo(json.dumps(result, indent=2, sort_keys=True))
+def _echo_json(command: str, result: Any) -> None:
+    """``slurm-gpu.cluster.<command>/v1``: the testbed's result, keys sorted as they always were."""
+    emit_json(f"cluster.{command}", _sorted(result))
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    return value
 
 
 def _saved_spec(directory: str) -> Any:
@@ -88,7 +94,7 @@ def cmd() -> None:
     "docs/admission.md); 'test' starts many jobs per pass, for fast test runs.",
 )
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for idle nodes.")
-@JSON_OPTION
+@json_option
 def up_cmd(
     nodes: int,
     gpus: str,
@@ -130,7 +136,7 @@ def up_cmd(
     )
     result = local.up(spec, timeout=timeout)
     if as_json:
-        _echo_json(result)
+        _echo_json("up", result)
         return
     click.echo(
         f"cluster {result['name']} up: {', '.join(sorted(result['nodes']))} idle"
@@ -144,7 +150,7 @@ def up_cmd(
 
 @cmd.command("down")
 @DIR_OPTION
-@JSON_OPTION
+@json_option
 def down_cmd(directory: str, as_json: bool) -> None:
     """Cancel the cluster's jobs and stop its daemons (idempotent).
 
@@ -156,7 +162,7 @@ def down_cmd(directory: str, as_json: bool) -> None:
 
     result = local.down(_saved_spec(directory))
     if as_json:
-        _echo_json(result)
+        _echo_json("down", result)
     else:
         stopped = ", ".join(result["stopped"]) or "nothing was running"
         click.echo(f"cluster in {result['dir']}: stopped {stopped}")
@@ -164,7 +170,7 @@ def down_cmd(directory: str, as_json: bool) -> None:
 
 @cmd.command("status")
 @DIR_OPTION
-@JSON_OPTION
+@json_option
 def status_cmd(directory: str, as_json: bool) -> None:
     """Show the cluster's daemons and node states.
 
@@ -176,7 +182,7 @@ def status_cmd(directory: str, as_json: bool) -> None:
 
     result = local.status(_saved_spec(directory))
     if as_json:
-        _echo_json(result)
+        _echo_json("status", result)
         return
     click.echo(f"cluster {result['name']} in {result['dir']} (SLURM_CONF={result['slurm_conf']})")
     for name, pid in sorted(result["processes"].items()):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import click
 
 from slurm_gpu.cli.main import driver_options, get_context
+from slurm_gpu.cli.output import emit_json
 from slurm_gpu.confgen.inventory import MODES
 
 KIND_CHOICES = ("gres", "slurm", "cgroup", "job-submit", "all")
@@ -28,11 +28,14 @@ KIND_CHOICES = ("gres", "slurm", "cgroup", "job-submit", "all")
 @click.option("--dev-dir", help="Where the GPU device files are (static gres File= paths) [default: /dev, "
               "or <sandbox>/dev of a simulated driver].")
 @click.option("--max-count", type=click.IntRange(1, 64), help="Largest k of mig.<profile>.<k> features.")
-@click.option("--prolog", help="Prolog path to write into slurm.conf.")
-@click.option("--epilog", help="Epilog path to write into slurm.conf.")
-@click.option("--task-prolog", help="TaskProlog path to write into slurm.conf.")
+@click.option("--prolog", help="Prolog path to write into slurm.conf, e.g. '/etc/slurm/prolog.d/*' (the "
+              "shipped prolog.d script runs slurm-gpu-hook prolog).")
+@click.option("--epilog", help="Epilog path to write into slurm.conf, e.g. '/etc/slurm/epilog.d/*'.")
+@click.option("--task-prolog", help="TaskProlog path to write into slurm.conf, e.g. "
+              "/etc/slurm/task-prolog.d/slurm-gpu.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write files into this folder.")
-@click.option("--json", "as_json", is_flag=True, help="Print {file name: text} as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON document: each file name with its text (with --out: the paths written).")
 def cmd(kind: str, inventory_path: Optional[str], gpus: Optional[str], from_driver: bool,
         driver_kind: Optional[str], sim_state: Optional[str], mode: str, node_names: Optional[str],
         dev_dir: Optional[str], max_count: Optional[int], prolog: Optional[str], epilog: Optional[str],
@@ -71,16 +74,23 @@ def cmd(kind: str, inventory_path: Optional[str], gpus: Optional[str], from_driv
                               dev_dir=dev_dir or "/dev")
     kinds = confgen.KINDS if kind == "all" else (kind,)
     files = {confgen.FILENAMES[k]: confgen.render(k, inventory, options) for k in kinds}
+    _emit(files, out_dir, as_json)
+
+
+def _emit(files: Dict[str, str], out_dir: Optional[str], as_json: bool) -> None:
+    """Write the files to ``out_dir`` (saying which), or print them (as one JSON document)."""
+    from slurm_gpu.confgen import render as confgen
+
     if out_dir:
         paths = confgen.write_files(files, out_dir)
         if as_json:
-            click.echo(json.dumps({"written": paths}, indent=2))
+            emit_json("config.written", {"written": paths})
         else:
             for path in paths:
                 click.echo(f"wrote {path}")
         return
     if as_json:
-        click.echo(json.dumps(files, indent=2))
+        emit_json("config", files)  # {"schema": ..., "<file name>": "<text>", ...}
         return
     for name, text in files.items():
         if len(files) > 1:

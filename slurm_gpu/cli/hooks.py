@@ -17,9 +17,11 @@ def prolog() -> None:
 
     Exits 0 for every job outcome (created, none, refused, requeued: each logged to
     <state_dir>/hooks.log as one JSON line); non-zero only when the driver, journal or controller fails.
+    Slurm runs the same code as `slurm-gpu-hook prolog` (prolog.d/50-slurm-gpu), which starts without
+    the CLI's imports (slurm.conf: Prolog=/etc/slurm/prolog.d/*, PrologFlags=Alloc,Contain).
 
     \b
-    Example (slurm.conf: Prolog=/etc/slurm/prolog.d/*, PrologFlags=Alloc,Contain):
+    Example:
       SLURM_JOB_ID=42 SLURM_JOB_UID=1000 SLURM_JOB_GID=1000 SLURMD_NODENAME=gpu01 slurm-gpu prolog
     """
     from slurm_gpu.hooks.prolog import main
@@ -31,8 +33,11 @@ def prolog() -> None:
 def epilog() -> None:
     """Slurm Epilog (root): destroy the job's MIG instances; safe to run twice.
 
+    Slurm runs the same code as `slurm-gpu-hook epilog` (epilog.d/50-slurm-gpu; slurm.conf:
+    Epilog=/etc/slurm/epilog.d/*).
+
     \b
-    Example (slurm.conf: Epilog=/etc/slurm/epilog.d/*):
+    Example:
       SLURM_JOB_ID=42 SLURM_JOB_UID=1000 SLURM_JOB_GID=1000 SLURMD_NODENAME=gpu01 slurm-gpu epilog
     """
     from slurm_gpu.hooks.epilog import main
@@ -47,10 +52,10 @@ def task_prolog(state_dir: Optional[str]) -> None:
 
     Task L of a job with n instances gets instance L mod n (SLURM_LOCALID); SLURM_GPU_MIG_DEVICES
     lists all of them. The fast form for slurm.conf is
-    `python3 -I -S <package>/hooks/task_prolog.py STATE_DIR`.
+    `python3 -I -S <package>/hooks/task_prolog.py STATE_DIR`. Runs as the job's user, inside a job.
 
     \b
-    Example (as the job's user, inside a job):
+    Example:
       SLURM_JOB_ID=42 SLURM_LOCALID=0 slurm-gpu task-prolog --state-dir /var/lib/slurm-gpu
     """
     from slurm_gpu.hooks.task_prolog import main

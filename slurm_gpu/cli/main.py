@@ -1,17 +1,18 @@
 """Entry point of ``slurm-gpu``: a click group whose subcommands are imported only when they run.
 
-Hooks (``slurm-gpu prolog`` ...) start for every job, so ``slurm-gpu --help`` and every command import
-only click and the one module they need. Errors of ``slurm_gpu.core.errors`` become exit codes here, in one
-place (:func:`main`).
+``slurm-gpu --help`` and every command import only click and the one module they need. Slurm's Prolog and
+Epilog start through ``slurm-gpu-hook`` (``slurm_gpu.hooks.entry``), without click. Errors of
+``slurm_gpu.core.errors`` become exit codes here, in one place (:func:`main`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import sys
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import click
 
@@ -101,7 +102,7 @@ def _load(name: str, target: str) -> click.Command:
 class SlurmGpuGroup(LazyGroup):
     """The top-level group: its ``main`` maps errors to exit codes (see :func:`_run_group`)."""
 
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Optional[Sequence[str]] = None,
         prog_name: Optional[str] = None,
@@ -162,16 +163,47 @@ class CliContext:
         return DEFAULT_STATE_DIR
 
 
+SIM_STATE_ENV = "SLURM_GPU_SIM_STATE"
+
+
+def sim_state_option(help: str, dest: str = "sim_state") -> Callable[[Any], Any]:
+    """``--sim-state FILE`` (env ``SLURM_GPU_SIM_STATE``): the simulated driver's state file, one name for it
+    in every command."""
+    return click.option("--sim-state", dest, type=click.Path(dir_okay=False), envvar=SIM_STATE_ENV, help=help)
+
+
+def renamed_option(old: str, new: str, dest: str, **attrs: Any) -> Callable[[Any], Any]:
+    """Keep ``old``, the former spelling of option ``new`` (parameter ``dest``), as a hidden alias.
+
+    Scripts written for the old name go on working, with a warning on stderr. The alias fills ``dest``
+    unless ``new`` itself was given on the command line (an environment default yields to it).
+    """
+    legacy = f"{dest}_renamed"
+
+    def decorate(func: Any) -> Any:
+        @functools.wraps(func)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            value = kwargs.pop(legacy, None)
+            if value is not None:
+                click.echo(f"slurm-gpu: warning: {old} is deprecated; use {new}", err=True)
+                source = click.get_current_context().get_parameter_source(dest)
+                if kwargs.get(dest) is not None and source is click.core.ParameterSource.COMMANDLINE:
+                    raise click.UsageError(f"give {new} or {old}, not both")
+                kwargs[dest] = value
+            return func(*args, **kwargs)
+
+        return click.option(old, legacy, hidden=True, **attrs)(command)
+
+    return decorate
+
+
 def driver_options(func: Any) -> Any:
     """``--driver`` and ``--sim-state``: use a driver other than the configured one (passed as
     ``driver_kind`` and ``sim_state``)."""
     from slurm_gpu.devices.api import DRIVER_KINDS  # here: `slurm-gpu --help` imports no adapter
 
-    func = click.option(
-        "--sim-state",
-        type=click.Path(dir_okay=False),
-        envvar="SLURM_GPU_SIM_STATE",
-        help="State file of the simulated driver (implies --driver sim; env SLURM_GPU_SIM_STATE).",
+    func = sim_state_option(
+        f"State file of the simulated driver (implies --driver sim; env {SIM_STATE_ENV})."
     )(func)
     return click.option(
         "--driver",

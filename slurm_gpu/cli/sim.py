@@ -11,31 +11,27 @@ from typing import Any, Dict, Optional
 
 import click
 
+from slurm_gpu.cli.main import SIM_STATE_ENV, get_context, renamed_option, sim_state_option
 from slurm_gpu.cli.output import emit_json, emit_pairs, emit_table, json_option
-
-STATE_ENV = "SLURM_GPU_SIM_STATE"
 
 
 def _state_option(func: Any) -> Any:
-    return click.option(
-        "--state",
-        "state_path",
-        type=click.Path(dir_okay=False),
-        envvar=STATE_ENV,
-        help=f"The simulated driver's state file (env {STATE_ENV}; else the config's driver.sim_state).",
+    # --sim-state, as in inventory/status/config; --state was its name here before.
+    func = renamed_option("--state", "--sim-state", "sim_state", type=click.Path(dir_okay=False))(func)
+    return sim_state_option(
+        f"The simulated driver's state file (env {SIM_STATE_ENV}; else the config's driver.sim_state)."
     )(func)
 
 
-def _resolve_state(state_path: Optional[str]) -> str:
-    """--state, else $SLURM_GPU_SIM_STATE (click), else ``sim_state`` of the node configuration."""
-    if state_path:
-        return state_path
-    from slurm_gpu.cli.main import get_context
-
+def _resolve_state(sim_state: Optional[str]) -> str:
+    """--sim-state, else $SLURM_GPU_SIM_STATE (click), else ``sim_state`` of the node configuration."""
+    if sim_state:
+        return sim_state
     configured = get_context().config.driver.sim_state
     if not configured:
         raise click.UsageError(
-            f"no simulated state file: give --state, set {STATE_ENV}, or the config's driver.sim_state"
+            f"no simulated state file: give --sim-state, set {SIM_STATE_ENV}, "
+            "or the config's driver.sim_state"
         )
     return str(configured)
 
@@ -46,8 +42,8 @@ def cmd() -> None:
 
     \b
     Example:
-      slurm-gpu sim init --gpus H100-80GB:4,A100-40GB:2 --state /tmp/node.json
-      slurm-gpu sim show --state /tmp/node.json
+      slurm-gpu sim init --gpus H100-80GB:4,A100-40GB:2 --sim-state /tmp/node.json
+      slurm-gpu sim show --sim-state /tmp/node.json
       export SLURM_GPU_SIM_STATE=/tmp/node.json; slurm-gpu sim reset
     """
 
@@ -67,7 +63,7 @@ def cmd() -> None:
 @json_option
 def init(
     gpus: str,
-    state_path: Optional[str],
+    sim_state: Optional[str],
     sandbox: Optional[str],
     mig_disabled: bool,
     allow_unprivileged: bool,
@@ -79,52 +75,53 @@ def init(
 
     \b
     Example:
-      slurm-gpu sim init --gpus H100-80GB:8 --state /var/lib/slurm-gpu/sim.json
-      slurm-gpu sim init --gpus A100-40GB:2,A30-24GB --state /tmp/n.json --sandbox /tmp/n --mig-disabled
+      slurm-gpu sim init --gpus H100-80GB:8 --sim-state /var/lib/slurm-gpu/sim.json
+      slurm-gpu sim init --gpus A100-40GB:2,A30-24GB --sim-state /tmp/n.json --sandbox /tmp/n --mig-disabled
     """
-    from slurm_gpu.cli.plan import parse_gpus
+    from slurm_gpu.core.nodespec import parse_gpus
     from slurm_gpu.devices.simstate import init_state
 
-    state_path = _resolve_state(state_path)
+    sim_state = _resolve_state(sim_state)
     init_state(
-        state_path,
+        sim_state,
         parse_gpus(gpus),
         mig_enabled=not mig_disabled,
         sandbox=sandbox,
         allow_unprivileged=allow_unprivileged,
     )
-    _show(state_path, as_json)
+    _show(sim_state, as_json)
 
 
 @cmd.command("show")
 @_state_option
 @json_option
-def show(state_path: Optional[str], as_json: bool) -> None:
+def show(sim_state: Optional[str], as_json: bool) -> None:
     """Show the simulated GPUs, their MIG modes, instances (with MIG UUIDs) and attached processes.
 
     \b
     Example:
-      slurm-gpu sim show --state /tmp/node.json
-      slurm-gpu sim show --state /tmp/node.json --json > node.json; slurm-gpu plan --state node.json 1g.10gb
+      slurm-gpu sim show --sim-state /tmp/node.json
+      slurm-gpu sim show --sim-state /tmp/node.json --json > node.json
+      slurm-gpu plan --node-json node.json 1g.10gb
     """
-    _show(_resolve_state(state_path), as_json)
+    _show(_resolve_state(sim_state), as_json)
 
 
 @cmd.command("reset")
 @_state_option
 @json_option
-def reset(state_path: Optional[str], as_json: bool) -> None:
+def reset(sim_state: Optional[str], as_json: bool) -> None:
     """Destroy every simulated instance and forget every process; GPUs, UUIDs and MIG modes stay.
 
     \b
     Example:
-      slurm-gpu sim reset --state /tmp/node.json
+      slurm-gpu sim reset --sim-state /tmp/node.json
     """
     from slurm_gpu.devices.simstate import reset_state
 
-    state_path = _resolve_state(state_path)
-    reset_state(state_path)
-    _show(state_path, as_json)
+    sim_state = _resolve_state(sim_state)
+    reset_state(sim_state)
+    _show(sim_state, as_json)
 
 
 @cmd.command("attach")
@@ -134,7 +131,7 @@ def reset(state_path: Optional[str], as_json: bool) -> None:
     "--pid", type=click.IntRange(min=1), required=True, help="Process id shown as using the instance."
 )
 @json_option
-def attach(state_path: Optional[str], mig_uuid: str, pid: int, as_json: bool) -> None:
+def attach(sim_state: Optional[str], mig_uuid: str, pid: int, as_json: bool) -> None:
     """Show process PID as running on the MIG instance MIG-UUID (until it exits).
 
     The simulated driver then reports the instance as in use, as NVML does for a running CUDA process,
@@ -142,25 +139,25 @@ def attach(state_path: Optional[str], mig_uuid: str, pid: int, as_json: bool) ->
 
     \b
     Example:
-      sleep 600 & slurm-gpu sim attach --state /tmp/node.json --uuid MIG-0b2c... --pid $!
+      sleep 600 & slurm-gpu sim attach --sim-state /tmp/node.json --uuid MIG-0b2c... --pid $!
     """
     from slurm_gpu.devices.simprocs import attach_process
 
-    state_path = _resolve_state(state_path)
-    attach_process(state_path, mig_uuid, pid)
+    sim_state = _resolve_state(sim_state)
+    attach_process(sim_state, mig_uuid, pid)
     if as_json:
-        emit_json("sim.attach", {"state": state_path, "mig_uuid": mig_uuid, "pid": pid})
+        emit_json("sim.attach", {"state": sim_state, "mig_uuid": mig_uuid, "pid": pid})
     else:
         click.echo(f"attached pid {pid} to {mig_uuid}")
 
 
-def describe_with_names(state_path: str) -> Dict[str, Any]:
+def describe_with_names(sim_state: str) -> Dict[str, Any]:
     """``simstate.describe`` with each instance's profile name added (``profile``)."""
     from slurm_gpu.core.catalog import load_catalog
     from slurm_gpu.devices.simstate import describe
 
     catalog = load_catalog()
-    info = describe(state_path)
+    info = describe(sim_state)
     for gpu in info["gpus"]:
         model = catalog.model(gpu["model"])
         for inst in gpu["instances"]:
@@ -168,8 +165,8 @@ def describe_with_names(state_path: str) -> Dict[str, Any]:
     return info
 
 
-def _show(state_path: str, as_json: bool) -> None:
-    info = describe_with_names(state_path)
+def _show(sim_state: str, as_json: bool) -> None:
+    info = describe_with_names(sim_state)
     if as_json:
         emit_json("sim", info)
         return

@@ -28,9 +28,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from slurm_gpu.core.catalog import Catalog, GpuModel, load_catalog
 from slurm_gpu.core.errors import BadInputError
+from slurm_gpu.core.nodespec import parse_gpus
 from slurm_gpu.devices.migminors import ci_cap_minor, gi_cap_minor
 
-__all__ = ["StaticDevice", "NodeGroup", "Inventory", "parse_gpus", "parse_layout_entry",
+__all__ = ["StaticDevice", "NodeGroup", "Inventory", "gpu_models", "parse_layout_entry",
            "inventory_from_dict", "load_inventory", "MODES"]
 
 MODES = ("dynamic", "static")
@@ -103,24 +104,11 @@ class Inventory:
         return tuple(g for g in self.groups if g.mode == "static")
 
 
-def parse_gpus(spec: Any, catalog: Optional[Catalog] = None) -> Tuple[GpuModel, ...]:
-    """``"H100-80GB:8"`` or ``["H100-80GB:4", "A30-24GB:2"]`` -> one model per GPU."""
+def gpu_models(spec: Any, catalog: Optional[Catalog] = None) -> Tuple[GpuModel, ...]:
+    """One model per GPU: ``"H100-80GB:8"`` or ``["H100-80GB:4", "A30-24GB:2"]``, read by
+    ``core.nodespec.parse_gpus``."""
     catalog = catalog or load_catalog()
-    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
-    models: List[GpuModel] = []
-    for item in items:
-        text = str(item).strip()
-        key, _, count_text = text.partition(":")
-        try:
-            count = int(count_text) if count_text else 1
-        except ValueError:
-            raise BadInputError(f"bad GPU count in {text!r} (want MODEL[:COUNT])", part=text) from None
-        if count < 1 or count > 64:
-            raise BadInputError(f"GPU count in {text!r} must be 1..64", part=text)
-        models.extend([catalog.model(key)] * count)
-    if not models:
-        raise BadInputError("no GPUs given", part=str(spec))
-    return tuple(models)
+    return tuple(catalog.model(key) for key, count in parse_gpus(spec, catalog) for _ in range(count))
 
 
 def parse_layout_entry(entry: str) -> Tuple[str, int, int]:
@@ -186,7 +174,7 @@ def node_group_from_dict(data: Mapping[str, Any], where: str, catalog: Optional[
     mode = str(data.get("mode", "dynamic"))
     if mode not in MODES:
         raise BadInputError(f"{where}: mode must be one of {', '.join(MODES)}", part=mode)
-    models = parse_gpus(data["gpus"], catalog)
+    models = gpu_models(data["gpus"], catalog)
     layout = data.get("layout")
     if mode == "dynamic" and layout is not None:
         raise BadInputError(f"{where}: layout is only for mode: static", part="layout")

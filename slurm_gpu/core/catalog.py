@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from slurm_gpu.core.errors import CatalogError, UnknownModelError, UnknownProfileError
 
 __all__ = ["Profile", "GpuModel", "Catalog", "load_catalog", "CATALOG_PATH"]
 
-CATALOG_PATH = Path(__file__).with_name("data") / "catalog.json"
+# os.path, not pathlib: the root hooks load the catalog on every job and need nothing else of pathlib.
+CATALOG_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "catalog.json")
 CATALOG_FORMAT_VERSION = 1
 
 # "1g.10gb", "3g.40gb", "1g.5gb+me", "1g.24gb-me", "2g.48gb+me.all", "4g.96gb+gfx"
@@ -299,9 +300,10 @@ def _normalise_pci_id(value: str) -> str:
 @functools.lru_cache(maxsize=4)
 def load_catalog(path: Optional[str] = None) -> Catalog:
     """The packaged catalog (or another file in the same format), parsed once per process."""
-    file = Path(path) if path else CATALOG_PATH
+    file = os.fspath(path) if path else CATALOG_PATH
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        with open(file, encoding="utf-8") as fh:
+            data = json.load(fh)
     except (OSError, ValueError) as exc:
         raise CatalogError(f"cannot read MIG catalog {file}: {exc}", part=str(file)) from exc
     return Catalog.from_dict(data)

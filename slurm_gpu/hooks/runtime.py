@@ -6,9 +6,23 @@ import json
 import os
 import sys
 import time
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
-__all__ = ["build_agent", "log_event", "policy_from_config", "run_job_hook"]
+if TYPE_CHECKING:
+    from slurm_gpu.devices.api import Driver
+
+# Every user of this module builds an agent (prolog, epilog, reconcile): nothing is saved by deferring it.
+from slurm_gpu.node.agent import NodeAgent
+
+__all__ = ["HookAgent", "build_agent", "log_event", "policy_from_config", "run_job_hook"]
+
+
+class HookAgent(NodeAgent):
+    """The node agent of one hook run, with the configuration it was built from (its log file)."""
+
+    def __init__(self, *args: Any, config: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.config = config
 
 
 def policy_from_config(config: Any) -> Any:
@@ -20,10 +34,9 @@ def policy_from_config(config: Any) -> Any:
                        publish_features=config.features.publish)
 
 
-def build_agent(config_path: Optional[str] = None, node: Optional[str] = None) -> Any:
+def build_agent(config_path: Optional[str] = None, node: Optional[str] = None) -> HookAgent:
     """The node agent over the configured driver, journal and Slurm CLI; the caller closes its driver."""
     from slurm_gpu.devices.open import open_driver
-    from slurm_gpu.node.agent import NodeAgent
     from slurm_gpu.node.config import load_config, node_name
     from slurm_gpu.slurm.client import SlurmCli
     from slurm_gpu.state.journal import Journal
@@ -35,6 +48,7 @@ def build_agent(config_path: Optional[str] = None, node: Optional[str] = None) -
         env = {"SLURM_CONF": config.slurm.conf, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     from slurm_gpu.core.errors import DriverError
 
+    driver: Driver
     try:
         driver = open_driver(config.driver.kind, sim_state=config.driver.sim_state,
                              sim_faults=config.driver.sim_faults)
@@ -42,9 +56,7 @@ def build_agent(config_path: Optional[str] = None, node: Optional[str] = None) -
         driver = FailedDriver(exc)  # the hook still runs: it drains the node with this reason
     journal = Journal(config.state_dir, lock_timeout_s=config.lock_timeout_s)
     slurm = SlurmCli(config.slurm.bin_dir, env=env)
-    agent = NodeAgent(name, driver, journal, slurm, policy_from_config(config))
-    agent.config = config
-    return agent
+    return HookAgent(name, driver, journal, slurm, policy_from_config(config), config=config)
 
 
 class FailedDriver:

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import slurm_gpu
 from slurm_gpu.confgen import render as confgen
 from slurm_gpu.confgen.from_driver import node_group_from_driver
-from slurm_gpu.confgen.inventory import Inventory, NodeGroup, parse_gpus
+from slurm_gpu.confgen.inventory import Inventory, NodeGroup, gpu_models
 from slurm_gpu.devices.open import open_driver
 from slurm_gpu.devices.simstate import init_state
 from slurm_gpu.state.fsutil import atomic_write
@@ -30,8 +30,8 @@ def _write(path: str, text: str, mode: int = 0o644) -> None:
 
 
 def hooks_available() -> bool:
-    """The hook commands exist (``slurm-gpu prolog`` ...); until then the cluster runs without hooks."""
-    return importlib.util.find_spec("slurm_gpu.cli.hooks") is not None
+    """The hooks' entry is importable (an installed package without it runs the cluster without hooks)."""
+    return importlib.util.find_spec("slurm_gpu.hooks.entry") is not None
 
 
 def wired_hooks(spec: ClusterSpec) -> bool:
@@ -90,7 +90,7 @@ def _inventory(spec: ClusterSpec, host: str) -> Inventory:
         if spec.mode == "static":
             groups.append(_static_group(spec, name, common))
         else:
-            groups.append(NodeGroup(names=name, gpus=parse_gpus(spec.node_gpus(i)), **common))
+            groups.append(NodeGroup(names=name, gpus=gpu_models(spec.node_gpus(i)), **common))
     return Inventory(groups=tuple(groups), max_count_per_node=spec.max_count_per_node)
 
 
@@ -132,11 +132,14 @@ def _hook_script(spec: ClusterSpec, command: str) -> str:
         # standard-library-only script; {node} in the state dir is replaced by the script itself.
         python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
         return f"#!/bin/sh\nexec {python} -I -S {script} {spec.dir}/{{node}}/state\n"
+    # Prolog and Epilog through the hooks' own entry (no click: they start for every job), as the shipped
+    # prolog.d/epilog.d scripts do; anything else through the CLI.
+    module = "slurm_gpu.hooks.entry" if command in ("prolog", "epilog") else "slurm_gpu"
     return (
         "#!/bin/sh\n"
         f"export SLURM_GPU_CONFIG={spec.dir}/config.yaml\n"
         f"export SLURM_CONF={spec.conf}\n"
-        f"exec {sys.executable} -m slurm_gpu {command} \"$@\"\n"
+        f"exec {sys.executable} -m {module} {command} \"$@\"\n"
     )
 
 
@@ -175,7 +178,7 @@ def init_gpus(spec: ClusterSpec) -> None:
     """Each node's simulated GPU state and sandbox; on a static cluster, the layout made on every GPU."""
     for i, node in enumerate(node_names(spec), start=1):
         runs: List[Tuple[str, int]] = []  # (model, count) in GPU order
-        for model in parse_gpus(spec.node_gpus(i)):
+        for model in gpu_models(spec.node_gpus(i)):
             if runs and runs[-1][0] == model.key:
                 runs[-1] = (model.key, runs[-1][1] + 1)
             else:

@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
-from slurm_gpu.confgen.inventory import MODES, parse_gpus
+from slurm_gpu.confgen.inventory import MODES, gpu_models
 from slurm_gpu.core.errors import BadInputError
 from slurm_gpu.state.fsutil import atomic_write
 
@@ -80,7 +80,7 @@ def validate(spec: ClusterSpec) -> None:
     if (spec.mode == "static") != bool(spec.layout):
         raise BadInputError("--layout goes with --mode static, and static needs a layout", part=spec.layout)
     for i in range(1, spec.nodes + 1):
-        parse_gpus(spec.node_gpus(i))  # unknown models fail before anything starts
+        gpu_models(spec.node_gpus(i))  # unknown models fail before anything starts
 
 
 def save_spec(spec: ClusterSpec) -> str:

@@ -187,20 +187,16 @@ def test_python_dash_m_is_the_same_command():
     assert out.stdout.strip() == f"slurm-gpu {__version__}"
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["catalog"],
-        ["plan"],
-        ["inventory"],
-        ["status"],
-        ["sim"],
-        ["sim", "init"],
-        ["sim", "show"],
-        ["sim", "reset"],
-        ["sim", "attach"],
-    ],
-)
+def _every_command():
+    """argv of every command and subcommand the group lists."""
+    for name in sorted(cli_main.COMMANDS):
+        command = cli_main._load(name, cli_main.COMMANDS[name][0])
+        yield [name]
+        if isinstance(command, click.Group):
+            yield from ([name, sub] for sub in sorted(command.commands))
+
+
+@pytest.mark.parametrize("argv", list(_every_command()), ids=" ".join)
 def test_every_command_help_has_an_example(argv):
     result = invoke([*argv, "--help"])
     assert result.exit_code == 0
@@ -209,7 +205,8 @@ def test_every_command_help_has_an_example(argv):
     assert "slurm-gpu " + argv[0] in example[1]
 
 
-@pytest.mark.parametrize("argv", [["catalog"], ["plan", "--gpus", "A30-24GB", "1g.6gb"]])
+@pytest.mark.parametrize("argv", [["catalog"], ["plan", "--gpus", "A30-24GB", "1g.6gb"],
+                                  ["config", "gres", "--gpus", "A30-24GB"]])
 def test_json_documents_start_with_their_schema(argv):
     import json
 
@@ -217,3 +214,36 @@ def test_json_documents_start_with_their_schema(argv):
     assert result.exit_code == 0
     doc = json.loads(result.stdout)
     assert next(iter(doc)) == "schema" and doc["schema"] == f"slurm-gpu.{argv[0]}/v1"
+
+
+def test_every_json_option_names_a_schema_in_the_docs():
+    # Each command with --json prints "schema" first (slurm_gpu.cli.output); docs/cli.md lists them all.
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    table = docs.split("| command | schema |", 1)[1].split("\n\n", 1)[0]
+    for argv in _every_command():
+        command = cli_main._load(argv[0], cli_main.COMMANDS[argv[0]][0])
+        if len(argv) == 2:
+            command = command.commands[argv[1]]
+        if any(p.name == "as_json" for p in command.params):
+            row = next((line for line in table.splitlines() if f"`{' '.join(argv)}`" in line), None)
+            assert row is not None and "slurm-gpu." + ".".join(argv[:1]) in row, argv
+
+
+def test_config_and_cluster_json_carry_a_schema(monkeypatch, tmp_path):
+    import json
+
+    from slurm_gpu.testbed import local, spec
+
+    written = invoke(["config", "cgroup", "--gpus", "A30-24GB", "--out", str(tmp_path), "--json"])
+    assert json.loads(written.stdout) == {"schema": "slurm-gpu.config.written/v1",
+                                          "written": [str(tmp_path / "cgroup.conf")]}
+    monkeypatch.setattr(spec, "load_spec", lambda directory: directory)
+    monkeypatch.setattr(local, "status", lambda spec: {"name": "c", "nodes": {"b": "idle", "a": "idle"}})
+    monkeypatch.setattr(local, "down", lambda spec: {"stopped": [], "dir": spec})
+    status = invoke(["cluster", "status", "--dir", str(tmp_path), "--json"])
+    assert status.exit_code == 0, status.stderr
+    assert json.loads(status.stdout) == {"schema": "slurm-gpu.cluster.status/v1", "name": "c",
+                                         "nodes": {"a": "idle", "b": "idle"}}
+    assert list(json.loads(status.stdout)["nodes"]) == ["a", "b"]
+    down = json.loads(invoke(["cluster", "down", "--dir", str(tmp_path), "--json"]).stdout)
+    assert down == {"schema": "slurm-gpu.cluster.down/v1", "dir": str(tmp_path), "stopped": []}

@@ -31,7 +31,8 @@ def doc_of(result, schema):
 def node(tmp_path):
     """A simulated node: two H100 and one A30, changeable without root."""
     state = str(tmp_path / "node.json")
-    result = invoke("sim", "init", "--gpus", "H100-80GB:2,A30-24GB", "--state", state, "--allow-unprivileged")
+    result = invoke("sim", "init", "--gpus", "H100-80GB:2,A30-24GB", "--sim-state", state,
+                    "--allow-unprivileged")
     assert result.exit_code == 0, result.stderr
     return state
 
@@ -45,21 +46,21 @@ def create(state, gpu_index, profile_id, start):
 
 
 def test_sim_init_and_show(node):
-    doc = doc_of(invoke("sim", "show", "--state", node, "--json"), "slurm-gpu.sim/v1")
+    doc = doc_of(invoke("sim", "show", "--sim-state", node, "--json"), "slurm-gpu.sim/v1")
     assert [(g["index"], g["model"]) for g in doc["gpus"]] == [
         (0, "H100-80GB"),
         (1, "H100-80GB"),
         (2, "A30-24GB"),
     ]
     assert all(g["mig_current"] and not g["instances"] for g in doc["gpus"])
-    table = invoke("sim", "show", "--state", node)
+    table = invoke("sim", "show", "--sim-state", node)
     assert table.exit_code == 0 and "A30-24GB" in table.stdout
 
 
 def test_sim_mig_disabled(tmp_path):
     state = str(tmp_path / "off.json")
     doc = doc_of(
-        invoke("sim", "init", "--gpus", "A100-40GB", "--state", state, "--mig-disabled", "--json"),
+        invoke("sim", "init", "--gpus", "A100-40GB", "--sim-state", state, "--mig-disabled", "--json"),
         "slurm-gpu.sim/v1",
     )
     assert [(g["mig_current"], g["mig_pending"]) for g in doc["gpus"]] == [(False, False)]
@@ -72,19 +73,19 @@ def test_sim_state_from_env(node):
 
 def test_sim_show_names_profiles_and_feeds_plan(node, tmp_path):
     inst = create(node, 0, 5, 0)  # 4g.40gb on GPU 0
-    doc = doc_of(invoke("sim", "show", "--state", node, "--json"), "slurm-gpu.sim/v1")
+    doc = doc_of(invoke("sim", "show", "--sim-state", node, "--json"), "slurm-gpu.sim/v1")
     (listed,) = doc["gpus"][0]["instances"]
     assert (listed["profile"], listed["mig_uuid"]) == ("4g.40gb", inst.mig_uuid)
     saved = tmp_path / "show.json"
     saved.write_text(json.dumps(doc))
     # The only place left for a 3g.40gb on GPU 0 is slice 4; GPU 1 is empty so it goes there.
-    planned = doc_of(invoke("plan", "--state", str(saved), "3g.40gb:3", "--json"), "slurm-gpu.plan/v1")
+    planned = doc_of(invoke("plan", "--node-json", str(saved), "3g.40gb:3", "--json"), "slurm-gpu.plan/v1")
     assert sorted((p["gpu_index"], p["start"]) for p in planned["placements"]) == [(0, 4), (1, 0), (1, 4)]
 
 
 def test_sim_reset_removes_instances(node):
     create(node, 1, 19, 2)
-    doc = doc_of(invoke("sim", "reset", "--state", node, "--json"), "slurm-gpu.sim/v1")
+    doc = doc_of(invoke("sim", "reset", "--sim-state", node, "--json"), "slurm-gpu.sim/v1")
     assert all(not g["instances"] for g in doc["gpus"])
 
 
@@ -93,10 +94,10 @@ def test_sim_attach_shows_the_process(node):
     proc = subprocess.Popen(["sleep", "30"])
     try:
         result = invoke(
-            "sim", "attach", "--state", node, "--uuid", inst.mig_uuid, "--pid", str(proc.pid), "--json"
+            "sim", "attach", "--sim-state", node, "--uuid", inst.mig_uuid, "--pid", str(proc.pid), "--json"
         )
         assert doc_of(result, "slurm-gpu.sim.attach/v1")["pid"] == proc.pid
-        shown = doc_of(invoke("sim", "show", "--state", node, "--json"), "slurm-gpu.sim/v1")
+        shown = doc_of(invoke("sim", "show", "--sim-state", node, "--json"), "slurm-gpu.sim/v1")
         assert shown["gpus"][0]["instances"][0]["pids"] == [proc.pid]
     finally:
         proc.kill()
@@ -104,25 +105,25 @@ def test_sim_attach_shows_the_process(node):
 
 
 def test_sim_attach_unknown_uuid_is_bad_input(node):
-    result = invoke("sim", "attach", "--state", node, "--uuid", "MIG-nope", "--pid", str(os.getpid()))
+    result = invoke("sim", "attach", "--sim-state", node, "--uuid", "MIG-nope", "--pid", str(os.getpid()))
     assert result.exit_code == EXIT_BAD_INPUT
     assert "MIG-nope" in result.stderr
 
 
 def test_sim_errors(tmp_path, node):
-    bad_model = invoke("sim", "init", "--gpus", "Q1-1GB", "--state", str(tmp_path / "x.json"))
+    bad_model = invoke("sim", "init", "--gpus", "Q1-1GB", "--sim-state", str(tmp_path / "x.json"))
     assert bad_model.exit_code == EXIT_BAD_INPUT and "Q1-1GB" in bad_model.stderr
     garbled = tmp_path / "garbled.json"
     garbled.write_text("{}")
-    broken = invoke("sim", "show", "--state", str(garbled))
+    broken = invoke("sim", "show", "--sim-state", str(garbled))
     assert broken.exit_code == EXIT_STATE and str(garbled) in broken.stderr
     nvml_config = tmp_path / "nvml.yaml"
     nvml_config.write_text("version: 1\n")
     nvml_config.chmod(0o600)
-    # No --state, no env, and a configuration without driver.sim_state: a usage error naming the ways.
+    # No --sim-state, no env, and a configuration without driver.sim_state: a usage error naming the ways.
     no_state = invoke("sim", "show", env={"SLURM_GPU_SIM_STATE": None, "SLURM_GPU_CONFIG": str(nvml_config)})
     assert no_state.exit_code == EXIT_USAGE
-    assert "--state" in no_state.stderr and "SLURM_GPU_SIM_STATE" in no_state.stderr
+    assert "--sim-state" in no_state.stderr and "SLURM_GPU_SIM_STATE" in no_state.stderr
 
 
 def test_inventory_lists_gpus_and_instances(node):
@@ -216,3 +217,22 @@ def test_status_planned_only_instance_is_owned(node, tmp_path):
         (inst.mig_uuid, "7", "planned")
     ]
     assert doc["orphans"] == [] and doc["missing"] == []
+
+
+def test_former_state_option_names_still_work_with_a_warning(node, tmp_path):
+    # sim --state is now --sim-state (as in inventory/status/config), plan --state is --node-json.
+    old = invoke("sim", "show", "--state", node, "--json")
+    assert doc_of(old, "slurm-gpu.sim/v1") == doc_of(invoke("sim", "show", "--sim-state", node, "--json"),
+                                                     "slurm-gpu.sim/v1")
+    assert "--state is deprecated; use --sim-state" in old.stderr
+    # An explicit old spelling beats the environment, as the new one does.
+    other = invoke("sim", "show", "--state", node, "--json", env={"SLURM_GPU_SIM_STATE": "/nonexistent"})
+    assert doc_of(other, "slurm-gpu.sim/v1")["state"] == node
+    assert invoke("sim", "show", "--state", node, "--sim-state", node).exit_code == EXIT_USAGE
+    saved = tmp_path / "plan.json"
+    saved.write_text(invoke("plan", "--gpus", "H100-80GB", "1g.10gb", "--json").stdout)
+    planned = invoke("plan", "--state", str(saved), "3g.40gb", "--json")
+    assert doc_of(planned, "slurm-gpu.plan/v1")["placements"]
+    assert "--state is deprecated; use --node-json" in planned.stderr
+    for argv in (["sim", "show"], ["plan"]):
+        assert "--state" not in invoke(*argv, "--help").stdout

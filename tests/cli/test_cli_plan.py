@@ -8,10 +8,10 @@ import pytest
 from cli_runner import cli_runner
 
 from slurm_gpu.cli.main import main
-from slurm_gpu.cli.plan import node_from_document, node_to_document, parse_gpus
 from slurm_gpu.core.catalog import load_catalog
 from slurm_gpu.core.errors import EXIT_BAD_INPUT, EXIT_NO_FIT, EXIT_USAGE
 from slurm_gpu.core.geometry import GpuState, NodeState
+from slurm_gpu.core.nodespec import node_from_document, node_to_document, parse_gpus
 from slurm_gpu.core.planner import capacity
 
 
@@ -62,10 +62,10 @@ def test_state_file_chains_plans(tmp_path):
     first = plan_json("--gpus", "H100-80GB:1", "3g.40gb")
     path = tmp_path / "after.json"
     path.write_text(json.dumps(first))
-    second = plan_json("--state", str(path), "3g.40gb")
+    second = plan_json("--node-json", str(path), "3g.40gb")
     starts = {first["placements"][0]["start"], second["placements"][0]["start"]}
     assert starts == {0, 4}
-    third = invoke("plan", "--state", str(path), "3g.40gb:2")
+    third = invoke("plan", "--node-json", str(path), "3g.40gb:2")
     assert third.exit_code == EXIT_NO_FIT
     assert "3g.40gb" in third.stderr
 
@@ -91,7 +91,7 @@ def test_state_file_in_sim_show_shape(tmp_path):
     }
     path = tmp_path / "sim.json"
     path.write_text(json.dumps(doc))
-    out = plan_json("--state", str(path), "2g.12gb")
+    out = plan_json("--node-json", str(path), "2g.12gb")
     assert [(p["gpu_index"], p["start"]) for p in out["placements"]] == [(0, 2)]
 
 
@@ -143,17 +143,17 @@ def test_no_fit_exits_4():
 
 
 def test_bad_state_files(tmp_path):
-    missing = invoke("plan", "--state", str(tmp_path / "nope.json"), "1g.10gb")
+    missing = invoke("plan", "--node-json", str(tmp_path / "nope.json"), "1g.10gb")
     assert missing.exit_code == EXIT_BAD_INPUT and "nope.json" in missing.stderr
     garbled = tmp_path / "garbled.json"
     garbled.write_text("{not json")
-    assert invoke("plan", "--state", str(garbled), "1g.10gb").exit_code == EXIT_BAD_INPUT
+    assert invoke("plan", "--node-json", str(garbled), "1g.10gb").exit_code == EXIT_BAD_INPUT
     empty = tmp_path / "empty.json"
     empty.write_text('{"gpus": []}')
-    assert invoke("plan", "--state", str(empty), "1g.10gb").exit_code == EXIT_BAD_INPUT
+    assert invoke("plan", "--node-json", str(empty), "1g.10gb").exit_code == EXIT_BAD_INPUT
 
 
 def test_node_must_be_described_once(tmp_path):
     assert invoke("plan", "1g.10gb").exit_code == EXIT_USAGE
-    both = invoke("plan", "--gpus", "H100-80GB:1", "--state", str(tmp_path / "x.json"), "1g.10gb")
+    both = invoke("plan", "--gpus", "H100-80GB:1", "--node-json", str(tmp_path / "x.json"), "1g.10gb")
     assert both.exit_code == EXIT_USAGE

@@ -155,11 +155,50 @@ def test_reconcile_command_reaps_an_orphan_and_reports_json(configured_node):
     assert json.loads(log[-1])["hook"] == "reconcile"
 
 
-def test_prolog_without_job_environment_fails_without_touching_gpus(configured_node):
+def hook_entry(config, *args, **env):
+    """``python -m slurm_gpu.hooks.entry ARGS``: what the console script slurm-gpu-hook runs."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_JOB_")}
+    full.update(SLURM_GPU_CONFIG=config, **env)
+    return subprocess.run([sys.executable, "-m", "slurm_gpu.hooks.entry", *args], env=full,
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+
+
+@pytest.mark.parametrize("form", ["cli", "entry"])
+def test_prolog_without_job_environment_fails_without_touching_gpus(configured_node, form):
     _, state, config = configured_node
-    proc = slurm_gpu(config, "prolog")
+    proc = slurm_gpu(config, "prolog") if form == "cli" else hook_entry(config, "prolog")
     assert proc.returncode == 1 and "SLURM_JOB_ID" in proc.stderr
     assert open_driver("sim", sim_state=state).instances() == []
+
+
+def test_hook_entry_imports_no_click(configured_node):
+    # A whole prolog up to the Slurm read (configuration, driver, journal, Slurm client), with no CLI.
+    _, _, config = configured_node
+    code = (
+        "import sys\n"
+        "from slurm_gpu.hooks.entry import main\n"
+        "rc = main(['--config', sys.argv[1], 'prolog'])\n"
+        "loaded = sorted(m for m in sys.modules\n"
+        "                if m.split('.')[0] == 'click' or m.startswith('slurm_gpu.cli'))\n"
+        "print('LOADED', loaded, 'node.agent' in ' '.join(sys.modules), rc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_GPU_CONFIG")}
+    env.update(SLURM_JOB_ID="5", SLURM_JOB_UID=str(os.getuid()), SLURM_JOB_GID=str(os.getgid()))
+    out = subprocess.run([sys.executable, "-c", code, config], env=env, capture_output=True, text=True,
+                         timeout=60, cwd=REPO)
+    assert out.stdout.strip().splitlines()[-1] == "LOADED [] True 1", out.stderr
+    assert "no-slurm" in out.stderr  # it got as far as asking Slurm
+
+
+def test_hook_entry_command_line(configured_node):
+    _, _, config = configured_node
+    assert hook_entry(config, "--help").returncode == 0
+    for bad in ([], ["task-prolog"], ["prolog", "epilog"], ["--config"]):
+        proc = hook_entry(config, *bad)
+        assert proc.returncode == 2 and proc.stderr.startswith("usage: slurm-gpu-hook"), (bad, proc.stderr)
+    job = {"SLURM_JOB_ID": "5", "SLURM_JOB_UID": str(os.getuid()), "SLURM_JOB_GID": str(os.getgid())}
+    proc = hook_entry(config, "--config", config + ".missing", "epilog", **job)
+    assert proc.returncode == 1 and "does not exist" in proc.stderr
 
 
 def test_shipped_hook_scripts_are_thin_and_use_absolute_paths():
@@ -171,6 +210,11 @@ def test_shipped_hook_scripts_are_thin_and_use_absolute_paths():
                 assert line.split()[1].startswith('"$'), line
             elif "=" in line and not line.startswith("#"):
                 assert line.split("=", 1)[1].startswith("/"), line
+    # The root hooks start through the hook entry (no click), not the CLI.
+    for hook in ("prolog", "epilog"):
+        text = (REPO / f"{hook}.d/50-slurm-gpu").read_text()
+        assert "SLURM_GPU_HOOK=/usr/local/bin/slurm-gpu-hook\n" in text
+        assert text.endswith(f'exec "$SLURM_GPU_HOOK" {hook}\n')
 
 
 def test_a_log_line_that_cannot_be_written_never_fails_a_hook(tmp_path, capsys):
