@@ -76,14 +76,6 @@ from slurm_gpu.cli.output import emit_json, emit_pairs, json_option
     help="Seconds before a requeued job is eligible (default: 121, as Slurm; 120 after a failed prolog).",
 )
 @click.option(
-    "--placer",
-    type=click.Choice(["fast", "planner"]),
-    default="fast",
-    show_default=True,
-    help="Who places instances: a cached re-implementation of the planner's rule, or slurm_gpu.core.planner "
-    "itself (the node agent's code; slower).",
-)
-@click.option(
     "--plot",
     "plot_path",
     type=click.Path(dir_okay=False),
@@ -101,7 +93,6 @@ def cmd(
     shard_cost: str,
     bf_interval: Optional[float],
     max_starts: Optional[int],
-    placer: str,
     requeue_delay: Optional[float],
     plot_path: Optional[str],
     as_json: bool,
@@ -119,9 +110,7 @@ def cmd(
 
     jobs = read_trace(trace_path)
     cluster = parse_cluster(cluster_spec)
-    chosen = make_policy(
-        policy, layout=layout, order=order, shard_cost=shard_cost, publish=publish, placer=placer
-    )
+    chosen = make_policy(policy, layout=layout, order=order, shard_cost=shard_cost, publish=publish)
     if plot_path:
         from slurm_gpu.simulate.plot import check_available
 

@@ -33,7 +33,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from slurm_gpu.core.geometry import GpuState, NodeState
     from slurm_gpu.core.requests import GresRequest
 
-__all__ = ["PlannedInstance", "plan", "plan_request", "capacity", "fits", "room"]
+__all__ = [
+    "PlannedInstance",
+    "Slots",
+    "plan",
+    "plan_slots",
+    "plan_request",
+    "capacity",
+    "slot_capacity",
+    "fits",
+    "room",
+]
 
 _ME_ALL = "+me.all"
 _NO_ME = "-me"
@@ -107,12 +117,26 @@ def _model(model: GpuModel) -> _Model:
 
 # --- one GPU ----------------------------------------------------------------------------------------
 Key = Tuple[Tuple[int, int, int], ...]  # sorted (start, size, profile_id)
+Slots = Key  # a GPU's instances as plain tuples: the fields of geometry.Slot, sorted
 
 
 class _Gpu:
     """Derived facts of one GPU state, computed once per (model, slots)."""
 
-    __slots__ = ("m", "key", "used", "compute", "n", "counts", "me_all", "all_no_me", "_caps", "_room")
+    __slots__ = (
+        "m",
+        "key",
+        "used",
+        "compute",
+        "n",
+        "counts",
+        "me_all",
+        "all_no_me",
+        "_caps",
+        "_room",
+        "_starts",
+        "_next",
+    )
 
     def __init__(self, m: _Model, key: Key):
         self.m = m
@@ -137,6 +161,9 @@ class _Gpu:
         self.all_no_me = all_no_me
         self._caps: Optional[Dict[str, int]] = None
         self._room: Optional[Tuple[int, int]] = None
+        # memos of the planner's inner loop: free placements per profile id, successor per placement
+        self._starts: Dict[int, List[Tuple[int, int]]] = {}
+        self._next: Dict[Tuple[int, int], _Gpu] = {}
 
     def allowed(self, p: _P) -> bool:
         """Everything but the slices: instance, compute and GPU-instance budgets, media engines."""
@@ -149,10 +176,12 @@ class _Gpu:
         return not self.me_all or p.variant == _NO_ME
 
     def free_starts(self, p: _P) -> List[Tuple[int, int]]:
-        if not self.allowed(p):
-            return []
-        used = self.used
-        return [(s, mask) for s, mask in p.placements if not used & mask]
+        found = self._starts.get(p.pid)
+        if found is None:
+            used = self.used
+            found = [(s, mask) for s, mask in p.placements if not used & mask] if self.allowed(p) else []
+            self._starts[p.pid] = found
+        return found
 
     def cap(self, p: _P) -> int:
         """Most instances of ``p`` alone that can be added: the largest set of disjoint free
@@ -185,6 +214,13 @@ class _Gpu:
 
     def placed(self, p: _P, start: int) -> Key:
         return tuple(sorted(self.key + ((start, p.size, p.pid),)))
+
+    def after(self, p: _P, start: int) -> _Gpu:
+        """The GPU once ``p`` is placed at ``start`` (a free start)."""
+        nxt = self._next.get((p.pid, start))
+        if nxt is None:
+            nxt = self._next[(p.pid, start)] = _gpu(self.m, self.placed(p, start))
+        return nxt
 
 
 _gpus: Dict[Tuple[int, Key], _Gpu] = {}
@@ -219,7 +255,7 @@ def _fits_on_gpu(g: _Gpu, names: Tuple[str, ...]) -> bool:
     p = g.m.by_name[names[0]]
     ok = False
     for start, _mask in g.free_starts(p):
-        if _fits_on_gpu(_gpu(g.m, g.placed(p, start)), names[1:]):
+        if _fits_on_gpu(g.after(p, start), names[1:]):
             ok = True
             break
     if len(_fit_memo) >= _CACHE_LIMIT:
@@ -295,7 +331,22 @@ def plan(node: NodeState, profile_name: str, count: int = 1) -> Tuple[PlannedIns
     """Placements for ``count`` new instances of ``profile_name``; :class:`NoFitError` if they do not
     all fit now, :class:`UnknownProfileError` for a profile no GPU of the node has."""
     name = _check_name(node, profile_name)
-    return _plan(node, [(_chooser_by_name(name), _positive(count, profile_name))])
+    return _plan(_node_gpus(node), [(_chooser_by_name(name), _positive(count, profile_name))])
+
+
+def plan_slots(
+    model: GpuModel, gpus: Sequence[Tuple[int, Slots]], profile_name: str, count: int = 1
+) -> Tuple[PlannedInstance, ...]:
+    """:func:`plan` for GPUs of one model given as ``(gpu_index, slots)`` in index order, MIG on:
+    the same decision without building a :class:`NodeState` (the simulator keeps plain tuples).
+    The slots are trusted: they must be a valid state, as geometry would have built it."""
+    m = _model(model)
+    name = str(profile_name).strip().lower()
+    p = m.by_name.get(name)
+    if p is None:
+        raise UnknownProfileError(f"MIG profile {name!r} is not one of {model.key}", part=name)
+    demand = [(_chooser_by_name(p.name), _positive(count, p.name))]
+    return _plan([(i, _gpu(m, key)) for i, key in gpus], demand)
 
 
 def plan_request(node: NodeState, requests: Sequence[GresRequest]) -> Tuple[PlannedInstance, ...]:
@@ -330,7 +381,7 @@ def plan_request(node: NodeState, requests: Sequence[GresRequest]) -> Tuple[Plan
 
         groups[sig] = (prev[0] if prev else choose, count, size)
     ordered = sorted(groups.values(), key=lambda g: -g[2])
-    return _plan(node, [(choose, count) for choose, count, _ in ordered])
+    return _plan(_node_gpus(node), [(choose, count) for choose, count, _ in ordered])
 
 
 def _positive(count: int, what: str) -> int:
@@ -339,11 +390,15 @@ def _positive(count: int, what: str) -> int:
     return count
 
 
+def _node_gpus(node: NodeState) -> List[Tuple[int, _Gpu]]:
+    return [(g.index, _gpu(_model(g.model), _key(g))) for g in node.gpus if g.mig_enabled]
+
+
 def _plan(
-    node: NodeState, demand: List[Tuple[Callable[[_Model], Optional[_P]], int]]
+    gpus: List[Tuple[int, _Gpu]], demand: List[Tuple[Callable[[_Model], Optional[_P]], int]]
 ) -> Tuple[PlannedInstance, ...]:
-    order = [g.index for g in node.gpus if g.mig_enabled]
-    state: Dict[int, _Gpu] = {g.index: _gpu(_model(g.model), _key(g)) for g in node.gpus if g.mig_enabled}
+    order = [i for i, _ in gpus]
+    state: Dict[int, _Gpu] = dict(gpus)
     remaining = [c for _, c in demand]
     if not _feasible([state[i] for i in order], demand):
         what = ", ".join(f"{c} x {_describe(ch, state)}" for ch, c in demand)
@@ -353,6 +408,7 @@ def _plan(
         while remaining[gi_group]:
             remaining[gi_group] -= 1
             rest = [(ch, remaining[i]) for i, (ch, _) in enumerate(demand)]
+            last = not any(remaining)  # nothing after this instance: every free start is feasible
             best = None
             for idx in order:
                 g = state[idx]
@@ -361,14 +417,13 @@ def _plan(
                     continue
                 before = g.room()
                 for start, _mask in g.free_starts(p):
-                    after = _gpu(g.m, g.placed(p, start))
+                    after = g.after(p, start)
                     room = after.room()
                     # the change in this GPU's room is the change of the node's room
                     rank = (before[0] - room[0], before[1] - room[1], idx, start)
                     if best is not None and rank >= best[0]:
                         continue
-                    trial = [after if i == idx else state[i] for i in order]
-                    if _feasible(trial, rest):
+                    if last or _feasible([after if i == idx else state[i] for i in order], rest):
                         best = (rank, idx, p, start, after)
             if best is None:  # cannot happen after the feasibility check; never place blindly
                 raise NoFitError(f"no placement left for {_describe(choose, state)}")
@@ -392,6 +447,11 @@ def capacity(node: NodeState) -> Dict[str, int]:
         for name, n in caps.items():
             out[name] = out.get(name, 0) + n
     return out
+
+
+def slot_capacity(model: GpuModel, slots: Slots) -> Dict[str, int]:
+    """:func:`capacity` of one MIG GPU of ``model`` given as plain slots (see :func:`plan_slots`)."""
+    return dict(_gpu(_model(model), slots).caps())
 
 
 def fits(node: NodeState, profile_name: str, count: int) -> bool:

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import heapq
 import math
+import operator
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from slurm_gpu.core.catalog import Catalog, load_catalog
-from slurm_gpu.core.errors import BadInputError
+from slurm_gpu.core.errors import BadInputError, SlurmGpuError
+from slurm_gpu.core.geometry import GpuState
+from slurm_gpu.simulate.base import Policy
 from slurm_gpu.simulate.cluster import ClusterSpec
 from slurm_gpu.simulate.metrics import Result, Series, summarise
-from slurm_gpu.simulate.policies import Policy
 from slurm_gpu.simulate.slots import ModelTable
 from slurm_gpu.simulate.state import SimJob, SimNode
 from slurm_gpu.simulate.traces import TraceJob, parse_job_gres
@@ -31,6 +33,7 @@ from slurm_gpu.simulate.traces import TraceJob, parse_job_gres
 __all__ = ["SimConfig", "Simulation", "simulate"]
 
 _END, _SUBMIT, _WAKE = 0, 1, 2  # at one instant: ends free room before submissions are looked at
+_BY_LIMIT = operator.attrgetter("limit_end", "index")  # backfill's end of a running job; ties by priority
 
 
 @dataclass
@@ -90,7 +93,13 @@ class Simulation:
         ]
         policy.prepare(self.nodes, self.jobs)  # e.g. static: pick the layout for this trace's mix
         policy.setup(self.nodes, self.keys, slices_of)
-        self.rejected = [j for j in self.jobs if not policy.could_ever_fit(j)]
+        # the answer depends on the request only, and a trace repeats few requests
+        ever: Dict[Tuple[int, int, int], bool] = {}
+        for j in self.jobs:
+            sig = (j.key, j.count, j.nodes)
+            if sig not in ever:
+                ever[sig] = policy.could_ever_fit(j)
+        self.rejected = [j for j in self.jobs if not ever[(j.key, j.count, j.nodes)]]
         self._rejected_ids = {j.index for j in self.rejected}
         self.series = Series() if self.config.record_series else None
         self.bf_interval = policy.bf_interval if cfg.bf_interval is None else cfg.bf_interval
@@ -99,6 +108,7 @@ class Simulation:
         self.requeue_delay = policy.requeue_delay if delay is None else delay
         self.misfits = 0
         self.version = 0  # bumps on every change the schedulers could notice
+        self.result: Optional[Result] = None  # set by run()
 
     # -- the queue -------------------------------------------------------------------------------------
     def run(self) -> Result:
@@ -169,7 +179,18 @@ class Simulation:
                 self.check()
             if cfg.progress is not None and done % 1000 == 0:
                 cfg.progress(done, total)
-        return summarise(self, busy_area, first_t, last_t, window_end)
+        self.result = summarise(
+            self.policy.name,
+            self.jobs,
+            misfits=self.misfits,
+            drains=self.policy.drains,
+            rejected=len(self.rejected),
+            total_slices=self.total_slices,
+            series=self.series,
+            busy_area=busy_area,
+            span=(first_t, last_t, window_end),
+        )
+        return self.result
 
     def _enqueue(self, job: SimJob) -> None:
         pending = self.pending
@@ -196,6 +217,7 @@ class Simulation:
         for job in p.started:
             job.start = t
             job.end = t + job.duration
+            job.limit_end = t + job.limit
             job.slices = sum(
                 self.nodes[n].table.profiles[job.key].memory_slices * job.count for n, _ in job.alloc
             )
@@ -206,8 +228,8 @@ class Simulation:
             heapq.heappush(events, (job.end, _END, self._next_seq(), job.index))
         if p.started or p.misfits:
             self.version += 1
-            started = {j.index for j in p.started}
-            self.pending[:] = [j for j in self.pending if j.index not in started]
+            for job in p.started:  # few per pass, the queue can be long: remove() scans in C
+                self.pending.remove(job)
         return added
 
     def _try(self, job: SimJob, exclude: Set[int], p: _Pass, t: float) -> Optional[bool]:
@@ -249,7 +271,8 @@ class Simulation:
         p = _Pass()
         policy = self.policy
         policy.begin_pass()
-        shadow, reserved = math.inf, set()
+        shadow: float = math.inf
+        reserved: Set[int] = set()
         head = None
         refused: Set[Tuple[int, int, int, bool]] = set()
         for tested, job in enumerate(self.pending):
@@ -279,14 +302,9 @@ class Simulation:
         """Earliest time (by time limits) and nodes where ``job`` fits: Slurm's backfill reservation."""
         when: List[Tuple[float, int]] = []
         for node in self.nodes:
-            running = sorted((self.jobs[i] for i in node.jobs), key=lambda j: (j.start + j.limit, j.index))
-            released: List[SimJob] = []
-            found = math.inf
-            for other in running:
-                released.append(other)
-                if self.policy.fits_after(node, job, released):
-                    found = max(t, other.start + other.limit)
-                    break
+            running = sorted((self.jobs[i] for i in node.jobs), key=_BY_LIMIT)
+            ended = self.policy.fit_after_ends(node, job, running)
+            found = max(t, running[ended - 1].limit_end) if ended else math.inf
             when.append((found, node.index))
         when.sort()
         chosen = when[: job.nodes]
@@ -296,16 +314,20 @@ class Simulation:
 
     # -- checks ----------------------------------------------------------------------------------------
     def check(self) -> None:
-        """Raise if any GPU holds overlapping or invalid instances, or the books do not balance."""
+        """Raise if any GPU holds overlapping or invalid instances, or the books do not balance: every
+        GPU is rebuilt instance by instance through ``slurm_gpu.core.geometry`` (the readable rules)."""
         for node in self.nodes:
             table = node.table
             for g, slots in enumerate(node.gpus):
-                rebuilt: tuple = ()
+                rebuilt = GpuState(g, table.model)
                 for start, size, pid in slots:
-                    profile = table.model.profile_by_id(pid)
-                    if start not in table.free_starts(rebuilt, profile) or size != profile.memory_slices:
-                        raise AssertionError(f"{node.name} gpu {g}: invalid slots {slots}")
-                    rebuilt = table.add(rebuilt, start, profile)
+                    try:
+                        profile = table.model.profile_by_id(pid)
+                        rebuilt = rebuilt.place(profile, start)
+                    except SlurmGpuError as exc:  # unknown profile id, or geometry refuses it
+                        raise AssertionError(f"{node.name} gpu {g}: invalid slots {slots}: {exc}") from exc
+                    if size != profile.memory_slices:
+                        raise AssertionError(f"{node.name} gpu {g}: slot {start} has the wrong size")
             if node.free != node.total - sum(table.used_slices(s) for s in node.gpus):
                 raise AssertionError(f"{node.name}: free slice count drifted")
 

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-if TYPE_CHECKING:  # pragma: no cover
-    from slurm_gpu.simulate.engine import Simulation
+from slurm_gpu.simulate.state import SimJob
 
 __all__ = ["Result", "Series", "summarise", "percentile", "SUMMARY_KEYS"]
 
@@ -65,7 +64,7 @@ class Result:
     drains: int
     rejected: int = 0
     total_slices: int = 0
-    series: Any = None
+    series: Optional[Series] = None
     waits: Sequence[float] = ()
 
     def to_dict(self) -> Dict[str, Any]:
@@ -83,25 +82,36 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(ordered[rank - 1])
 
 
-def summarise(sim: Simulation, busy_area: float, first_t: float, last_t: float, window_end: float) -> Result:
-    started = [j for j in sim.jobs if j.start is not None]
-    waits = [j.start - j.submit for j in started]
-    makespan = last_t - first_t
-    attempts = len(started) + sim.misfits
+def summarise(
+    policy: str,
+    jobs: Sequence[SimJob],
+    misfits: int,
+    drains: int,
+    rejected: int,
+    total_slices: int,
+    series: Optional[Series],
+    busy_area: float,
+    span: Tuple[float, float, float],
+) -> Result:
+    """The summary of a finished replay. ``busy_area``: memory-slice-seconds held within the arrival
+    window; ``span``: (first submission, last event, last submission) in seconds."""
+    first_t, last_t, window_end = span
+    waits = [j.start - j.submit for j in jobs if j.start is not None]
+    attempts = len(waits) + misfits
     window = window_end - first_t
     return Result(
-        policy=sim.policy.name,
-        jobs=len(sim.jobs),
-        started=len(started),
-        misfits=sim.misfits,
-        misfit_rate=round(sim.misfits / attempts, 6) if attempts else 0.0,
-        utilization=round(busy_area / (sim.total_slices * window), 6) if window > 0 else 0.0,
+        policy=policy,
+        jobs=len(jobs),
+        started=len(waits),
+        misfits=misfits,
+        misfit_rate=round(misfits / attempts, 6) if attempts else 0.0,
+        utilization=round(busy_area / (total_slices * window), 6) if window > 0 else 0.0,
         mean_wait_s=round(sum(waits) / len(waits), 3) if waits else 0.0,
         p95_wait_s=round(percentile(waits, 95), 3),
-        makespan_s=round(makespan, 3),
-        drains=sim.policy.drains,
-        rejected=len(sim.rejected),
-        total_slices=sim.total_slices,
-        series=sim.series,
+        makespan_s=round(last_t - first_t, 3),
+        drains=drains,
+        rejected=rejected,
+        total_slices=total_slices,
+        series=series,
         waits=waits,
     )

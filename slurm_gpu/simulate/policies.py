@@ -16,95 +16,22 @@ or report a misfit. The engine requeues a misfit job.
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence, Set, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 from slurm_gpu.core.errors import BadInputError
-from slurm_gpu.simulate.state import SimJob, SimNode, plan_on_node, plan_with_planner
+from slurm_gpu.simulate.base import Policy
+from slurm_gpu.simulate.state import SimJob, SimNode, plan_on_node
+from slurm_gpu.simulate.static import StaticPolicy
 
-__all__ = ["Policy", "DefaultPolicy", "OraclePolicy", "ShardsPolicy", "POLICIES", "make_policy"]
-
-INF = float("inf")
-
-
-class Policy:
-    """Base: the real GPU state lives in ``self.nodes``; subclasses add their scheduler's view."""
-
-    name = "?"
-    drains = 0
-    # our prolog requeues a job it cannot place; Slurm makes it eligible after the credential lifetime + 1
-    # (job_mgr.c: begin_time = now + cred_expire + 1; 120 s by default)
-    requeue_delay = 121.0
-    # Slurm scheduler settings the policy runs with: Slurm's defaults unless the policy ships others
-    max_starts = 0  # sched_max_job_start and bf_max_job_start (0: no limit)
-    bf_interval = 30.0
-    placer = "fast"  # "planner": core.planner decides every placement (slower, the agent's own code)
-
-    def _plan(self, node: SimNode, key: int, count: int, gpus: Optional[Sequence[int]] = None):
-        if self.placer == "planner":
-            return plan_with_planner(node, key, count, gpus)
-        return plan_on_node(node, key, count, gpus)
-
-    def setup(self, nodes: List[SimNode], keys: Sequence[str], slices_of: Sequence[int]) -> None:
-        self.nodes = nodes
-        self.keys = keys
-        self.slices_of = slices_of  # Slurm's `mig` count per instance of each key (largest over models)
-        self.drains = 0
-
-    def prepare(self, nodes: List[SimNode], jobs: Sequence[SimJob]) -> None:
-        """Look at the whole trace before the replay (only ``static`` does)."""
-
-    def begin_pass(self) -> None:
-        pass
-
-    def end_pass(self) -> None:
-        pass
-
-    def allocate(self, job: SimJob, exclude: Set[int]) -> Optional[List[int]]:
-        raise NotImplementedError
-
-    def prolog(self, job: SimJob, nodes: List[int]) -> bool:
-        """Create the job's instances on every node, or undo everything and return False (a misfit)."""
-        raise NotImplementedError
-
-    def release(self, job: SimJob) -> None:
-        for n, placed in job.alloc:
-            node = self.nodes[n]
-            for g, start in placed:
-                node.set_gpu(g, node.table.remove(node.gpus[g], start))
-        job.alloc = []
-
-    def could_ever_fit(self, job: SimJob) -> bool:
-        empty = [n for n in self.nodes if n.table.capacity(())[job.key] * len(n.gpus) >= job.count]
-        return len(empty) >= job.nodes
-
-    # -- reservations (backfill) ---------------------------------------------------------------------
-    def fits_after(self, node: SimNode, job: SimJob, released: Iterable[SimJob]) -> bool:
-        """Would ``job`` fit on ``node`` in this policy's view once ``released`` have ended?"""
-        gpus = list(node.gpus)
-        table = node.table
-        for other in released:
-            for n, placed in other.alloc:
-                if n == node.index:
-                    for g, start in placed:
-                        gpus[g] = table.remove(gpus[g], start)
-        return sum(table.capacity(s)[job.key] for s in gpus) >= job.count
-
-    # -- helpers -------------------------------------------------------------------------------------
-    def _place(self, job: SimJob, nodes: List[int]) -> bool:
-        """Plan and create on each node with the agent's placement; all or nothing."""
-        done: List[Tuple[int, List[Tuple[int, int]]]] = []
-        for n in nodes:
-            node = self.nodes[n]
-            plan = self._plan(node, job.key, job.count)
-            if plan is None:
-                job.alloc = done
-                self.release(job)
-                return False
-            for g, _start, after in plan:
-                node.set_gpu(g, after)
-            done.append((n, [(g, start) for g, start, _ in plan]))
-        job.alloc = done
-        return True
+__all__ = [
+    "Policy",
+    "DefaultPolicy",
+    "OraclePolicy",
+    "ShardsPolicy",
+    "StaticPolicy",
+    "POLICIES",
+    "make_policy",
+]
 
 
 class OraclePolicy(Policy):
@@ -280,11 +207,11 @@ class ShardsPolicy(Policy):
         return [n for n, _, _ in chosen]
 
     def prolog(self, job: SimJob, nodes: List[int]) -> bool:
-        done = []
+        done: List[Tuple[int, List[Tuple[int, int]]]] = []
         for n in nodes:
             node = self.nodes[n]
             g = job.shard_gpu[n][0]
-            plan = self._plan(node, job.key, job.count, gpus=(g,))
+            plan = plan_on_node(node, job.key, job.count, gpus=(g,))
             if plan is None:
                 # a naive prolog fails here: Slurm drains the node and requeues the job held
                 self.drains += 1
@@ -310,14 +237,18 @@ class ShardsPolicy(Policy):
         self._give_back_shards(job)
         super().release(job)
 
-    def fits_after(self, node: SimNode, job: SimJob, released: Iterable[SimJob]) -> bool:
+    def fit_after_ends(self, node: SimNode, job: SimJob, ending: Sequence[SimJob]) -> int:
+        if node.index in self.drained:
+            return 0
         free = list(self.shards[node.index])
-        for other in released:
+        need = self._cost(node, job.key) * job.count
+        for i, other in enumerate(ending, 1):
             g_need = other.shard_gpu.get(node.index)
             if g_need:
                 free[g_need[0]] += g_need[1]
-        need = self._cost(node, job.key) * job.count
-        return node.index not in self.drained and any(f >= need for f in free)
+            if any(f >= need for f in free):
+                return i
+        return 0
 
 
 POLICIES = ("default", "oracle", "shards", "static")
@@ -329,23 +260,14 @@ def make_policy(
     order: str = "first",
     shard_cost: str = "compute",
     publish: str = "exact",
-    placer: str = "fast",
 ) -> Policy:
-    """A policy by name; ``placer`` is ``fast`` (cached re-implementation) or ``planner``."""
-    if placer not in ("fast", "planner"):
-        raise BadInputError(f"placer {placer!r}: fast or planner", part=placer)
-    policy: Policy
+    """A policy by name, with its options (the others are ignored)."""
     if name == "default":
-        policy = DefaultPolicy(order, publish)
-    elif name == "oracle":
-        policy = OraclePolicy()
-    elif name == "shards":
-        policy = ShardsPolicy(shard_cost)
-    elif name == "static":
-        from slurm_gpu.simulate.static import StaticPolicy
-
-        policy = StaticPolicy(layout)
-    else:
-        raise BadInputError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})", part=name)
-    policy.placer = placer
-    return policy
+        return DefaultPolicy(order, publish)
+    if name == "oracle":
+        return OraclePolicy()
+    if name == "shards":
+        return ShardsPolicy(shard_cost)
+    if name == "static":
+        return StaticPolicy(layout)
+    raise BadInputError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})", part=name)

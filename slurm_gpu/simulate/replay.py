@@ -14,10 +14,13 @@ import random
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import TYPE_CHECKING, Dict, List, Sequence
 
-from slurm_gpu.core.errors import SlurmError
+from slurm_gpu.core.errors import BadInputError, SlurmError
 from slurm_gpu.simulate.traces import TraceJob, parse_job_gres
+
+if TYPE_CHECKING:  # pragma: no cover
+    from slurm_gpu.simulate.engine import Simulation
 
 __all__ = ["contention_trace", "ClusterRun", "replay_on_cluster", "simulate_trace", "scheduler_config"]
 
@@ -133,10 +136,10 @@ def replay_on_cluster(conf: str, state_dirs: Dict[str, str], trace: Sequence[Tra
         if cancel_raced:
             for node, d in state_dirs.items():
                 for ev in _history(d)[before[node]:]:
-                    jid = ev.get("job_id")
-                    if ev.get("event") == "requeued" and jid in ids and jid not in seen_requeue:
-                        seen_requeue.add(jid)
-                        subprocess.run(["scancel", jid], env=env, capture_output=True, timeout=30)
+                    raced = ev.get("job_id")
+                    if ev.get("event") == "requeued" and raced in ids and raced not in seen_requeue:
+                        seen_requeue.add(raced)
+                        subprocess.run(["scancel", raced], env=env, capture_output=True, timeout=30)
         proc = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(sorted(left))],
                               env=env, capture_output=True, text=True, timeout=30)
         for line in proc.stdout.splitlines():
@@ -167,26 +170,29 @@ def replay_on_cluster(conf: str, state_dirs: Dict[str, str], trace: Sequence[Tra
 
 
 def scheduler_config(parameters: str) -> Dict[str, float]:
-    """SchedulerParameters text -> the simulator's settings (Slurm's defaults for what is not given)."""
+    """SchedulerParameters text -> the simulator's settings (Slurm's defaults for what is not given);
+    :class:`BadInputError` for settings the simulator cannot model."""
     opts = dict(p.split("=", 1) for p in parameters.split(",") if "=" in p)
     limit = int(opts.get("sched_max_job_start", 0))
     if int(opts.get("bf_max_job_start", 0)) != limit:
-        raise SlurmError("the simulator models one start limit for both schedulers", part=parameters)
+        # a setting the model lacks, not something Slurm answered: bad input, naming the parameters
+        raise BadInputError("the simulator models one start limit for both schedulers", part=parameters)
     return {"max_starts": limit, "bf_interval": float(opts.get("bf_interval", 30)),
             "pass_interval": float(opts.get("batch_sched_delay", 3))}
 
 
 def simulate_trace(trace: Sequence[TraceJob], cluster: str, parameters: str,
-                   requeue_delay: float = 121.0, placer: str = "fast"):
-    """The simulator's replay of ``trace`` under ``parameters``; returns the Simulation after running."""
+                   requeue_delay: float = 121.0) -> Simulation:
+    """The simulator's replay of ``trace`` under ``parameters``: the Simulation after running (its
+    ``result`` holds the summary, its ``jobs`` what happened to each job)."""
     from slurm_gpu.simulate.cluster import parse_cluster
     from slurm_gpu.simulate.engine import SimConfig, Simulation
     from slurm_gpu.simulate.policies import make_policy
 
     cfg = scheduler_config(parameters)
-    sim = Simulation(trace, parse_cluster(cluster), make_policy("default", placer=placer),
+    sim = Simulation(trace, parse_cluster(cluster), make_policy("default"),
                      SimConfig(bf_interval=cfg["bf_interval"], max_starts=int(cfg["max_starts"]),
                                pass_interval=cfg["pass_interval"], requeue_delay=requeue_delay))
-    sim.result = sim.run()
+    sim.run()  # sets sim.result
     return sim
 

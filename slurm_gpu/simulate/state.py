@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
-from slurm_gpu.simulate.slots import GpuSlots, ModelTable
+from slurm_gpu.simulate.slots import GpuSlots, ModelTable, Placement
 
 __all__ = ["SimNode", "SimJob", "plan_on_node"]
 
@@ -51,6 +51,7 @@ class SimJob:
         "eligible",
         "start",
         "end",
+        "limit_end",
         "alloc",
         "alloc_nodes",
         "slices",
@@ -81,6 +82,7 @@ class SimJob:
         self.eligible = submit
         self.start: Optional[float] = None
         self.end: Optional[float] = None
+        self.limit_end = 0.0  # start + time limit: when backfill plans the job to end at the latest
         self.alloc: list = []  # [(node index, [(gpu, start), ...]), ...]
         self.alloc_nodes: Tuple[int, ...] = ()
         self.slices = 0  # memory slices held while running (for utilization)
@@ -91,66 +93,10 @@ class SimJob:
 
 def plan_on_node(
     node: SimNode, key: int, count: int, gpus: Optional[Sequence[int]] = None
-) -> Optional[List[Tuple[int, int, GpuSlots]]]:
+) -> Optional[Placement]:
     """Where the node agent puts ``count`` instances: ``[(gpu, start, new_slots), ...]`` or None (no fit).
 
-    Fragmentation-aware like the planner: each instance goes where the least future capacity is lost,
-    ties to the fuller GPU (packing) and then the lower index. ``gpus`` restricts the choice (shards).
+    The planner decides (``ModelTable.plan``); ``gpus`` restricts it to those GPUs (shards: one GPU).
     """
-    table = node.table
-    slots = list(node.gpus)
-    out = []
-    candidates = range(len(slots)) if gpus is None else gpus
-    for _ in range(count):
-        best = None
-        best_rank = None
-        for g in candidates:
-            found = table.best_start(slots[g], key)
-            if found is None:
-                continue
-            start, after, value = found
-            rank = (value - table.value(slots[g]), table.used_slices(slots[g]), -g)
-            if best_rank is None or rank > best_rank:
-                best, best_rank = (g, start, after), rank
-        if best is None:
-            return None
-        out.append(best)
-        slots[best[0]] = best[2]
-    return out
-
-
-_PLANNER_CACHE: dict = {}
-
-
-def plan_with_planner(
-    node: SimNode, key: int, count: int, gpus: Optional[Sequence[int]] = None
-) -> Optional[List[Tuple[int, int, GpuSlots]]]:
-    """Same answer shape as :func:`plan_on_node`, decided by ``slurm_gpu.core.planner.plan`` (what the node
-    agent runs). Slower; memoised on the per-GPU slot tuples."""
-    from slurm_gpu.core.errors import NoFitError
-    from slurm_gpu.core.geometry import GpuState, NodeState, Slot
-    from slurm_gpu.core.planner import plan
-
-    table = node.table
-    profile = table.profiles[key]
-    if profile is None:
-        return None
-    indexes = tuple(range(len(node.gpus))) if gpus is None else tuple(gpus)
-    cache_key = (table.model.key, tuple(node.gpus[g] for g in indexes), indexes, profile.name, count)
-    if cache_key in _PLANNER_CACHE:
-        return _PLANNER_CACHE[cache_key]
-    state = NodeState(tuple(GpuState(g, table.model, tuple(Slot(*s) for s in node.gpus[g])) for g in indexes))
-    try:
-        planned = plan(state, profile.name, count)
-    except NoFitError:
-        out = None
-    else:
-        slots = {g: node.gpus[g] for g in indexes}
-        out = []
-        for inst in planned:
-            slots[inst.gpu_index] = table.add(slots[inst.gpu_index], inst.start, profile)
-            out.append((inst.gpu_index, inst.start, slots[inst.gpu_index]))
-    if len(_PLANNER_CACHE) > 200_000:
-        _PLANNER_CACHE.clear()
-    _PLANNER_CACHE[cache_key] = out
-    return out
+    indexes = range(len(node.gpus)) if gpus is None else gpus
+    return node.table.plan([(g, node.gpus[g]) for g in indexes], key, count)

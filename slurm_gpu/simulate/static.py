@@ -2,18 +2,23 @@
 
 Jobs take a free instance of their exact profile (typed gres); they never misfit but wait for a slot of
 their size. The layout comes from ``--layout`` or from :func:`best_static_layouts` for the trace's mix.
+The MIG rules are not restated here: a ``--layout`` is placed by the planner, the candidate layouts are
+enumerated with ``slurm_gpu.core.geometry``; once made, the instances are only counted.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
-from slurm_gpu.core.errors import BadInputError
-from slurm_gpu.simulate.policies import Policy
+from slurm_gpu.core.catalog import GpuModel, Profile
+from slurm_gpu.core.errors import BadInputError, NoFitError
+from slurm_gpu.core.geometry import GpuState
+from slurm_gpu.core.planner import plan_slots
+from slurm_gpu.simulate.base import Policy
 from slurm_gpu.simulate.slots import GpuSlots, ModelTable
 from slurm_gpu.simulate.state import SimJob, SimNode
 
-__all__ = ["StaticPolicy", "layouts_from_text", "best_static_layouts"]
+__all__ = ["StaticPolicy", "layouts_from_text", "best_static_layouts", "maximal_layouts"]
 
 
 class StaticPolicy(Policy):
@@ -82,6 +87,7 @@ class StaticPolicy(Policy):
         for n, taken in job.alloc:
             node = self.nodes[n]
             p = node.table.profiles[job.key]
+            assert p is not None  # noqa: S101 - allocate found instances of it
             for g, start in taken:
                 node.set_gpu(g, node.table.add(node.gpus[g], start, p))
         return True
@@ -93,20 +99,23 @@ class StaticPolicy(Policy):
             pool.sort()
         super().release(job)
 
-    def fits_after(self, node: SimNode, job: SimJob, released: Iterable[SimJob]) -> bool:
+    def fit_after_ends(self, node: SimNode, job: SimJob, ending: Sequence[SimJob]) -> int:
         pid = self._pid(node, job.key)
         free = len(self.free[node.index].get(pid, ()))
-        for other in released:
+        for i, other in enumerate(ending, 1):
             for n, taken in other.alloc:
                 if n == node.index and self._pid(node, other.key) == pid:
                     free += len(taken)
-        return free >= job.count
+            if free >= job.count:
+                return i
+        return 0
 
 
 def layouts_from_text(text: str, nodes: Sequence[SimNode]) -> List[List[GpuSlots]]:
     """``3g.40gb,3g.40gb`` (every GPU) or ``4g.40gb,3g.40gb;1g.10gb*7`` (GPUs take the layouts in turn).
 
-    Instances are placed with the agent's placement, so a layout that cannot exist is refused.
+    Instances are placed one by one by the planner (the agent's placement), so a layout that cannot
+    exist is refused.
     """
     gpu_layouts = [part.strip() for part in text.split(";") if part.strip()]
     if not gpu_layouts:
@@ -126,16 +135,44 @@ def layouts_from_text(text: str, nodes: Sequence[SimNode]) -> List[List[GpuSlots
                     raise BadInputError(
                         f"layout {spec!r}: no profile {name!r} on {table.model.key}", part=name
                     )
-                profile = table.model.profile(name)
                 for _ in range(int(times or 1)):
-                    starts = table.free_starts(slots, profile)
-                    if not starts:
+                    placed = _place_one(table, slots, name)
+                    if placed is None:
                         raise BadInputError(f"layout {spec!r} does not fit one {table.model.key}", part=spec)
-                    best = max(starts, key=lambda s: (table.value(table.add(slots, s, profile)), -s))
-                    slots = table.add(slots, best, profile)
+                    slots = placed
             per_gpu.append(slots)
         out.append(per_gpu)
     return out
+
+
+def _place_one(table: ModelTable, slots: GpuSlots, name: str) -> Optional[GpuSlots]:
+    """One more ``name`` on a GPU, where the planner puts it; None when it does not fit."""
+    try:
+        [inst] = plan_slots(table.model, [(0, slots)], name, 1)
+    except NoFitError:
+        return None
+    return table.add(slots, inst.start, table.model.profile_by_id(inst.profile_id))
+
+
+def maximal_layouts(model: GpuModel, profiles: Sequence[Profile]) -> List[GpuSlots]:
+    """Every maximal layout of one GPU made of ``profiles`` (one per distinct profile multiset), by the
+    rules of ``slurm_gpu.core.geometry``: nothing of ``profiles`` can be added to it."""
+    profiles = list(dict.fromkeys(profiles))
+    seen: Dict[Tuple[int, ...], GpuSlots] = {}
+
+    def walk(gpu: GpuState, min_start: int) -> None:
+        grown = False
+        for p in profiles:
+            for start in gpu.free_starts(p):
+                grown = True
+                if start >= min_start:
+                    walk(gpu.place(p, start), start)
+        if not grown and gpu.slots:
+            slots = tuple((s.start, s.size, s.profile_id) for s in gpu.slots)
+            seen.setdefault(tuple(sorted(pid for _, _, pid in slots)), slots)
+
+    walk(GpuState(0, model), 0)
+    return list(seen.values())
 
 
 def best_static_layouts(nodes: Sequence[SimNode], demand: Dict[int, float]) -> List[List[GpuSlots]]:
@@ -154,13 +191,10 @@ def best_static_layouts(nodes: Sequence[SimNode], demand: Dict[int, float]) -> L
     for g, node in order:
         table = node.table
         if table.model.key not in candidates:
+            known = {k: p for k in keys for p in (table.profiles[k],) if p is not None}
             options = []
-            for slots in table.layouts([k for k in keys if table.profiles[k] is not None]):
-                counts = {
-                    k: sum(1 for _, _, pid in slots if pid == table.profiles[k].profile_id)
-                    for k in keys
-                    if table.profiles[k] is not None
-                }
+            for slots in maximal_layouts(table.model, list(known.values())):
+                counts = {k: sum(1 for _, _, pid in slots if pid == p.profile_id) for k, p in known.items()}
                 options.append((slots, counts))
             candidates[table.model.key] = options
         best = None

@@ -1,0 +1,98 @@
+"""What every policy is: the scheduler's view (``allocate``) and the node's side (``prolog``).
+
+The real GPU state lives in the ``SimNode`` objects. Instances are created on it only where the node
+agent's planner puts them (``state.plan_on_node``); ``static`` creates none, its instances exist.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Set, Tuple
+
+from slurm_gpu.simulate.state import SimJob, SimNode, plan_on_node
+
+__all__ = ["Policy"]
+
+
+class Policy:
+    """Base: the real GPU state lives in ``self.nodes``; subclasses add their scheduler's view."""
+
+    name = "?"
+    drains = 0
+    # our prolog requeues a job it cannot place; Slurm makes it eligible after the credential lifetime + 1
+    # (job_mgr.c: begin_time = now + cred_expire + 1; 120 s by default)
+    requeue_delay = 121.0
+    # Slurm scheduler settings the policy runs with: Slurm's defaults unless the policy ships others
+    max_starts = 0  # sched_max_job_start and bf_max_job_start (0: no limit)
+    bf_interval = 30.0
+
+    def setup(self, nodes: List[SimNode], keys: Sequence[str], slices_of: Sequence[int]) -> None:
+        self.nodes = nodes
+        self.keys = keys
+        self.slices_of = slices_of  # Slurm's `mig` count per instance of each key (largest over models)
+        self.drains = 0
+
+    def prepare(self, nodes: List[SimNode], jobs: Sequence[SimJob]) -> None:
+        """Look at the whole trace before the replay (only ``static`` does)."""
+
+    def begin_pass(self) -> None:
+        pass
+
+    def end_pass(self) -> None:
+        pass
+
+    def allocate(self, job: SimJob, exclude: Set[int]) -> Optional[List[int]]:
+        raise NotImplementedError
+
+    def prolog(self, job: SimJob, nodes: List[int]) -> bool:
+        """Create the job's instances on every node, or undo everything and return False (a misfit)."""
+        raise NotImplementedError
+
+    def release(self, job: SimJob) -> None:
+        for n, placed in job.alloc:
+            node = self.nodes[n]
+            for g, start in placed:
+                node.set_gpu(g, node.table.remove(node.gpus[g], start))
+        job.alloc = []
+
+    def could_ever_fit(self, job: SimJob) -> bool:
+        """Whether the job could run on the empty cluster; a function of its request (key, count, nodes)."""
+        empty = [n for n in self.nodes if n.table.capacity(())[job.key] * len(n.gpus) >= job.count]
+        return len(empty) >= job.nodes
+
+    # -- reservations (backfill) ---------------------------------------------------------------------
+    def fit_after_ends(self, node: SimNode, job: SimJob, ending: Sequence[SimJob]) -> int:
+        """How many of ``ending`` (the node's running jobs, in the order they end) must end before ``job``
+        fits on ``node`` in this policy's view: 1 to len(ending), or 0 when it never does."""
+        table = node.table
+        k, count, here = job.key, job.count, node.index
+        gpus = list(node.gpus)
+        caps = [table.capacity(s)[k] for s in gpus]
+        total = sum(caps)
+        for i, other in enumerate(ending, 1):
+            for n, placed in other.alloc:
+                if n == here:
+                    for g, start in placed:
+                        gpus[g] = table.remove(gpus[g], start)
+                        cap = table.capacity(gpus[g])[k]
+                        total += cap - caps[g]
+                        caps[g] = cap
+            if total >= count:
+                return i
+        return 0
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _place(self, job: SimJob, nodes: List[int]) -> bool:
+        """Plan and create on each node with the agent's placement; all or nothing."""
+        done: List[Tuple[int, List[Tuple[int, int]]]] = []
+        for n in nodes:
+            node = self.nodes[n]
+            plan = plan_on_node(node, job.key, job.count)
+            if plan is None:
+                job.alloc = done
+                self.release(job)
+                return False
+            for g, _start, after in plan:
+                node.set_gpu(g, after)
+            done.append((n, [(g, start) for g, start, _ in plan]))
+        job.alloc = done
+        return True
