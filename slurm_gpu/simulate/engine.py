@@ -122,63 +122,31 @@ class Simulation:
         heapq.heapify(events)
         pending: List[SimJob] = []  # priority order = trace order (the job index)
         self.pending = pending
-        used = 0
         busy_area = 0.0
         last_t = events[0][0] if events else 0.0
         first_t = last_t
         # utilization is measured while jobs arrive (the offered-load window), not in the drain-out tail
         window_end = max((e[0] for e in events), default=first_t)
-        next_bf = -math.inf
-        bf_stamp = None
         self._wake_at: Set[float] = set()
         self._seq = seq
-        done = 0
+        self._used = self._done = self._arrived = 0
+        self._next_bf = -math.inf
+        self._bf_stamp: Optional[Tuple[int, int]] = None
         total = len(events)
-        arrived = 0
         while events:
             t = events[0][0]
-            busy_area += used * (min(t, window_end) - min(last_t, window_end))
+            busy_area += self._used * (min(t, window_end) - min(last_t, window_end))
             last_t = t
-            while events and events[0][0] == t:
-                _, kind, _, idx = heapq.heappop(events)
-                if kind == _END:
-                    job = self.jobs[idx]
-                    used -= job.slices
-                    self.policy.release(job)
-                    for n in job.alloc_nodes:
-                        self.nodes[n].jobs.discard(idx)
-                    done += 1
-                    self.version += 1
-                elif kind == _SUBMIT:
-                    self._enqueue(self.jobs[idx])
-                    arrived += 1
-                else:
-                    self._wake_at.discard(t)
-            # main scheduler; a pass with misfits changes features, so Slurm runs again at once
-            while True:
-                p = self._main_pass(t)
-                used += self._account(p, t, events)
-                if p.limited:
-                    self._wake(events, t + cfg.pass_interval)
-                if not p.misfits or p.limited:
-                    break
-                if self.requeue_delay > 0 or not p.started:
-                    self._wake(events, t + max(self.requeue_delay, 1.0))
-                    break
+            self._take_events(t, events)
+            self._main_passes(t, events)
             if pending:
-                if t >= next_bf and (self.version, arrived) != bf_stamp:
-                    p = self._backfill_pass(t)
-                    used += self._account(p, t, events)
-                    next_bf = t + self.bf_interval
-                    bf_stamp = None if p.started or p.misfits else (self.version, arrived)
-                if (self.version, arrived) != bf_stamp and next_bf > t:
-                    self._wake(events, next_bf)
+                self._backfill(t, events)
             if self.series is not None:
-                self.series.add(t, used, len(pending), self.misfits)
+                self.series.add(t, self._used, len(pending), self.misfits)
             if cfg.check_invariants:
                 self.check()
-            if cfg.progress is not None and done % 1000 == 0:
-                cfg.progress(done, total)
+            if cfg.progress is not None and self._done % 1000 == 0:
+                cfg.progress(self._done, total)
         self.result = summarise(
             self.policy.name,
             self.jobs,
@@ -191,6 +159,48 @@ class Simulation:
             span=(first_t, last_t, window_end),
         )
         return self.result
+
+    def _take_events(self, t: float, events: List[Tuple[float, int, int, int]]) -> None:
+        """Every event at time ``t``: jobs ending, jobs arriving, wake-ups."""
+        while events and events[0][0] == t:
+            _, kind, _, idx = heapq.heappop(events)
+            if kind == _END:
+                job = self.jobs[idx]
+                self._used -= job.slices
+                self.policy.release(job)
+                for n in job.alloc_nodes:
+                    self.nodes[n].jobs.discard(idx)
+                self._done += 1
+                self.version += 1
+            elif kind == _SUBMIT:
+                self._enqueue(self.jobs[idx])
+                self._arrived += 1
+            else:
+                self._wake_at.discard(t)
+
+    def _main_passes(self, t: float, events: List[Tuple[float, int, int, int]]) -> None:
+        """The main scheduler; a pass with misfits changes features, so Slurm runs again at once."""
+        while True:
+            p = self._main_pass(t)
+            self._used += self._account(p, t, events)
+            if p.limited:
+                self._wake(events, t + self.config.pass_interval)
+            if not p.misfits or p.limited:
+                return
+            if self.requeue_delay > 0 or not p.started:
+                self._wake(events, t + max(self.requeue_delay, 1.0))
+                return
+
+    def _backfill(self, t: float, events: List[Tuple[float, int, int, int]]) -> None:
+        """A backfill pass when one is due and anything changed since the last one that started nothing."""
+        stamp = (self.version, self._arrived)
+        if t >= self._next_bf and stamp != self._bf_stamp:
+            p = self._backfill_pass(t)
+            self._used += self._account(p, t, events)
+            self._next_bf = t + self.bf_interval
+            self._bf_stamp = None if p.started or p.misfits else (self.version, self._arrived)
+        if (self.version, self._arrived) != self._bf_stamp and self._next_bf > t:
+            self._wake(events, self._next_bf)
 
     def _enqueue(self, job: SimJob) -> None:
         pending = self.pending

@@ -8,13 +8,12 @@ appends to each node's ``history.log``.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Set
 
 from slurm_gpu.core.errors import BadInputError, SlurmError
 from slurm_gpu.simulate.traces import TraceJob, parse_job_gres
@@ -67,13 +66,10 @@ class ClusterRun:
         }
 
 
-def _history(state_dir: str) -> List[dict]:
-    path = os.path.join(state_dir, "history.log")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return [json.loads(x) for x in fh if x.strip()]
-    except FileNotFoundError:
-        return []
+def _history(state_dir: str) -> List[Dict[str, Any]]:
+    from slurm_gpu.state.history import History
+
+    return list(History(os.path.join(state_dir, "history.log")).read())
 
 
 def replay_on_cluster(conf: str, state_dirs: Dict[str, str], trace: Sequence[TraceJob], outdir: str,
@@ -87,86 +83,111 @@ def replay_on_cluster(conf: str, state_dirs: Dict[str, str], trace: Sequence[Tra
     startable by one ``scontrol update ... state=resume``, so that they are pending at one instant as in
     the trace (sbatch takes ~50 ms a job, and a scheduling pass could otherwise split the burst).
     """
-    env = dict(os.environ, SLURM_CONF=conf)
-    before = {n: len(_history(d)) for n, d in state_dirs.items()}
-    run = ClusterRun()
-    ids: Dict[str, str] = {}  # slurm job id -> trace id
-    t0 = time.time()
-    ordered = sorted(trace, key=lambda j: j.submit)
-    held: List[str] = []
-    nodes = ",".join(sorted(state_dirs))
+    replay = _Replay(conf, state_dirs, outdir, user, scale)
+    replay.submit(sorted(trace, key=lambda j: j.submit), release_bursts)
+    replay.wait(timeout, cancel_raced)
+    return replay.collect()
 
-    def set_nodes(state: str) -> None:
+
+class _Replay:
+    def __init__(self, conf: str, state_dirs: Dict[str, str], outdir: str, user: str, scale: float):
+        self.conf, self.state_dirs, self.outdir, self.user, self.scale = conf, state_dirs, outdir, user, scale
+        self.env = dict(os.environ, SLURM_CONF=conf)
+        self.before = {n: len(_history(d)) for n, d in state_dirs.items()}
+        self.run = ClusterRun()
+        self.ids: Dict[str, str] = {}  # slurm job id -> trace id
+        self.t0 = time.time()
+
+    def _set_nodes(self, state: str) -> None:
+        nodes = ",".join(sorted(self.state_dirs))
         subprocess.run(["scontrol", "update", f"nodename={nodes}", f"state={state}",
                         *(["reason=slurm-gpu_replay"] if state == "drain" else [])],
-                       env=env, capture_output=True, timeout=30, check=True)
+                       env=self.env, capture_output=True, timeout=30, check=True)
 
-    for n, job in enumerate(ordered):
-        delay = t0 + job.submit * scale - time.time()
-        if delay > 0 and not held:
+    def _sleep_until(self, submit: float) -> None:
+        delay = self.t0 + submit * self.scale - time.time()
+        if delay > 0:
             time.sleep(delay)
-        if release_bursts and not held:
-            set_nodes("drain")
+
+    def _sbatch(self, job: TraceJob) -> str:
         profile, count = parse_job_gres(job.gres)
-        wrap = (f"echo $(date +%s.%N) $SLURMD_NODENAME > {outdir}/$SLURM_JOB_ID.start; "
-                f"sleep {job.duration * scale:g}; date +%s.%N > {outdir}/$SLURM_JOB_ID.end")
+        out, scale = self.outdir, self.scale
+        wrap = (f"echo $(date +%s.%N) $SLURMD_NODENAME > {out}/$SLURM_JOB_ID.start; "
+                f"sleep {job.duration * scale:g}; date +%s.%N > {out}/$SLURM_JOB_ID.end")
         limit = max(1, int(-(-(job.limit * scale) // 60)))
-        args = ["runuser", "-u", user, "--", "env", f"SLURM_CONF={conf}", "sbatch", "--parsable",
+        args = ["runuser", "-u", self.user, "--", "env", f"SLURM_CONF={self.conf}", "sbatch", "--parsable",
                 "-o", "/dev/null", "-t", str(limit), f"--gres=gpu:{profile}:{count}", "-J", f"t{job.id}",
                 "--wrap", wrap]
-        proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=30, cwd="/tmp")
+        proc = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=30, cwd="/tmp")
         if proc.returncode != 0:
             raise SlurmError(f"sbatch of trace job {job.id} failed: {proc.stderr.strip()}")
-        jid = proc.stdout.strip().split(";")[0]
-        ids[jid] = job.id
-        held.append(jid)
-        if not release_bursts or n + 1 == len(ordered) or ordered[n + 1].submit != job.submit:
-            if release_bursts:
-                delay = t0 + job.submit * scale - time.time()
-                if delay > 0:
-                    time.sleep(delay)
-                set_nodes("resume")
-            for j in held:
-                run.submit_wall[ids[j]] = time.time() - t0
-            held = []
-    deadline = time.monotonic() + timeout
-    left = set(ids)
-    seen_requeue: set = set()
-    while left and time.monotonic() < deadline:
-        if cancel_raced:
-            for node, d in state_dirs.items():
-                for ev in _history(d)[before[node]:]:
-                    raced = ev.get("job_id")
-                    if ev.get("event") == "requeued" and raced in ids and raced not in seen_requeue:
-                        seen_requeue.add(raced)
-                        subprocess.run(["scancel", raced], env=env, capture_output=True, timeout=30)
-        proc = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(sorted(left))],
-                              env=env, capture_output=True, text=True, timeout=30)
-        for line in proc.stdout.splitlines():
-            jid, _, state = line.partition(" ")
-            if state in _DONE:
-                run.state[ids[jid]] = state
-                left.discard(jid)
+        return proc.stdout.strip().split(";")[0]
+
+    def submit(self, ordered: Sequence[TraceJob], release_bursts: bool) -> None:
+        held: List[str] = []
+        for n, job in enumerate(ordered):
+            if not held:
+                self._sleep_until(job.submit)
+                if release_bursts:
+                    self._set_nodes("drain")
+            jid = self._sbatch(job)
+            self.ids[jid] = job.id
+            held.append(jid)
+            last_of_burst = n + 1 == len(ordered) or ordered[n + 1].submit != job.submit
+            if not release_bursts or last_of_burst:
+                if release_bursts:
+                    self._sleep_until(job.submit)
+                    self._set_nodes("resume")
+                for j in held:
+                    self.run.submit_wall[self.ids[j]] = time.time() - self.t0
+                held = []
+
+    def _cancel_raced(self, seen: Set[str]) -> None:
+        for node, d in self.state_dirs.items():
+            for ev in _history(d)[self.before[node]:]:
+                raced = ev.get("job_id")
+                if ev.get("event") == "requeued" and raced in self.ids and raced not in seen:
+                    seen.add(raced)
+                    subprocess.run(["scancel", raced], env=self.env, capture_output=True, timeout=30)
+
+    def wait(self, timeout: float, cancel_raced: bool) -> None:
+        deadline = time.monotonic() + timeout
+        left = set(self.ids)
+        seen: Set[str] = set()
+        while left and time.monotonic() < deadline:
+            if cancel_raced:
+                self._cancel_raced(seen)
+            proc = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(sorted(left))],
+                                  env=self.env, capture_output=True, text=True, timeout=30)
+            for line in proc.stdout.splitlines():
+                jid, _, state = line.partition(" ")
+                if state in _DONE:
+                    self.run.state[self.ids[jid]] = state
+                    left.discard(jid)
+            if left:
+                time.sleep(0.5)
         if left:
-            time.sleep(0.5)
-    if left:
-        subprocess.run(["scancel", *sorted(left)], env=env, capture_output=True, timeout=30)
-        raise SlurmError(f"trace jobs not finished after {timeout:.0f} s: {sorted(ids[j] for j in left)}")
-    for jid, tid in ids.items():
-        try:
-            with open(os.path.join(outdir, f"{jid}.start"), encoding="utf-8") as fh:
-                stamp, node = fh.read().split()
-            run.start[tid] = float(stamp) - t0
-            run.node[tid] = node
-            with open(os.path.join(outdir, f"{jid}.end"), encoding="utf-8") as fh:
-                run.end[tid] = float(fh.read().strip()) - t0
-        except (OSError, ValueError):
-            continue
-    for node, d in state_dirs.items():
-        for ev in _history(d)[before[node]:]:
-            if ev.get("event") == "requeued" and ev.get("job_id") in ids:
-                run.requeued.append(dict(ev, trace_id=ids[ev["job_id"]], at=ev.get("time", t0) - t0))
-    return run
+            subprocess.run(["scancel", *sorted(left)], env=self.env, capture_output=True, timeout=30)
+            raise SlurmError(f"trace jobs not finished after {timeout:.0f} s: "
+                             f"{sorted(self.ids[j] for j in left)}")
+
+    def collect(self) -> ClusterRun:
+        run, t0 = self.run, self.t0
+        for jid, tid in self.ids.items():
+            try:
+                with open(os.path.join(self.outdir, f"{jid}.start"), encoding="utf-8") as fh:
+                    stamp, node = fh.read().split()
+                run.start[tid] = float(stamp) - t0
+                run.node[tid] = node
+                with open(os.path.join(self.outdir, f"{jid}.end"), encoding="utf-8") as fh:
+                    run.end[tid] = float(fh.read().strip()) - t0
+            except (OSError, ValueError):
+                continue
+        for node, d in self.state_dirs.items():
+            for ev in _history(d)[self.before[node]:]:
+                if ev.get("event") == "requeued" and ev.get("job_id") in self.ids:
+                    run.requeued.append(dict(ev, trace_id=self.ids[ev["job_id"]], at=ev.get("time", t0) - t0))
+        return run
 
 
 def scheduler_config(parameters: str) -> Dict[str, float]:
