@@ -15,8 +15,8 @@ Layout (``format_version`` 1)::
                                                 "serial": 8}]}],
                         "processes": [{"pid": 4242, "start_time": 123, "gi_id": 1, "ci_id": 0}]}]}}
 
-Every change happens under an exclusive ``fcntl`` lock on ``<state>.lock``; the file is replaced
-atomically (temporary file, fsync, rename) with mode 0600. Readers need no lock: a rename is atomic.
+Every change happens under an exclusive lock on ``<state>.lock``; the file is replaced atomically with
+mode 0600 (``state.fsutil``: the journal's own primitives). Readers need no lock: a rename is atomic.
 
 A recorded process counts while a process of that pid and start time runs (``live_processes``); the
 simulator's controls that record and forget them are in ``simprocs``.
@@ -26,19 +26,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import errno
-import fcntl
-import hashlib
 import json
 import os
-import tempfile
-import time
 import uuid
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from slurm_gpu.core.catalog import load_catalog
-from slurm_gpu.core.errors import BadInputError, LockTimeout, StateError
+from slurm_gpu.core.errors import BadInputError, StateError
 from slurm_gpu.devices import simdevfiles
+from slurm_gpu.state.fsutil import FileLock, atomic_write, checksum
 
 __all__ = [
     "FORMAT",
@@ -64,11 +60,6 @@ LOCK_TIMEOUT_S = 30.0
 _cache: Dict[str, Tuple[Tuple[int, int, int], Dict[str, Any]]] = {}
 
 
-def _checksum(body: Dict[str, Any]) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
 def _parse(path: str, text: str) -> Dict[str, Any]:
     try:
         doc = json.loads(text)
@@ -84,7 +75,7 @@ def _parse(path: str, text: str) -> Dict[str, Any]:
     body = doc.get("body")
     if not isinstance(body, dict) or not isinstance(body.get("gpus"), list):
         raise StateError(f"simulated GPU state {path} has no GPU list")
-    if doc.get("checksum") != _checksum(body):
+    if doc.get("checksum") != checksum(body):
         raise StateError(f"simulated GPU state {path} is corrupt: checksum mismatch")
     return body
 
@@ -117,47 +108,12 @@ def read_state(path: str) -> Dict[str, Any]:
 
 
 def _write(path: str, body: Dict[str, Any]) -> None:
-    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "checksum": _checksum(body), "body": body}
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".simnvml.", dir=directory)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "checksum": checksum(body), "body": body}
+    atomic_write(path, json.dumps(doc, indent=1, sort_keys=True) + "\n", mode=0o600)
 
 
-@contextlib.contextmanager
-def _lock(path: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    lock_path = path + ".lock"
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise StateError(f"cannot open the lock {lock_path} of simulated GPU state {path}: {exc}") from exc
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        f"simulated GPU state {path}: lock {lock_path} held > {timeout_s}s"
-                    ) from None
-                time.sleep(0.002)
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
+def _lock(path: str, timeout_s: float = LOCK_TIMEOUT_S) -> FileLock:
+    return FileLock(path + ".lock", timeout_s)
 
 
 @contextlib.contextmanager

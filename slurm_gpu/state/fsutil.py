@@ -12,11 +12,12 @@ import errno
 import fcntl
 import os
 import time
-from typing import Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 from slurm_gpu.core.errors import LockTimeout, StateError
 
-__all__ = ["atomic_write", "fsync_dir", "append_line", "FileLock", "boot_id", "BOOT_ID_PATH", "TEMP_SUFFIX"]
+__all__ = ["atomic_write", "fsync_dir", "append_line", "FileLock", "checksum", "boot_id", "BOOT_ID_PATH",
+           "TEMP_SUFFIX"]
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 # Temporary files are named ".<target>.<random>.tmp": hidden, and never mistaken for a real record.
@@ -196,3 +197,13 @@ def boot_id(path: str = BOOT_ID_PATH) -> str:
     if not value:
         raise StateError(f"empty boot id in {path}")
     return value
+
+
+def checksum(body: Any) -> str:
+    """``sha256:<hex>`` of the canonical JSON of ``body`` (sorted keys, no spaces, ASCII): what the journal's
+    records and the simulated driver's state file carry to prove they were written whole."""
+    import hashlib
+    import json
+
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(canonical.encode("ascii")).hexdigest()

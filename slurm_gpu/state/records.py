@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from slurm_gpu.core.errors import StateError
 from slurm_gpu.core.vocab import InstanceState, Phase
+from slurm_gpu.state.fsutil import checksum
 from slurm_gpu.state.task_env import is_job_id, is_mig_uuid
 
 __all__ = ["FORMAT_VERSION", "Planned", "Actual", "InstanceRecord", "JobRecord", "Problem", "RecordProblem",
@@ -160,17 +161,6 @@ def _actual_dict(a: Actual) -> Dict[str, Any]:
         "gi_cap_minor": a.gi_cap_minor,
         "ci_cap_minor": a.ci_cap_minor,
     }
-
-
-def _canonical(body: Mapping[str, Any]) -> bytes:
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-
-
-def checksum(body: Mapping[str, Any]) -> str:
-    """``sha256:<hex>`` of the canonical JSON of ``body`` (sorted keys, no spaces, ASCII)."""
-    import hashlib  # lazy: the TaskProlog imports this module and never needs it
-
-    return "sha256:" + hashlib.sha256(_canonical(body)).hexdigest()
 
 
 # --- validation of a parsed file --------------------------------------------------------------------
