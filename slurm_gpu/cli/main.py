@@ -16,6 +16,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import click
 
+from slurm_gpu.node import CONFIG_ENV  # the package's constants only: --help loads no module of it
+
 # name -> ("module:attr", one-line help shown by `slurm-gpu --help` without importing the module)
 COMMANDS: Dict[str, Tuple[str, str]] = {
     "catalog": ("slurm_gpu.cli.catalog:cmd", "List GPU models, or one model's MIG profiles."),
@@ -34,7 +36,6 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
 }
 
 DEBUG_ENV = "SLURM_GPU_DEBUG"
-CONFIG_ENV = "SLURM_GPU_CONFIG"
 
 
 class LazyGroup(click.Group):

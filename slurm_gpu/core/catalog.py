@@ -24,9 +24,13 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from slurm_gpu.core.errors import CatalogError, UnknownModelError, UnknownProfileError
 
-__all__ = ["Profile", "GpuModel", "Catalog", "load_catalog", "CATALOG_PATH"]
+__all__ = ["Profile", "GpuModel", "Catalog", "load_catalog", "CATALOG_PATH", "MEMORY_DRIFT"]
 
 # os.path, not pathlib: the root hooks load the catalog on every job and need nothing else of pathlib.
+# How far a profile's memory as a driver reports it may differ from the catalog's and still be the same
+# profile: sizes move between driver versions (RTX PRO 6000 1g.24gb: 23.12 GiB in one recorded output,
+# 24192 MiB in the catalog, 2.1 %), and nvidia-smi rounds GiB to 2 decimals. NVML's value wins at run time.
+MEMORY_DRIFT = 0.03
 CATALOG_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "catalog.json")
 CATALOG_FORMAT_VERSION = 1
 

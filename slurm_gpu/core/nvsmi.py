@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
+from slurm_gpu.core.catalog import MEMORY_DRIFT
 from slurm_gpu.core.errors import BadInputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,9 +37,6 @@ _PLACEMENT = re.compile(
     r"^GPU\s+(?P<gpu>\d+)\s+Profile ID\s+(?P<id>\d+)\s+Placements?\s*:\s*"
     r"\{(?P<starts>[\d,\s]*)\}:(?P<size>\d+)$"
 )
-# NVML sizes of one profile shift between drivers (RTX PRO 6000 1g.24gb: 23.12 GiB in one recorded
-# output, 24192 MiB in the catalog, 2.1 %); nvidia-smi also rounds GiB to 2 decimals.
-MEMORY_TOLERANCE = 0.03
 
 
 @dataclass(frozen=True)
@@ -135,7 +133,7 @@ def compare_with_catalog(model: GpuModel, profiles: Tuple[NvsmiProfile, ...]) ->
     """Differences between nvidia-smi's profiles and the catalog's ``model`` (empty when they agree).
 
     Profiles the catalog has but nvidia-smi does not list are not differences (older drivers lack
-    some, e.g. ``2g.12gb+me`` before R525); memory may differ by :data:`MEMORY_TOLERANCE`.
+    some, e.g. ``2g.12gb+me`` before R525); memory may differ by :data:`MEMORY_DRIFT`.
     """
     diffs: List[str] = []
     for seen in profiles:
@@ -147,7 +145,7 @@ def compare_with_catalog(model: GpuModel, profiles: Tuple[NvsmiProfile, ...]) ->
             diffs.append(f"{seen.name}: profile id {seen.profile_id}, catalog {p.profile_id}")
         if p.max_instances != seen.instances:
             diffs.append(f"{seen.name}: {seen.instances} instances, catalog {p.max_instances}")
-        if p.memory_mib is not None and abs(seen.memory_mib - p.memory_mib) > MEMORY_TOLERANCE * p.memory_mib:
+        if p.memory_mib is not None and abs(seen.memory_mib - p.memory_mib) > MEMORY_DRIFT * p.memory_mib:
             diffs.append(f"{seen.name}: {seen.memory_mib} MiB, catalog {p.memory_mib} MiB")
         if seen.placements and tuple(seen.placements) != tuple(p.placements):
             diffs.append(f"{seen.name}: placements {seen.placements}, catalog {p.placements}")

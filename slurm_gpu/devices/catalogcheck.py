@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable, List, Optional
 
-from slurm_gpu.core.catalog import GpuModel
+from slurm_gpu.core.catalog import MEMORY_DRIFT, GpuModel
 from slurm_gpu.devices.api import CatalogDifference, NvmlProfile
 
-__all__ = ["catalog_differences", "MEMORY_TOLERANCE"]
-
-MEMORY_TOLERANCE = 0.02  # profile memory sizes move 1-2 % between driver versions
+__all__ = ["catalog_differences"]
 
 
 def catalog_differences(
@@ -40,7 +38,7 @@ def catalog_differences(
             diff(cp.profile_id, "max_instances", cp.max_instances, np_.instance_count)
         if tuple(np_.placements) != tuple(cp.placements):
             diff(cp.profile_id, "placements", list(cp.placements), list(np_.placements))
-        if cp.memory_mib is None or abs(np_.memory_mib - cp.memory_mib) > MEMORY_TOLERANCE * cp.memory_mib:
+        if cp.memory_mib is None or abs(np_.memory_mib - cp.memory_mib) > MEMORY_DRIFT * cp.memory_mib:
             diff(cp.profile_id, "memory_mib", cp.memory_mib, np_.memory_mib)
     for np_ in nvml_profiles.values():
         diff(np_.profile_id, "profile", None, np_.name or f"index {np_.nvml_profile_index}")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tupl
 from slurm_gpu.core.errors import DriverError, LockTimeout, NoFitError, SlurmError, SlurmGpuError, StateError
 from slurm_gpu.core.ownership import match
 from slurm_gpu.core.vocab import HookAction, InstanceState, Phase
+from slurm_gpu.devices.access import DEFAULT_CAPS_DIR
 from slurm_gpu.node.allocation import check_allocation, resolve_request
 from slurm_gpu.node.destroy import NODE_FAULT_CODES, destroy_gi
 from slurm_gpu.node.publish import FeaturePublisher, Publisher
@@ -67,7 +68,7 @@ class AgentPolicy:
     max_count_per_node: int = 8
     release_wait_s: float = 10.0  # how long the Epilog waits for processes to leave an instance
     release_poll_s: float = 0.2
-    caps_dir: str = "/dev/nvidia-caps"
+    caps_dir: str = DEFAULT_CAPS_DIR
     cgroup_root: Optional[str] = "/sys/fs/cgroup/devices"
     enable_mig_mode: bool = True  # switch idle Hopper+ GPUs to MIG mode on demand
     publish_features: bool = True

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from slurm_gpu.core.errors import ConfigError
 from slurm_gpu.devices.api import DRIVER_KINDS
+from slurm_gpu.node import CONFIG_ENV, DEFAULT_CONFIG_PATH
 
 __all__ = [
     "Config",
@@ -36,8 +37,6 @@ __all__ = [
     "CONFIG_VERSION",
 ]
 
-DEFAULT_CONFIG_PATH = "/etc/slurm-gpu/config.yaml"
-CONFIG_ENV = "SLURM_GPU_CONFIG"
 CONFIG_VERSION = 1
 
 # Slurm node names: letters, digits, '-', '_', '.'; never '/' since they end up in paths.

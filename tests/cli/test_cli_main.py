@@ -45,7 +45,8 @@ def test_help_imports_no_command_module():
         "from slurm_gpu.cli.main import run\n"
         "rc = run(['--help'])\n"
         "loaded = sorted(m for m in sys.modules if m.startswith('slurm_gpu.') and m not in "
-        "('slurm_gpu.cli', 'slurm_gpu.cli.main', 'slurm_gpu.core', 'slurm_gpu.core.errors'))\n"
+        "('slurm_gpu.cli', 'slurm_gpu.cli.main', 'slurm_gpu.core', 'slurm_gpu.core.errors',"
+        " 'slurm_gpu.node'))\n"
         "print('LOADED', loaded, rc)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
