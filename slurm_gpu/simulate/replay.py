@@ -1,8 +1,9 @@
 """Replay a small trace on a real Slurm cluster and through the simulator, and compare what each admitted.
 
-Used by tests/cluster/test_sim_vs_cluster.py to check the simulator's model of Slurm's scheduling passes (how many jobs one pass starts, when the next pass runs) against slurmctld:
-each job's script records when and where it started; raced starts are the ``requeued`` events the prolog
-appends to each node's ``history.log``.
+Used by tests/cluster/test_sim_vs_cluster.py to check the simulator's model of Slurm's scheduling passes
+(how many jobs one pass starts, when the next pass runs) against slurmctld: each job's script records when
+and where it started; raced starts are the ``requeued`` events the prolog appends to each node's
+``history.log``.
 """
 
 from __future__ import annotations
