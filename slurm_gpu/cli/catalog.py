@@ -12,8 +12,15 @@ from slurm_gpu.cli.output import emit_json, emit_pairs, emit_table, json_option
 @click.command("catalog")
 @click.argument("model", required=False)
 @click.option("--all", "show_all", is_flag=True, help="With MODEL: also list media-engine/graphics variants.")
+@click.option("--identify", "identify_name", metavar="NAME", default=None,
+              help="Resolve an NVML device name (with --pci: PCI id first) to its catalog model.")
+@click.option("--pci", "pci_id", metavar="0xDEVICE", default=None,
+              help="With --identify: NVML's pciDeviceId (0x233010DE) or the bare device id (0x2330).")
+@click.option("--subsystem", "subsystem_id", metavar="0xSUBSYS", default=None,
+              help="With --identify: NVML's pciSubSystemId (0x16EB10DE), which names the product.")
 @json_option
-def cmd(model: Optional[str], show_all: bool, as_json: bool) -> None:
+def cmd(model: Optional[str], show_all: bool, identify_name: Optional[str], pci_id: Optional[str],
+        subsystem_id: Optional[str], as_json: bool) -> None:
     """List GPU models, or one MODEL's MIG profiles.
 
     MODEL is a catalog key such as H100-80GB (case-insensitive). Profiles are listed with NVML's
@@ -22,20 +29,41 @@ def cmd(model: Optional[str], show_all: bool, as_json: bool) -> None:
     start/size in memory slices. Values no source confirms are listed as unconfirmed.
     With --json: {"schema": "slurm-gpu.catalog/v1", "models": [...]}, each model complete with every
     profile (variants included); with MODEL, only that model.
+    --identify NAME [--pci 0xDEVICE] prints the model a GPU resolves to (PCI device id first, then the
+    name; exit 3 when none): {"schema": "slurm-gpu.catalog.identify/v1", "model", "matched_by", ...}.
 
     \b
     Example:
       slurm-gpu catalog
       slurm-gpu catalog H100-80GB
       slurm-gpu catalog h100-80gb --json | jq '.models[0].profiles[] | {name, profile_id}'
+      slurm-gpu catalog --identify "NVIDIA A800-SXM4-80GB" --pci 0x20F3 --json
     """
     from slurm_gpu.core.catalog import load_catalog
 
     catalog = load_catalog()
-    if model is None:
+    if identify_name is not None or pci_id is not None:
+        _identify(catalog, identify_name or "", pci_id, subsystem_id, as_json)
+    elif model is None:
         _list_models(catalog, as_json)
     else:
         _show_model(catalog.model(model), show_all, as_json)
+
+
+def _identify(catalog: Any, name: str, pci_id: Optional[str], subsystem_id: Optional[str],
+              as_json: bool) -> None:
+    found = catalog.identify(name, pci_id, subsystem_id)  # UnknownModelError: exit 3 with the reason
+    payload = {"name": name, "pci_device_id": pci_id, "pci_subsystem_id": subsystem_id, **found.to_dict()}
+    if as_json:
+        emit_json("catalog.identify", payload)
+        return
+    emit_pairs([
+        ("model", found.model.key),
+        ("matched by", found.matched_by),
+        ("product", found.product),
+        ("architecture", found.model.architecture),
+        ("unconfirmed", list(found.model.unconfirmed_fields)),
+    ])
 
 
 def _list_models(catalog: Any, as_json: bool) -> None:

@@ -24,6 +24,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "plan": ("slurm_gpu.cli.plan:cmd", "Show where a request would be placed on a described node."),
     "inventory": ("slurm_gpu.cli.inventory:cmd", "List this node's GPUs and MIG instances."),
     "status": ("slurm_gpu.cli.status:cmd", "Show MIG instances with their owning jobs and problems."),
+    "health": ("slurm_gpu.cli.health:cmd", "Node health check for Slurm's HealthCheckProgram."),
     "sim": ("slurm_gpu.cli.sim:cmd", "Create and inspect a simulated GPU driver state."),
     "simulate": ("slurm_gpu.cli.simulate:cmd", "Replay a job trace through admission and placement."),
     "trace": ("slurm_gpu.cli.trace:cmd", "Generate or inspect job traces for the simulator."),

@@ -24,13 +24,14 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from slurm_gpu.core.errors import CatalogError, UnknownModelError, UnknownProfileError
 
-__all__ = ["Profile", "GpuModel", "Catalog", "load_catalog", "CATALOG_PATH", "MEMORY_DRIFT"]
+__all__ = ["Profile", "GpuModel", "PciId", "Identification", "Catalog", "load_catalog", "CATALOG_PATH",
+           "MEMORY_DRIFT"]
 
-# os.path, not pathlib: the root hooks load the catalog on every job and need nothing else of pathlib.
 # How far a profile's memory as a driver reports it may differ from the catalog's and still be the same
 # profile: sizes move between driver versions (RTX PRO 6000 1g.24gb: 23.12 GiB in one recorded output,
 # 24192 MiB in the catalog, 2.1 %), and nvidia-smi rounds GiB to 2 decimals. NVML's value wins at run time.
 MEMORY_DRIFT = 0.03
+# os.path, not pathlib: the root hooks load the catalog on every job and need nothing else of pathlib.
 CATALOG_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "catalog.json")
 CATALOG_FORMAT_VERSION = 1
 
@@ -102,6 +103,30 @@ class Profile:
 
 
 @dataclass(frozen=True)
+class PciId:
+    """One row of NVIDIA's product/PCI table: ``device`` as NVML's ``pciDeviceId`` (``0x234210DE``),
+    ``subsystem`` as NVML's ``pciSubSystemId`` (``0x16EB10DE``: subsystem device, then vendor) or None."""
+
+    device: str
+    subsystem: Optional[str]
+    name: str
+
+
+@dataclass(frozen=True)
+class Identification:
+    """What :meth:`Catalog.identify` resolved and how (``pci+subsystem``, ``pci`` or ``name``)."""
+
+    model: GpuModel
+    matched_by: str
+    product: str  # the product name of the matching PCI row, else the name asked for
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"model": self.model.key, "matched_by": self.matched_by, "product": self.product,
+                "architecture": self.model.architecture,
+                "unconfirmed": list(self.model.unconfirmed_fields)}
+
+
+@dataclass(frozen=True)
 class GpuModel:
     """A MIG-capable GPU model and its profiles (``key`` such as ``H100-80GB``)."""
 
@@ -117,6 +142,8 @@ class GpuModel:
     profiles: Tuple[Profile, ...]
     sources: Tuple[str, ...] = ()
     variants: Tuple[str, ...] = ()
+    pci_ids: Tuple[PciId, ...] = ()
+    unconfirmed_fields: Tuple[str, ...] = ()  # model-level fields no source confirms
     _by_name: Mapping[str, Profile] = field(default_factory=dict, repr=False, compare=False)
     _by_id: Mapping[int, Profile] = field(default_factory=dict, repr=False, compare=False)
 
@@ -196,6 +223,8 @@ class GpuModel:
             "mode_change_requires_reset": self.mode_change_requires_reset,
             "profiles": [p.to_dict() for p in self.profiles],
             "sources": list(self.sources),
+            "pci_ids": [{"device": i.device, "subsystem": i.subsystem, "name": i.name} for i in self.pci_ids],
+            "unconfirmed": list(self.unconfirmed_fields),
         }
 
 
@@ -248,7 +277,7 @@ class Catalog:
                 GpuModel(
                     key=m["key"],
                     nvml_names=tuple(m["nvml_names"]),
-                    pci_device_ids=tuple(x.upper().replace("0X", "0x") for x in m["pci_device_ids"]),
+                    pci_device_ids=tuple(_normalise_pci_id(x) for x in m["pci_device_ids"]),
                     architecture=m.get("architecture") or "",
                     compute_slices_total=int(m["compute_slices_total"]),
                     memory_slices_total=int(m["memory_slices_total"]),
@@ -258,6 +287,12 @@ class Catalog:
                     profiles=tuple(profiles),
                     sources=tuple(m.get("sources", ())),
                     variants=tuple(m.get("variants", ())),
+                    pci_ids=tuple(
+                        PciId(_normalise_pci_id(i["device"]),
+                              _normalise_pci_id(i["subsystem"]) if i.get("subsystem") else None, i["name"])
+                        for i in m.get("pci_ids", ())
+                    ),
+                    unconfirmed_fields=tuple(m.get("unconfirmed_model_fields", ())),
                 )
             )
         return cls(models)
@@ -274,30 +309,64 @@ class Catalog:
                 f"unknown GPU model {key!r} (known: {', '.join(self.keys())})", part=key
             ) from None
 
-    def recognise(self, nvml_name: str, pci_device_id: Optional[str] = None) -> GpuModel:
-        """The model of a GPU as NVML reports it: PCI device id first (exact), then the device name.
+    def recognise(
+        self, nvml_name: str, pci_device_id: Optional[str] = None, pci_subsystem_id: Optional[str] = None
+    ) -> GpuModel:
+        """The model of a GPU as NVML reports it: PCI device id first, then the device name.
 
-        ``pci_device_id`` is ``nvmlPciInfo_t.pciDeviceId`` as hex (``0x233010DE``) or an int string.
+        ``pci_device_id`` is ``nvmlPciInfo_t.pciDeviceId`` as hex (``0x233010DE``, or the bare device
+        ``0x2330``) or an int string; ``pci_subsystem_id`` (``pciSubSystemId``) only decides between models
+        that share a device id.
         """
+        return self.identify(nvml_name, pci_device_id, pci_subsystem_id).model
+
+    def identify(
+        self, nvml_name: str, pci_device_id: Optional[str] = None, pci_subsystem_id: Optional[str] = None
+    ) -> Identification:
+        """Like :meth:`recognise`, with how the model was found."""
         if pci_device_id:
-            wanted = _normalise_pci_id(pci_device_id)
-            for m in self.models:
-                if wanted in m.pci_device_ids:
-                    return m
+            found = self._by_pci(_normalise_pci_id(pci_device_id),
+                                 _normalise_pci_id(pci_subsystem_id) if pci_subsystem_id else None)
+            if found is not None:
+                return found
         wanted_name = _normalise_name(nvml_name)
         for m in self.models:
             if any(_normalise_name(n) == wanted_name for n in m.nvml_names):
-                return m
+                return Identification(m, "name", nvml_name)
         raise UnknownModelError(
             f"GPU {nvml_name!r} (PCI device id {pci_device_id or 'unknown'}) is not a MIG-capable model "
             f"this catalog knows ({', '.join(self.keys())})",
             part=nvml_name,
         )
 
+    def _by_pci(self, device: str, subsystem: Optional[str]) -> Optional[Identification]:
+        candidates = [m for m in self.models if device in m.pci_device_ids]
+        if not candidates:
+            return None
+        for m in candidates:
+            for row in m.pci_ids:
+                if row.device == device and subsystem is not None and row.subsystem == subsystem:
+                    return Identification(m, "pci+subsystem", row.name)
+        m = candidates[0]
+        product = next((r.name for r in m.pci_ids if r.device == device), m.key)
+        return Identification(m, "pci", product)
+
 
 def _normalise_pci_id(value: str) -> str:
+    """``0x233010DE`` form; a bare 16-bit device id (``0x2330``, ``2330``) gets NVIDIA's vendor 10DE.
+
+    Four hex digits without ``0x`` are read as hex (how PCI tables print them); longer bare digits as an int.
+    """
     value = str(value).strip()
-    number = int(value, 16) if value.lower().startswith("0x") else int(value)
+    try:
+        if value.lower().startswith("0x") or (len(value) <= 4 and re.fullmatch(r"[0-9a-fA-F]+", value)):
+            number = int(value, 16)
+        else:
+            number = int(value)
+    except ValueError:
+        raise UnknownModelError(f"not a PCI id: {value!r}", part=value) from None
+    if number <= 0xFFFF:
+        number = (number << 16) | 0x10DE
     return f"0x{number:08X}"
 
 

@@ -6,7 +6,9 @@
     <nvml function>[@N]=delay:<seconds>   add latency, then run the call normally
 
 The error is a name with or without the ``NVML_ERROR_`` prefix (``INSUFFICIENT_RESOURCES``, ``IN_USE``)
-or a number. Example::
+or a number. Two function names stand for more than one call: ``*`` is every NVML call (a loaded driver's
+latency per call) and ``walk`` is one walk of a GPU's MIG device handles (``NvmlDriver`` starts each with
+``nvmlDeviceGetMaxMigDeviceCount``; the slow listing seen under load). Example::
 
     SLURM_GPU_SIM_FAULTS="nvmlGpuInstanceCreateComputeInstance@2=INSUFFICIENT_RESOURCES;nvmlDeviceCreateGpuInstanceWithPlacement=delay:0.2"
 """
@@ -24,6 +26,10 @@ from slurm_gpu.core.errors import BadInputError
 __all__ = ["FaultRule", "FaultPlan", "parse_faults", "plan_from_env", "ENV"]
 
 ENV = "SLURM_GPU_SIM_FAULTS"
+EVERY_CALL = "*"
+# A walk of MIG handles begins with this call (devices/nvml.py), so a delay on it is one per walk.
+WALK_ALIAS = "walk"
+WALK_FUNCTION = "nvmlDeviceGetMaxMigDeviceCount"
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ def parse_faults(spec: str) -> Tuple[FaultRule, ...]:
         if not sep or not target.strip() or not action.strip():
             raise BadInputError(f"{ENV}: expected '<function>[@N]=<error|delay:s>', got {part!r}", part=part)
         function, _, nth_text = target.strip().partition("@")
+        function = WALK_FUNCTION if function.strip() == WALK_ALIAS else function.strip()
         nth: Optional[int] = None
         if nth_text:
             if not nth_text.isdigit() or int(nth_text) < 1:
@@ -89,14 +96,17 @@ class FaultPlan:
 
     def before_call(self, function: str) -> Optional[int]:
         """Count the call, sleep for delay rules; return the NVML error to raise, if any."""
-        if function not in self._functions:
+        if function not in self._functions and EVERY_CALL not in self._functions:
             return None
         with self._mutex:
             n = self._calls.get(function, 0) + 1
             self._calls[function] = n
+            every = self._calls.get(EVERY_CALL, 0) + 1
+            self._calls[EVERY_CALL] = every
         error: Optional[int] = None
         for rule in self.rules:
-            if rule.function != function or (rule.nth is not None and rule.nth != n):
+            count = every if rule.function == EVERY_CALL else n
+            if rule.function not in (function, EVERY_CALL) or (rule.nth is not None and rule.nth != count):
                 continue
             if rule.delay_s:
                 time.sleep(rule.delay_s)

@@ -130,6 +130,8 @@ class InstanceCalls(SimCalls):
             gpu = device(body, handle)
             self._require_mig(gpu)
             prune(gpu)
+            if simstate.live_holders(gpu):  # "In use by another client", whatever the slices
+                fail(nv.NVML_ERROR_IN_USE)
             profile = profile_by_id(gpu, profile_id)
             if placement is None:  # the driver's own choice
                 placement = first_fit_placement(gpu, profile)

@@ -165,7 +165,8 @@ class SimNvml(InstanceCalls):
             gpu = device(body, handle)
             if gpu["mig_current"] == mode and gpu["mig_pending"] == mode:
                 return nv.NVML_SUCCESS
-            if gpu["gpu_instances"] or live_processes(gpu):
+            # instances, processes or another client holding the device file (hwloc, DCGM) block it
+            if gpu["gpu_instances"] or live_processes(gpu) or simstate.live_holders(gpu):
                 return nv.NVML_ERROR_IN_USE
             gpu["mig_pending"] = mode
             if not model_of(gpu).mode_change_requires_reset:

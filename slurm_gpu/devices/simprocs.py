@@ -8,13 +8,13 @@ instance fail with IN_USE, like on a real GPU, and block ``reset_gpu``.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from slurm_gpu.core.errors import BadInputError
 from slurm_gpu.devices import simstate
 from slurm_gpu.devices.simhandles import fail, gpu_entry, nvml
 
-__all__ = ["attach_process", "detach_process", "prune", "reset_gpu"]
+__all__ = ["attach_process", "detach_process", "hold_gpu", "release_gpu", "prune", "reset_gpu"]
 
 
 def prune(gpu: Dict[str, Any]) -> None:
@@ -55,14 +55,38 @@ def detach_process(state_path: str, pid: int) -> bool:
     return found
 
 
+def hold_gpu(state_path: str, index: int, pid: int, what: str = "hwloc") -> Dict[str, Any]:
+    """Record that ``pid`` holds GPU ``index`` open without a MIG device, as hwloc's OpenCL/NVML probe
+    in a PMIx-launched step, DCGM or a monitor does: while it runs, creating a GPU instance and changing
+    the MIG mode answer IN_USE, and a GPU reset is refused."""
+    started = simstate.process_start_time(pid)
+    if started is None:
+        raise BadInputError(f"process {pid} does not run", part=str(pid))
+    with simstate.locked_state(state_path) as body:
+        gpu = gpu_entry(body, index)
+        entry = {"pid": pid, "start_time": started, "what": what}
+        gpu["holders"] = [h for h in simstate.live_holders(gpu) if h["pid"] != pid] + [entry]
+        return dict(entry, gpu_index=index)
+
+
+def release_gpu(state_path: str, index: int, pid: Optional[int] = None) -> int:
+    """Forget the holders of GPU ``index`` (only ``pid`` when given); returns how many were dropped."""
+    with simstate.locked_state(state_path) as body:
+        gpu = gpu_entry(body, index)
+        before = gpu.get("holders", [])
+        gpu["holders"] = [h for h in before if pid is not None and h["pid"] != pid]
+        return len(before) - len(gpu["holders"])
+
+
 def reset_gpu(state_path: str, index: int) -> Tuple[int, int]:
     """Simulated GPU reset (``nvidia-smi -r``): the pending MIG mode becomes current, instances are lost.
 
-    Raises ``pynvml.NVMLError`` IN_USE while processes run on the GPU. Returns (current, pending).
+    Raises ``pynvml.NVMLError`` IN_USE unless the GPU is idle: no process on an instance and no holder
+    of its device file (an Ampere mode change needs both). Returns (current, pending).
     """
     with simstate.locked_state(state_path) as body:
         gpu = gpu_entry(body, index)
-        if simstate.live_processes(gpu):
+        if simstate.live_processes(gpu) or simstate.live_holders(gpu):
             fail(nvml().NVML_ERROR_IN_USE)
         simstate.clear_gpu(body, gpu)
         gpu["mig_current"] = gpu["mig_pending"]

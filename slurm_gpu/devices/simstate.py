@@ -154,6 +154,18 @@ def live_processes(gpu: Dict[str, Any]) -> List[Dict[str, Any]]:
     return live
 
 
+def live_holders(gpu: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Processes that hold the GPU's ``/dev/nvidia<minor>`` open without a MIG device (hwloc/PMIx, DCGM,
+    a monitor) and still run. On a real node they make GPU-instance creation and MIG mode changes fail
+    with IN_USE ("In use by another client")."""
+    live = []
+    for proc in gpu.get("holders", []):
+        started = process_start_time(proc["pid"])
+        if started is not None and (proc.get("start_time") is None or proc["start_time"] == started):
+            live.append(proc)
+    return live
+
+
 def _gpu_entry(index: int, model_key: str) -> Dict[str, Any]:
     model = load_catalog().model(model_key)
     memory = model.total_memory_mib or model.full_profile().usable_memory_mib

@@ -25,7 +25,7 @@ from slurm_gpu.core.ownership import match
 from slurm_gpu.core.vocab import HookAction, InstanceState, Phase
 from slurm_gpu.devices.access import DEFAULT_CAPS_DIR
 from slurm_gpu.node.allocation import check_allocation, resolve_request
-from slurm_gpu.node.destroy import NODE_FAULT_CODES, destroy_gi
+from slurm_gpu.node.destroy import NODE_FAULT_CODES, busy_reason, create_retrying, destroy_gi
 from slurm_gpu.node.publish import FeaturePublisher, Publisher
 from slurm_gpu.node.snapshot import NodeSnapshot, read_snapshot
 
@@ -71,6 +71,8 @@ class AgentPolicy:
     caps_dir: str = DEFAULT_CAPS_DIR
     cgroup_root: Optional[str] = "/sys/fs/cgroup/devices"
     enable_mig_mode: bool = True  # switch idle Hopper+ GPUs to MIG mode on demand
+    create_busy_wait_s: float = 3.0  # retry a creation refused IN_USE (another client holds the GPU)
+    create_busy_poll_s: float = 0.5
     publish_features: bool = True
 
 
@@ -226,7 +228,8 @@ class NodeAgent:
         created: List[MigInstance] = []
         try:
             for n, p in enumerate(planned):
-                inst = self.driver.create(p.gpu_index, p.profile_id, p.start)
+                inst = create_retrying(self.driver, p.gpu_index, p.profile_id, p.start,
+                                       self.policy.create_busy_wait_s, self.policy.create_busy_poll_s)
                 with self.journal.lock():
                     self.journal.record_created(ctx.job_id, n, inst)
                 created.append(inst)
@@ -356,7 +359,8 @@ class NodeAgent:
         """A driver error while preparing: a broken GPU or driver drains the node on purpose, once, with
         the reason, and sends the job elsewhere; anything else is a race the job retries."""
         if exc.nvml_code not in NODE_FAULT_CODES:
-            return self._requeue(ctx, job, why, str(exc))
+            busy = busy_reason(exc)
+            return self._requeue(ctx, job, f"{why}: {busy}" if busy else why, str(exc))
         problems: List[str] = []
         self._drain(f"slurm-gpu: GPU or driver failure: {exc}", problems)
         out = self._requeue(ctx, job, f"{self.node} drained: GPU or driver failure", str(exc))

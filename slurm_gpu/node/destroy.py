@@ -11,7 +11,8 @@ from slurm_gpu.core.errors import DriverError
 if TYPE_CHECKING:
     from slurm_gpu.devices.api import Driver, MigInstance
 
-__all__ = ["NODE_FAULT_CODES", "NVML_ERROR_NOT_FOUND", "NVML_ERROR_IN_USE", "destroy_gi"]
+__all__ = ["NODE_FAULT_CODES", "NVML_ERROR_NOT_FOUND", "NVML_ERROR_IN_USE", "destroy_gi", "create_retrying",
+           "busy_reason"]
 
 NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_IN_USE = 19
@@ -60,3 +61,26 @@ def _pids(driver: Driver, gpu_index: int, gi_id: int, insts: Sequence[MigInstanc
         except DriverError:
             pass
     return pids
+
+
+def create_retrying(driver: Driver, gpu_index: int, profile_id: int, start: int, wait_s: float,
+                    poll_s: float) -> MigInstance:
+    """Create one instance; while another client holds the GPU (IN_USE: hwloc probing ``/dev/nvidia*`` in a
+    job step, DCGM, a monitor), retry for up to ``wait_s``: such holds are usually brief. Other errors,
+    and IN_USE past the deadline, are raised for the caller to requeue the job."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return driver.create(gpu_index, profile_id, start)
+        except DriverError as exc:
+            if exc.nvml_code != NVML_ERROR_IN_USE or time.monotonic() >= deadline:
+                raise
+        time.sleep(poll_s)
+
+
+def busy_reason(exc: DriverError) -> str:
+    """What a job's admin comment says when the GPU was held by another client (empty otherwise)."""
+    if exc.nvml_code != NVML_ERROR_IN_USE:
+        return ""
+    return ("GPU in use by another client (a process holds /dev/nvidia*: hwloc/PMIx without "
+            "HWLOC_COMPONENTS=-opencl, DCGM or a monitor); retried, then requeued")

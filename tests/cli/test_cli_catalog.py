@@ -73,3 +73,20 @@ def test_json_list_has_every_model_in_full():
     assert doc["schema"] == "slurm-gpu.catalog/v1"
     assert [m["model"] for m in doc["models"]] == list(load_catalog().keys())
     assert all(m["profiles"] and "placements" in m["profiles"][0] for m in doc["models"])
+
+
+def test_identify_by_pci_prints_the_model_as_json():
+    result = invoke("catalog", "--identify", "NVIDIA A800-SXM4-80GB", "--pci", "0x20F3", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == "slurm-gpu.catalog.identify/v1"
+    assert (doc["model"], doc["matched_by"], doc["product"]) == ("A100-80GB", "pci", "NVIDIA A800-SXM4-80GB")
+
+
+def test_identify_by_name_table_and_unknown_gpu():
+    result = invoke("catalog", "--identify", "NVIDIA GH200 120GB")
+    assert result.exit_code == 0
+    assert "GH200-96GB" in result.stdout and "name" in result.stdout
+    unknown = invoke("catalog", "--identify", "Tesla T4", "--pci", "0x1EB8")
+    assert unknown.exit_code == EXIT_BAD_INPUT
+    assert "not a MIG-capable model" in unknown.stderr

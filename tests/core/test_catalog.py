@@ -17,7 +17,8 @@ from slurm_gpu.core.nvsmi import (
 CAT = load_catalog()
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "nvidia-smi"
 EIGHT_SLICE = ["A100-40GB", "A100-80GB", "H100-80GB", "H100-NVL-94GB", "GH200-96GB", "GH200-144GB",
-               "H200-141GB", "B200-180GB"]
+               "H200-141GB", "B200-180GB", "GB200-186GB", "GB300-278GB", "B300-269GB", "H20-96GB",
+               "PG506-96GB", "H20-3e-141GB"]
 
 
 def read_fixture(path: Path) -> str:
@@ -106,11 +107,16 @@ def test_catalog_agrees_with_recorded_lgip(path):
     model = CAT.model(key)
     lgipp_path = path.with_name(f"{key}.lgipp.txt")
     lgipp = read_fixture(lgipp_path) if lgipp_path.exists() else None
-    profiles = profiles_from_nvsmi(read_fixture(path), lgipp)
-    assert len(profiles) >= 3
-    assert compare_with_catalog(model, profiles) == []
-    if lgipp:
-        assert all(p.placements for p in profiles)
+    text = read_fixture(path)
+    gpus = sorted({r.gpu for r in parse_lgip(text)})  # an excerpt may quote rows of several GPUs
+    seen = 0
+    for gpu in gpus:
+        profiles = profiles_from_nvsmi(text, lgipp, gpu=gpu)
+        seen += len(profiles)
+        assert compare_with_catalog(model, profiles) == [], gpu
+        if lgipp:
+            assert all(p.placements for p in profiles)
+    assert seen >= 3
 
 
 def test_a30_lgip_fields_parsed():

@@ -31,8 +31,9 @@ def node(tmp_path):
     driver = open_driver("sim", sim_state=state)
     journal = Journal(str(tmp_path / "state"), boot_id="boot-1")
     slurm = FakeSlurm("n1")
-    policy = AgentPolicy(release_wait_s=0.3, release_poll_s=0.05,
-                         caps_dir=str(tmp_path / "sb/dev/nvidia-caps"), cgroup_root=None)
+    policy = AgentPolicy(release_wait_s=0.3, release_poll_s=0.05, create_busy_wait_s=0.3,
+                         create_busy_poll_s=0.05, caps_dir=str(tmp_path / "sb/dev/nvidia-caps"),
+                         cgroup_root=None)
     agent = NodeAgent("n1", driver, journal, slurm, policy)
     agent.state_path = state
     return agent
