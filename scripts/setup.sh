@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what slurm-gpu needs on a Debian 12 machine (run as root): Slurm 22.05 and munge from Debian,
-# Lua for job_submit.lua, and a virtual environment in .venv with the package and its test tools.
+# Lua for job_submit.lua, Prometheus and promtool for the monitoring tests (the tests start their own
+# instance; the package's service is not started), and a virtual environment in .venv with the package
+# and its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +10,7 @@ APT_PACKAGES=(
     python3 python3-venv python3-dev
     munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins
     lua5.1
+    prometheus
     iproute2 procps util-linux
 )
 
@@ -24,6 +27,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # Debian enables the prometheus service on install; the tests start their own on a free port.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import Dict, Optional
 
 import click
 
@@ -87,7 +87,12 @@ def reconcile(dry_run: bool, node: Optional[str], as_json: bool) -> None:
         agent.driver.close()
     failed = [a for a in report.actions if not dry_run and a.kind != "report" and not a.done]
     if not dry_run:
-        log_event(agent, "reconcile", {"actions": len(report.actions), "failed": len(failed)})
+        repairs: Dict[str, int] = {}
+        for a in report.actions:
+            if a.done:
+                repairs[str(a.kind)] = repairs.get(str(a.kind), 0) + 1
+        log_event(agent, "reconcile", {"actions": len(report.actions), "failed": len(failed),
+                                       "repairs": repairs})
     if as_json:
         emit_json("reconcile", {"node": agent.node, **report.to_dict()})
     else:

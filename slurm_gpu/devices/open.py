@@ -8,6 +8,7 @@ from slurm_gpu.core.errors import BadInputError
 from slurm_gpu.devices.api import DRIVER_KINDS
 
 if TYPE_CHECKING:  # pragma: no cover
+    from slurm_gpu.devices.calllog import NvmlCallLog
     from slurm_gpu.devices.nvml import NvmlDriver
 
 __all__ = ["open_driver"]
@@ -15,10 +16,11 @@ __all__ = ["open_driver"]
 
 def open_driver(
     kind: Any = "nvml", sim_state: Optional[str] = None, mig_minors_path: Optional[str] = None,
-    sim_faults: Optional[str] = None,
+    sim_faults: Optional[str] = None, call_log: Optional[NvmlCallLog] = None,
 ) -> NvmlDriver:
     """``NvmlDriver`` over the real pynvml (``kind='nvml'``) or over ``SimNvml(sim_state)`` (``kind='sim'``).
 
+    ``call_log`` (``devices.calllog.NvmlCallLog``) records the create/destroy times and NVML errors.
     ``kind`` may also be a ``Config`` (its ``driver.kind`` / ``driver.sim_state``) or that section. For the
     simulator, capability minors come from ``<sandbox>/mig-minors`` when its state has a sandbox.
     """
@@ -37,7 +39,12 @@ def open_driver(
     from slurm_gpu.devices.nvml import NvmlDriver
 
     if kind == "nvml":
-        return NvmlDriver(None, mig_minors_path=mig_minors_path or DEFAULT_MIG_MINORS)
+        module = None
+        if call_log is not None:
+            import pynvml
+
+            module = call_log.wrap(pynvml)
+        return NvmlDriver(module, mig_minors_path=mig_minors_path or DEFAULT_MIG_MINORS)
     if kind == "sim":
         if not sim_state:
             raise BadInputError("the simulated driver needs a state file (sim_state)", part=kind)
@@ -47,5 +54,7 @@ def open_driver(
         if mig_minors_path is None:
             sandbox = simstate.load_state(sim_state).get("sandbox")
             mig_minors_path = f"{sandbox}/mig-minors" if sandbox else ""
-        return NvmlDriver(SimNvml(sim_state, faults=sim_faults), mig_minors_path=mig_minors_path)
+        sim: Any = SimNvml(sim_state, faults=sim_faults)
+        module = call_log.wrap(sim) if call_log is not None else sim
+        return NvmlDriver(module, mig_minors_path=mig_minors_path)
     raise BadInputError(f"unknown driver kind {kind!r} (known: {', '.join(DRIVER_KINDS)})", part=kind)

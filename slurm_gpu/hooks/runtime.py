@@ -20,9 +20,10 @@ __all__ = ["HookAgent", "build_agent", "log_event", "policy_from_config", "run_j
 class HookAgent(NodeAgent):
     """The node agent of one hook run, with the configuration it was built from (its log file)."""
 
-    def __init__(self, *args: Any, config: Any, **kwargs: Any):
+    def __init__(self, *args: Any, config: Any, call_log: Any = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.config = config
+        self.call_log = call_log  # devices.calllog.NvmlCallLog: create/destroy times, NVML errors
 
 
 def policy_from_config(config: Any) -> Any:
@@ -32,7 +33,8 @@ def policy_from_config(config: Any) -> Any:
     sandbox = getattr(config.driver, "sim_sandbox", None)
     caps_dir = os.path.join(sandbox, "dev", "nvidia-caps") if sandbox else DEFAULT_CAPS_DIR
     return AgentPolicy(max_count_per_node=config.policy.max_count_per_node, caps_dir=caps_dir,
-                       publish_features=config.features.publish)
+                       publish_features=config.features.publish,
+                       hpc_job_mapping_dir=config.monitoring.hpc_job_mapping_dir)
 
 
 def build_agent(config_path: Optional[str] = None, node: Optional[str] = None) -> HookAgent:
@@ -48,16 +50,19 @@ def build_agent(config_path: Optional[str] = None, node: Optional[str] = None) -
     if config.slurm.conf:
         env = {"SLURM_CONF": config.slurm.conf, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     from slurm_gpu.core.errors import DriverError
+    from slurm_gpu.devices.calllog import NvmlCallLog
 
     driver: Driver
+    call_log = NvmlCallLog()
     try:
         driver = open_driver(config.driver.kind, sim_state=config.driver.sim_state,
-                             sim_faults=config.driver.sim_faults)
+                             sim_faults=config.driver.sim_faults, call_log=call_log)
     except DriverError as exc:
         driver = FailedDriver(exc)  # the hook still runs: it drains the node with this reason
     journal = Journal(config.state_dir, lock_timeout_s=config.lock_timeout_s)
     slurm = SlurmCli(config.slurm.bin_dir, env=env)
-    return HookAgent(name, driver, journal, slurm, policy_from_config(config), config=config)
+    return HookAgent(name, driver, journal, slurm, policy_from_config(config), config=config,
+                     call_log=call_log)
 
 
 class FailedDriver:
@@ -74,8 +79,16 @@ class FailedDriver:
 
 
 def log_event(agent: Any, hook: str, record: Mapping[str, Any]) -> None:
-    """One JSON line per hook run: to the configured log file, else ``<state_dir>/hooks.log``."""
+    """One JSON line per hook run: to the configured log file, else ``<state_dir>/hooks.log``. It carries
+    the run's NVML create/destroy times and errors (``nvml``) and how often it changed the node's features
+    in Slurm (``capacity_updates``): the exporter's histograms and counters come from these lines."""
     line = {"time": round(time.time(), 3), "hook": hook, "node": getattr(agent, "node", None), **record}
+    call_log = getattr(agent, "call_log", None)
+    if call_log:
+        line["nvml"] = call_log.to_dict()
+    updates = getattr(getattr(agent, "publisher", None), "updates", 0)
+    if isinstance(updates, int) and updates:
+        line["capacity_updates"] = updates
     text = json.dumps(line, sort_keys=True, default=str, separators=(",", ":"))
     config = getattr(agent, "config", None)
     path = None

@@ -24,6 +24,7 @@ from slurm_gpu.core.errors import DriverError, LockTimeout, NoFitError, SlurmErr
 from slurm_gpu.core.ownership import match
 from slurm_gpu.core.vocab import HookAction, InstanceState, Phase
 from slurm_gpu.devices.access import DEFAULT_CAPS_DIR
+from slurm_gpu.node import hpcjobs
 from slurm_gpu.node.allocation import check_allocation, resolve_request
 from slurm_gpu.node.destroy import NODE_FAULT_CODES, busy_reason, create_retrying, destroy_gi
 from slurm_gpu.node.publish import FeaturePublisher, Publisher
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from slurm_gpu.state.api import JournalStore
 
 __all__ = ["JobContext", "AgentPolicy", "Outcome", "NodeAgent"]
-
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ class AgentPolicy:
     create_busy_wait_s: float = 3.0  # retry a creation refused IN_USE (another client holds the GPU)
     create_busy_poll_s: float = 0.5
     publish_features: bool = True
+    hpc_job_mapping_dir: Optional[str] = None  # dcgm-exporter's job mapping files (node.hpcjobs)
 
 
 @dataclass
@@ -88,7 +89,6 @@ class Outcome:
 
     def to_dict(self) -> Dict[str, Any]:
         return dict(asdict(self), action=str(self.action))
-
 
 
 @dataclass(frozen=True)
@@ -254,6 +254,7 @@ class NodeAgent:
                 out = self._refuse(ctx, job, f"cannot leave the task file: {exc}")
                 out.problems.extend(problems)
                 return out
+            hpcjobs.write_mappings(self.policy.hpc_job_mapping_dir, ctx.job_id, created, problems)
         cgroup = self._seal(ctx, created, problems, snap.gpus)
         detail = ", ".join(f"GPU {i.gpu_index} {p.profile_name}@{i.start}" for i, p in zip(created, planned))
         if cgroup:
@@ -471,8 +472,11 @@ class NodeAgent:
 
     def _destroy(self, gpu_index: int, gi_id: int, insts: Sequence[MigInstance], problems: List[str],
                  busy: Optional[List[str]] = None) -> bool:
-        return destroy_gi(self.driver, gpu_index, gi_id, insts, self.policy.caps_dir,
+        gone = destroy_gi(self.driver, gpu_index, gi_id, insts, self.policy.caps_dir,
                           self.policy.release_wait_s, self.policy.release_poll_s, problems, busy)
+        if gone:
+            hpcjobs.remove_mapping(self.policy.hpc_job_mapping_dir, gpu_index, gi_id, problems)
+        return gone
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self, dry_run: bool = False) -> ReconcileReport:

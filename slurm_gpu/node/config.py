@@ -29,6 +29,7 @@ __all__ = [
     "SlurmConfig",
     "FeaturesConfig",
     "LogConfig",
+    "MonitoringConfig",
     "load_config",
     "parse_config",
     "node_name",
@@ -76,6 +77,12 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class MonitoringConfig:
+    # dcgm-exporter's --hpc-job-mapping-dir: the hooks keep <dir>/<gpu>.<gi_id> holding the owning job id
+    hpc_job_mapping_dir: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. ``path`` is the file it came from (None: built-in defaults);
     ``node`` the node name used for ``{node}``."""
@@ -88,6 +95,7 @@ class Config:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     lock_timeout_s: float = 30.0
     log: LogConfig = field(default_factory=LogConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     node: str = ""
     path: Optional[str] = None
 
@@ -109,6 +117,7 @@ _SCHEMA: Dict[str, Any] = {
     "features": {"publish": "bool"},
     "lock_timeout_s": "pos_number",
     "log": {"file": "opt_path"},
+    "monitoring": {"hpc_job_mapping_dir": "opt_path"},
 }
 
 
@@ -214,6 +223,7 @@ def parse_config(
         "slurm": SlurmConfig,
         "features": FeaturesConfig,
         "log": LogConfig,
+        "monitoring": MonitoringConfig,
     }
     kwargs: Dict[str, Any] = {k: v for k, v in checked.items() if k not in sections}
     for key, cls in sections.items():

@@ -29,6 +29,7 @@ class FeaturePublisher:
         self.slurm = slurm
         self.max_count = max_count_per_node
         self.enabled = enabled
+        self.updates = 0  # times this object changed Slurm's features (the hooks log it, the exporter counts)
 
     def fit_features(self, state: NodeState) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
         """(every fit feature of the node's models, the ones true now)."""
@@ -44,6 +45,7 @@ class FeaturePublisher:
         new_active = _merged(active, fit_active)
         if new_avail != sorted(set(avail)) or new_active != sorted(set(active)):
             self.slurm.set_features(node, new_avail, new_active)
+            self.updates += 1
         return fit_active
 
 

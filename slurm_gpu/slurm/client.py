@@ -100,6 +100,12 @@ class SlurmCli:
                 jobs[int(job_id)] = base
         return jobs
 
+    def pending_constraints(self) -> Tuple[str, ...]:
+        """The feature constraint of every pending job (``squeue %f``): job_submit.lua puts a MIG job's
+        request there as ``mig.<profile>.<k>``, which the exporter counts as pending demand."""
+        out = self._run("squeue", ["--noheader", "--states", "PENDING", "--format", "%f"])
+        return tuple(line.strip() for line in out.splitlines() if line.strip())
+
     def node_features(self, node: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
         """``(available, active)`` features of ``node``."""
         from slurm_gpu.slurm.parse import parse_scontrol_pairs
