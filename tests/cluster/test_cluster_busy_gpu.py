@@ -1,9 +1,13 @@
-"""On a real local cluster: a GPU held by another client (as hwloc/PMIx or DCGM hold /dev/nvidia*) makes
-the Prolog's creation fail IN_USE; the job is requeued with a clear reason, no node drains, nothing leaks."""
+"""On a real local cluster, what real nodes do to the Prolog: a GPU held by another client (as hwloc/PMIx
+or DCGM hold /dev/nvidia*) makes creation fail IN_USE; a loaded driver answers slowly and walks its MIG
+handles slowly; an Ampere GPU out of MIG mode needs a reset no hook may do. Each job gets a clear
+outcome, no node drains, nothing leaks."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+from pathlib import Path
 
 import pytest
 from test_integration_hooks import (
@@ -13,8 +17,10 @@ from test_integration_hooks import (
     history,
     instances,
     node_dir,
+    output,
     sjob,
     submit,
+    wait,
     wait_for,
 )
 
@@ -55,3 +61,57 @@ def test_held_gpus_requeue_the_job_with_the_reason_and_drain_nothing(cl):
                 release_gpu(state, g.index)
         holder.kill()
         holder.wait()
+
+
+def _set_faults(cl, rules):
+    """Fault rules for every node's simulated driver (each hook run reads the configuration)."""
+    path = Path(cl.spec.dir) / "config.yaml"
+    text = "".join(line for line in path.read_text().splitlines(True) if "sim_faults" not in line)
+    if rules:
+        text = text.replace("driver:\n", f"driver:\n  sim_faults: {json.dumps(rules)}\n", 1)
+    path.write_text(text)
+
+
+def test_a_slow_driver_and_slow_handle_walks_still_give_each_job_its_instances(cl):
+    # 50 ms on every NVML call, 1 s on every walk of a GPU's MIG handles: a driver under load.
+    _set_faults(cl, "*=delay:0.05;walk=delay:1")
+    try:
+        jobs = [submit(cl, "--gres=gpu:1g.10gb:2", wrap="echo $CUDA_VISIBLE_DEVICES $SLURM_GPU_MIG_DEVICES")
+                for _ in range(2)]
+        done = wait(cl, jobs, timeout=240)
+    finally:
+        _set_faults(cl, None)
+    for j in jobs:
+        assert done[j]["JobState"] == "COMPLETED", done[j]
+        visible, mine = output(cl, j).split()
+        assert visible.startswith("MIG-") and len(mine.split(",")) == 2
+    assert drained(cl) == {}
+    assert_clean(cl)
+
+
+@pytest.fixture(scope="module")
+def ampere():
+    from conftest import running_cluster
+
+    with running_cluster(prefix="sg-test-ampere-", nodes=1, gpus="A100-40GB:2") as cluster:
+        yield _with_outdir(cluster)
+        assert_clean(cluster)
+
+
+def test_an_ampere_gpu_out_of_mig_mode_is_named_and_never_switched_by_a_hook(ampere):
+    from slurm_gpu.devices.simstate import locked_state
+
+    (node,) = ampere.nodes
+    state = str(node_dir(ampere, node) / "gpus.json")
+    with locked_state(state) as body:  # an admin turned MIG off behind the agent's back
+        for gpu in body["gpus"]:
+            gpu["mig_current"] = gpu["mig_pending"] = 0
+    j = submit(ampere, "--gres=gpu:1g.5gb", wrap="true")
+    events = wait_for(lambda: [e for e in history(ampere, node)
+                               if e.get("job_id") == j and e.get("event") == "requeued"],
+                      120, "the job requeued by its prolog")
+    assert "needs a GPU reset" in events[0]["detail"], events
+    assert drained(ampere) == {}
+    with locked_state(state) as body:
+        assert all(g["mig_current"] == 0 for g in body["gpus"])  # the hook switched nothing
+    ampere.run(["scancel", j], check=True)
