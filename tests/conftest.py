@@ -147,3 +147,12 @@ def slurm_cluster():
     """A 2-node cluster (4 simulated H100 each) shared by the session; stopped at its end."""
     with running_cluster() as cluster:
         yield cluster
+
+
+@pytest.fixture
+def holder():
+    """A live process standing for another client that holds a GPU (hwloc, DCGM, a monitor)."""
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc
+    proc.kill()
+    proc.wait()

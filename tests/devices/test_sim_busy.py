@@ -3,7 +3,6 @@ per MIG-handle walk, an Ampere mode change that needs an idle GPU."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
@@ -15,14 +14,6 @@ from slurm_gpu.devices.open import open_driver
 from slurm_gpu.devices.simprocs import hold_gpu, release_gpu, reset_gpu
 
 IN_USE = 19
-
-
-@pytest.fixture
-def holder():
-    proc = subprocess.Popen(["sleep", "60"])
-    yield proc
-    proc.kill()
-    proc.wait()
 
 
 def sim(tmp_path, model="H100-80GB", mig=True, faults=None):

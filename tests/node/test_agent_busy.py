@@ -7,7 +7,6 @@ Every case ends with a clear outcome for the job, no drain, and nothing left on 
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 
 import pytest
@@ -18,14 +17,6 @@ from slurm_gpu.devices.open import open_driver
 from slurm_gpu.devices.simprocs import hold_gpu, release_gpu
 from slurm_gpu.node.agent import AgentPolicy, JobContext, NodeAgent
 from slurm_gpu.state.journal import Journal
-
-
-@pytest.fixture
-def holder():
-    proc = subprocess.Popen(["sleep", "60"])
-    yield proc
-    proc.kill()
-    proc.wait()
 
 
 def make(tmp_path, models=(("H100-80GB", 1),), mig=True, faults=None, wait_s=0.3):
