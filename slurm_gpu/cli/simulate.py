@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 import click
 
@@ -61,13 +61,14 @@ from slurm_gpu.cli.output import emit_json, emit_pairs, json_option
     "--bf-interval",
     type=float,
     default=None,
-    help="Backfill interval (s); default: the policy's (5 for default, else Slurm's 30).",
+    help="Backfill interval (s), every policy; default 5, what slurm-gpu ships (Slurm's own: 30).",
 )
 @click.option(
     "--max-starts",
     type=int,
     default=None,
-    help="sched_max_job_start/bf_max_job_start, 0 = no limit; default: the policy's (1 for default, else 0).",
+    help="sched_max_job_start/bf_max_job_start, every policy, 0 = no limit; default 1, what slurm-gpu "
+    "ships (Slurm's own: 0).",
 )
 @click.option(
     "--requeue-delay",
@@ -82,6 +83,7 @@ from slurm_gpu.cli.output import emit_json, emit_pairs, json_option
     default=None,
     help="Write a PNG of utilization, queue length and misfits over time (needs matplotlib).",
 )
+@click.option("--strict", is_flag=True, help="Fail (exit 3) when any job of the trace could never run.")
 @json_option
 def cmd(
     trace_path: str,
@@ -95,6 +97,7 @@ def cmd(
     max_starts: Optional[int],
     requeue_delay: Optional[float],
     plot_path: Optional[str],
+    strict: bool,
     as_json: bool,
 ) -> None:
     """Replay TRACE on CLUSTER with POLICY: misfits, utilization, waits, drains.
@@ -104,7 +107,7 @@ def cmd(
       slurm-gpu simulate --trace traces/steady.jsonl --cluster 16x8xH100-80GB --policy default --json
     """
     from slurm_gpu.simulate.cluster import parse_cluster
-    from slurm_gpu.simulate.engine import SimConfig, simulate, stderr_progress
+    from slurm_gpu.simulate.engine import SimConfig, Simulation, stderr_progress
     from slurm_gpu.simulate.policies import make_policy
     from slurm_gpu.simulate.traces import read_trace
 
@@ -115,14 +118,14 @@ def cmd(
         from slurm_gpu.simulate.plot import check_available
 
         check_available()
-    config = SimConfig(
-        bf_interval=bf_interval,
-        max_starts=max_starts,
-        requeue_delay=requeue_delay,
-        record_series=bool(plot_path),
-        progress=stderr_progress(),
-    )
-    result = simulate(jobs, cluster, chosen, config)
+    config = SimConfig(requeue_delay=requeue_delay, record_series=bool(plot_path), progress=stderr_progress())
+    if bf_interval is not None:
+        config.bf_interval = bf_interval
+    if max_starts is not None:
+        config.max_starts = max_starts
+    sim = Simulation(jobs, cluster, chosen, config)
+    report_rejected(sim.rejected_reasons, strict)
+    result = sim.run()
     if plot_path:
         from slurm_gpu.simulate.plot import plot_result
 
@@ -135,7 +138,24 @@ def cmd(
     emit_pairs([(k, _fmt(v)) for k, v in payload.items()])
 
 
+def report_rejected(reasons: Dict[str, int], strict: bool) -> None:
+    """Jobs that can never run: a warning on stderr, or with ``--strict`` an input error (exit 3)."""
+    if not reasons:
+        return
+    total = sum(reasons.values())
+    lines = "; ".join(f"{n} x {why}" for why, n in reasons.items())
+    if strict:
+        from slurm_gpu.core.errors import BadInputError
+
+        raise BadInputError(f"{total} jobs could never run: {lines}", part="trace")
+    click.echo(f"warning: {total} jobs could never run and are counted as rejected: {lines}", err=True)
+
+
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+    if isinstance(value, list):  # the static layout: one "N x model: layout" per kind of GPU
+        return "; ".join(f"{d['gpus']} x {d['model']}: {d['layout']}" for d in value)
     return str(value)

@@ -121,33 +121,33 @@ def from_sacct_cmd(source: str, out: Optional[str]) -> None:
 @cmd.command("info")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--cluster", "cluster_spec", default="16x8xH100-80GB", show_default=True)
+@click.option("--strict", is_flag=True, help="Fail (exit 3) when any job could never run on the cluster.")
 @json_option
-def info_cmd(path: str, cluster_spec: str, as_json: bool) -> None:
-    """Jobs, span and offered load of a trace on a cluster.
+def info_cmd(path: str, cluster_spec: str, strict: bool, as_json: bool) -> None:
+    """Jobs, span, offered load and unrunnable jobs of a trace on a cluster.
 
     \b
     Example:
       slurm-gpu trace info traces/steady.jsonl --cluster 16x8xH100-80GB --json
     """
-    from slurm_gpu.core.catalog import load_catalog
+    from dataclasses import asdict
+
+    from slurm_gpu.cli.simulate import report_rejected
+    from slurm_gpu.simulate.accounting import account_trace
     from slurm_gpu.simulate.cluster import parse_cluster
-    from slurm_gpu.simulate.traces import offered_load, parse_job_gres, read_trace
+    from slurm_gpu.simulate.traces import read_trace
 
     jobs = read_trace(path)
-    cluster = parse_cluster(cluster_spec)
-    model = load_catalog().model(cluster.models[0])
-    mix: dict = {}
-    for j in jobs:
-        key, count = parse_job_gres(j.gres)
-        mix[key] = mix.get(key, 0) + 1
-    payload = {
-        "trace": path,
-        "jobs": len(jobs),
-        "span_s": round(jobs[-1].submit - jobs[0].submit, 1) if jobs else 0.0,
-        "offered_load": round(offered_load(jobs, model, cluster.memory_slices()), 4),
-        "mix": dict(sorted(mix.items())),
-    }
+    account = account_trace(jobs, parse_cluster(cluster_spec))
+    report_rejected(account.rejected_reasons, strict)  # as simulate does: a warning, or exit 3
+    payload = {"trace": path, **asdict(account)}
     if as_json:
         emit_json("trace.info", payload)
     else:
-        emit_pairs(payload.items())
+        emit_pairs((k, _cell(v)) for k, v in payload.items())
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+    return value

@@ -6,8 +6,9 @@ agent's planner puts them (``state.plan_on_node``); ``static`` creates none, its
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+from slurm_gpu.simulate.accounting import request_problem
 from slurm_gpu.simulate.state import SimJob, SimNode, plan_on_node
 
 __all__ = ["Policy"]
@@ -21,9 +22,6 @@ class Policy:
     # our prolog requeues a job it cannot place; Slurm makes it eligible after the credential lifetime + 1
     # (job_mgr.c: begin_time = now + cred_expire + 1; 120 s by default)
     requeue_delay = 121.0
-    # Slurm scheduler settings the policy runs with: Slurm's defaults unless the policy ships others
-    max_starts = 0  # sched_max_job_start and bf_max_job_start (0: no limit)
-    bf_interval = 30.0
 
     def setup(self, nodes: List[SimNode], keys: Sequence[str], slices_of: Sequence[int]) -> None:
         self.nodes = nodes
@@ -54,10 +52,14 @@ class Policy:
                 node.set_gpu(g, node.table.remove(node.gpus[g], start))
         job.alloc = []
 
-    def could_ever_fit(self, job: SimJob) -> bool:
-        """Whether the job could run on the empty cluster; a function of its request (key, count, nodes)."""
-        empty = [n for n in self.nodes if n.table.capacity(())[job.key] * len(n.gpus) >= job.count]
-        return len(empty) >= job.nodes
+    def why_never(self, job: SimJob) -> Optional[str]:
+        """Why the job can never run under this policy (None: it can); a function of its request
+        (key, count, nodes) only. The base answer is the empty cluster's (``accounting``)."""
+        return request_problem([(n.table, len(n.gpus)) for n in self.nodes], job.key, job.count, job.nodes)
+
+    def describe(self) -> Optional[List[Dict[str, Any]]]:
+        """The fixed layout the policy ran with (``static``), for the report; None for dynamic ones."""
+        return None
 
     # -- reservations (backfill) ---------------------------------------------------------------------
     def fit_after_ends(self, node: SimNode, job: SimJob, ending: Sequence[SimJob]) -> int:

@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 from slurm_gpu.core.catalog import Catalog, load_catalog
 from slurm_gpu.core.errors import BadInputError, SlurmGpuError
 from slurm_gpu.core.geometry import GpuState
+from slurm_gpu.simulate.accounting import canonical_keys, reason_counts
 from slurm_gpu.simulate.base import Policy
 from slurm_gpu.simulate.cluster import ClusterSpec
 from slurm_gpu.simulate.metrics import Result, Series, summarise
@@ -30,16 +31,27 @@ from slurm_gpu.simulate.slots import ModelTable
 from slurm_gpu.simulate.state import SimJob, SimNode
 from slurm_gpu.simulate.traces import TraceJob, parse_job_gres
 
-__all__ = ["SimConfig", "Simulation", "simulate"]
+__all__ = [
+    "SimConfig",
+    "Simulation",
+    "simulate",
+    "SHIPPED_MAX_STARTS",
+    "SHIPPED_BF_INTERVAL",
+    "SLURM_MAX_STARTS",
+    "SLURM_BF_INTERVAL",
+]
 
+SHIPPED_MAX_STARTS, SHIPPED_BF_INTERVAL = 1, 5.0  # what slurm-gpu's slurm.conf sets
+SLURM_MAX_STARTS, SLURM_BF_INTERVAL = 0, 30.0  # Slurm's defaults
 _END, _SUBMIT, _WAKE = 0, 1, 2  # at one instant: ends free room before submissions are looked at
 _BY_LIMIT = operator.attrgetter("limit_end", "index")  # backfill's end of a running job; ties by priority
 
 
 @dataclass
 class SimConfig:
-    # slurm.conf SchedulerParameters; None: the policy's own (Slurm's defaults, or what slurm-gpu ships)
-    bf_interval: Optional[float] = None  # bf_interval (Slurm's default 30 s)
+    # slurm.conf SchedulerParameters, the same for every policy: by default what slurm-gpu ships
+    # (sched_max_job_start=1,bf_max_job_start=1,bf_interval=5); Slurm's own defaults are 0 and 30
+    bf_interval: float = SHIPPED_BF_INTERVAL
     bf_max_job_test: int = 500  # bf_max_job_test (default 500)
     # seconds before a requeued job is eligible again; None: the policy's (0 for our prolog's requeue,
     # 120 for a failed prolog, which Slurm requeues held)
@@ -47,7 +59,7 @@ class SimConfig:
     # sched_max_job_start / bf_max_job_start (0: no limit), and how soon a pass that hit it runs again:
     # slurmctld does not re-run a limited pass by itself; the node agent's feature update queues one, which
     # its background thread runs at most every batch_sched_delay (3 s; measured 1-3.5 s between starts)
-    max_starts: Optional[int] = None
+    max_starts: int = SHIPPED_MAX_STARTS
     pass_interval: float = 3.0
     record_series: bool = False
     check_invariants: bool = False  # verify the whole cluster after every instant (tests; slow)
@@ -70,6 +82,8 @@ class Simulation:
         config: Optional[SimConfig] = None,
         catalog: Optional[Catalog] = None,
     ):
+        if not trace:
+            raise BadInputError("the trace has no jobs", part="trace")
         self.config = cfg = config or SimConfig()
         self.policy = policy
         cat = catalog or load_catalog()
@@ -82,28 +96,31 @@ class Simulation:
                 tables[spec.model] = ModelTable(cat.model(spec.model), self.keys)
         self.nodes = [SimNode(i, s.name, tables[s.model], s.gpus) for i, s in enumerate(cluster.nodes)]
         self.total_slices = sum(n.total for n in self.nodes)
+        # equivalent spellings (gpu:1 and gpu:7g.80gb:1 on H100s) are one request for every policy
+        canon = canonical_keys(list(tables.values()))
         # Slurm's `mig` gres count per instance: the largest over the cluster's models (job_submit.lua)
         slices_of = []
         for k in range(len(self.keys)):
             sizes = [p.memory_slices for t in tables.values() for p in (t.profiles[k],) if p is not None]
             slices_of.append(max(sizes) if sizes else 0)
         self.jobs = [
-            SimJob(i, j.id, j.submit, j.duration, j.limit, key_index[k], c, j.nodes)
+            SimJob(i, j.id, j.submit, j.duration, j.limit, canon[key_index[k]], c, j.nodes)
             for i, (j, (k, c)) in enumerate(zip(trace, parsed))
         ]
-        policy.prepare(self.nodes, self.jobs)  # e.g. static: pick the layout for this trace's mix
         policy.setup(self.nodes, self.keys, slices_of)
+        policy.prepare(self.nodes, self.jobs)  # e.g. static: pick the layout for this trace's mix
         # the answer depends on the request only, and a trace repeats few requests
-        ever: Dict[Tuple[int, int, int], bool] = {}
+        why: Dict[Tuple[int, int, int], Optional[str]] = {}
         for j in self.jobs:
             sig = (j.key, j.count, j.nodes)
-            if sig not in ever:
-                ever[sig] = policy.could_ever_fit(j)
-        self.rejected = [j for j in self.jobs if not ever[(j.key, j.count, j.nodes)]]
+            if sig not in why:
+                why[sig] = policy.why_never(j)
+        self.rejected = [j for j in self.jobs if why[(j.key, j.count, j.nodes)] is not None]
+        self.rejected_reasons = reason_counts([why[(j.key, j.count, j.nodes)] or "" for j in self.rejected])
         self._rejected_ids = {j.index for j in self.rejected}
         self.series = Series() if self.config.record_series else None
-        self.bf_interval = policy.bf_interval if cfg.bf_interval is None else cfg.bf_interval
-        self.max_starts = policy.max_starts if cfg.max_starts is None else cfg.max_starts
+        self.bf_interval = cfg.bf_interval
+        self.max_starts = cfg.max_starts
         delay = self.config.requeue_delay
         self.requeue_delay = policy.requeue_delay if delay is None else delay
         self.misfits = 0
@@ -153,6 +170,8 @@ class Simulation:
             misfits=self.misfits,
             drains=self.policy.drains,
             rejected=len(self.rejected),
+            rejected_reasons=self.rejected_reasons,
+            layout=self.policy.describe(),
             total_slices=self.total_slices,
             series=self.series,
             busy_area=busy_area,

@@ -7,7 +7,9 @@
   drain-out tail after the last submission is left out. Memory slices, because they are what MIG
   partitions (8 per H100) and what the ``mig`` gres counts.
 - ``mean_wait_s`` / ``p95_wait_s``: from submission to the start that ran (misfit attempts included).
-- ``makespan_s``: first submission to last end. ``drains``: node drains Slurm would do (``shards`` only).
+- ``makespan_s``: first submission to last end (one long job sets it); ``last_start_s``: first submission
+  to the last start, which long jobs do not stretch. ``drains``: node drains Slurm would do (``shards``).
+- ``rejected`` / ``rejected_reasons``: jobs that could never run under the policy, counted by reason.
 """
 
 from __future__ import annotations
@@ -64,12 +66,19 @@ class Result:
     drains: int
     rejected: int = 0
     total_slices: int = 0
+    rejected_reasons: Dict[str, int] = field(default_factory=dict)
+    layout: Optional[List[Dict[str, Any]]] = None  # static: the layouts used, [{"layout", "gpus"}]
+    last_start_s: float = 0.0
     series: Optional[Series] = None
     waits: Sequence[float] = ()
 
     def to_dict(self) -> Dict[str, Any]:
         out = {k: getattr(self, k) for k in SUMMARY_KEYS}
+        out["last_start_s"] = self.last_start_s
         out["rejected"] = self.rejected
+        out["rejected_reasons"] = dict(self.rejected_reasons)
+        if self.layout is not None:
+            out["static_layout"] = [dict(item) for item in self.layout]
         return out
 
 
@@ -92,6 +101,8 @@ def summarise(
     series: Optional[Series],
     busy_area: float,
     span: Tuple[float, float, float],
+    rejected_reasons: Optional[Dict[str, int]] = None,
+    layout: Optional[List[Dict[str, Any]]] = None,
 ) -> Result:
     """The summary of a finished replay. ``busy_area``: memory-slice-seconds held within the arrival
     window; ``span``: (first submission, last event, last submission) in seconds."""
@@ -114,4 +125,7 @@ def summarise(
         total_slices=total_slices,
         series=series,
         waits=waits,
+        rejected_reasons=dict(rejected_reasons or {}),
+        layout=layout,
+        last_start_s=round(max((j.start for j in jobs if j.start is not None), default=first_t) - first_t, 3),
     )

@@ -59,12 +59,6 @@ class DefaultPolicy(Policy):
     """Count-only ``mig`` gres (live) + fit features (snapshot per pass); requeue on a race."""
 
     name = "default"
-    # What slurm-gpu ships (slurm.conf SchedulerParameters=sched_max_job_start=1,bf_max_job_start=1,
-    # bf_interval=5): one start per pass, so the next pass sees the features the agent republished;
-    # measured to remove within-pass races (bench/RESULTS.md) at no cost in utilization.
-    max_starts = 1
-    bf_interval = 5.0
-
     def __init__(self, order: str = "first", publish: str = "exact", max_count: int = 8, depth: int = 8):
         if order not in ("first", "tight", "spread"):
             raise BadInputError(f"default policy order {order!r}: first, tight or spread", part=order)
@@ -151,7 +145,13 @@ class DefaultPolicy(Policy):
 
 
 class ShardsPolicy(Policy):
-    """gres/shard: ``compute_slices_total`` shards per GPU; a profile costs its compute (or memory) slices."""
+    """gres/shard: ``compute_slices_total`` shards per GPU; a profile costs its compute (or memory) slices.
+
+    Whole-GPU requests (the model's full profile) are what such a site asks with ``--gres=gpu:N``: N GPUs
+    no shard of which is in use, as Slurm keeps gpu and shard allocations of one GPU apart. Any other
+    request takes all its shards on a node from one GPU (Slurm 22.05; 24.05's MULTIPLE_SHARING_GRES_PJ
+    lifts that), so one that needs more shards than a GPU has can never run.
+    """
 
     name = "shards"
     requeue_delay = 120.0  # a failed prolog: Slurm requeues the job held, eligible again after 120 s
@@ -171,47 +171,72 @@ class ShardsPolicy(Policy):
         m = node.table.model
         return m.compute_slices_total if self.cost == "compute" else m.memory_slices_total
 
+    @staticmethod
+    def _whole(node: SimNode, key: int) -> bool:
+        p = node.table.profiles[key]
+        return p is not None and p.profile_id == node.table.model.full_profile().profile_id
+
     def setup(self, nodes: List[SimNode], keys: Sequence[str], slices_of: Sequence[int]) -> None:
         super().setup(nodes, keys, slices_of)
         self.shards = [[self._per_gpu(n)] * len(n.gpus) for n in nodes]
         # drained nodes take no new job; the admin resumes one once its jobs are gone (a generous admin)
         self.drained: Set[int] = set()
 
-    def could_ever_fit(self, job: SimJob) -> bool:
-        ok = [n for n in self.nodes if self._cost(n, job.key) * job.count <= self._per_gpu(n)]
-        return len(ok) >= job.nodes and super().could_ever_fit(job)
+    def why_never(self, job: SimJob) -> Optional[str]:
+        base = super().why_never(job)
+        if base is not None:
+            return base
+        ok = [
+            n
+            for n in self.nodes
+            if self._whole(n, job.key) or self._cost(n, job.key) * job.count <= self._per_gpu(n)
+        ]
+        if len(ok) >= job.nodes:
+            return None
+        node = self.nodes[0]
+        return (
+            f"needs {self._cost(node, job.key) * job.count} shards on one GPU (Slurm takes all of a job's "
+            f"shards on a node from one GPU); a GPU has {self._per_gpu(node)}"
+        )
 
-    def _gpu_for(self, n: int, need: int) -> int:
-        for g, free in enumerate(self.shards[n]):
+    def _gpus_for(self, node: SimNode, key: int, count: int) -> List[Tuple[int, int]]:
+        """``[(gpu, shards taken)]`` for the job on this node now, or [] when it does not fit."""
+        row = self.shards[node.index]
+        if self._whole(node, key):
+            full = self._per_gpu(node)
+            idle = [(g, full) for g, free in enumerate(row) if free == full]
+            return idle[:count] if len(idle) >= count else []
+        need = self._cost(node, key) * count
+        for g, free in enumerate(row):
             if free >= need:
-                return g
-        return -1
+                return [(g, need)]
+        return []
 
     def allocate(self, job: SimJob, exclude: Set[int]) -> Optional[List[int]]:
-        chosen: List[Tuple[int, int, int]] = []
+        chosen: List[Tuple[int, List[Tuple[int, int]]]] = []
         for node in self.nodes:
             if node.index in exclude or node.index in self.drained:
                 continue
-            need = self._cost(node, job.key) * job.count
-            g = self._gpu_for(node.index, need)
-            if g >= 0:
-                chosen.append((node.index, g, need))
+            taken = self._gpus_for(node, job.key, job.count)
+            if taken:
+                chosen.append((node.index, taken))
                 if len(chosen) == job.nodes:
                     break
         if len(chosen) < job.nodes:
             return None
         job.shard_gpu = {}
-        for n, g, need in chosen:
-            self.shards[n][g] -= need
-            job.shard_gpu[n] = (g, need)
-        return [n for n, _, _ in chosen]
+        for n, taken in chosen:
+            for g, need in taken:
+                self.shards[n][g] -= need
+            job.shard_gpu[n] = taken
+        return [n for n, _ in chosen]
 
     def prolog(self, job: SimJob, nodes: List[int]) -> bool:
         done: List[Tuple[int, List[Tuple[int, int]]]] = []
         for n in nodes:
             node = self.nodes[n]
-            g = job.shard_gpu[n][0]
-            plan = plan_on_node(node, job.key, job.count, gpus=(g,))
+            gpus = tuple(g for g, _ in job.shard_gpu[n])
+            plan = plan_on_node(node, job.key, job.count, gpus=gpus)
             if plan is None:
                 # a naive prolog fails here: Slurm drains the node and requeues the job held
                 self.drains += 1
@@ -227,8 +252,9 @@ class ShardsPolicy(Policy):
         return True
 
     def _give_back_shards(self, job: SimJob) -> None:
-        for n, (g, need) in job.shard_gpu.items():
-            self.shards[n][g] += need
+        for n, taken in job.shard_gpu.items():
+            for g, need in taken:
+                self.shards[n][g] += need
             if n in self.drained and all(f == self._per_gpu(self.nodes[n]) for f in self.shards[n]):
                 self.drained.discard(n)
         job.shard_gpu = {}
@@ -241,12 +267,13 @@ class ShardsPolicy(Policy):
         if node.index in self.drained:
             return 0
         free = list(self.shards[node.index])
+        full = self._per_gpu(node)
+        whole = self._whole(node, job.key)
         need = self._cost(node, job.key) * job.count
         for i, other in enumerate(ending, 1):
-            g_need = other.shard_gpu.get(node.index)
-            if g_need:
-                free[g_need[0]] += g_need[1]
-            if any(f >= need for f in free):
+            for g, n_shards in other.shard_gpu.get(node.index, ()):
+                free[g] += n_shards
+            if (sum(1 for f in free if f == full) >= job.count) if whole else any(f >= need for f in free):
                 return i
         return 0
 

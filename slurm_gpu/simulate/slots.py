@@ -12,17 +12,32 @@ GPU); each model maps a key to its own profile, so mixed clusters need no specia
 
 from __future__ import annotations
 
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from slurm_gpu.core import planner
 from slurm_gpu.core.catalog import GpuModel, Profile
 from slurm_gpu.core.errors import NoFitError
 
-__all__ = ["GpuSlots", "ModelTable", "WHOLE_GPU", "Placement"]
+__all__ = ["GpuSlots", "ModelTable", "WHOLE_GPU", "Placement", "is_model_type"]
 
 GpuSlots = planner.Slots
 WHOLE_GPU = "gpu"  # request key of a whole-GPU request: the model's full profile
 Placement = List[Tuple[int, int, GpuSlots]]  # per instance: (gpu, start, the GPU's slots after it)
+
+
+def _tokens(text: str) -> List[str]:
+    return [t for t in re.split(r"[-_ ]+", text.lower()) if t]
+
+
+def is_model_type(gpu_type: str, model_key: str) -> bool:
+    """Whether a Slurm gpu type names GPUs of ``model_key``: ``a100`` and ``A100-80GB``, Slurm's
+    autodetected ``nvidia_h100_80gb_hbm3`` and ``H100-80GB`` (one name's words begin the other's)."""
+    mine, theirs = _tokens(model_key), _tokens(gpu_type)
+    if theirs[:1] == ["nvidia"]:
+        theirs = theirs[1:]
+    n = min(len(mine), len(theirs))
+    return n > 0 and mine[:n] == theirs[:n]
 
 
 class ModelTable:
@@ -48,6 +63,8 @@ class ModelTable:
                 return resolve(parse_gres(f"gpu:{key}")[0], self.model)
             except RequestError:
                 return None  # no profile of this model holds it
+        if is_model_type(key, self.model.key):  # a site's GPU type (gpu:a100:2): whole GPUs of it
+            return self.model.full_profile()
         return None
 
     # -- the planner's answers ------------------------------------------------------------------------

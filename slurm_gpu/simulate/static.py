@@ -8,7 +8,7 @@ enumerated with ``slurm_gpu.core.geometry``; once made, the instances are only c
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from slurm_gpu.core.catalog import GpuModel, Profile
 from slurm_gpu.core.errors import BadInputError, NoFitError
@@ -31,20 +31,22 @@ class StaticPolicy(Policy):
         self.layouts: List[List[GpuSlots]] = []
 
     def prepare(self, nodes: List[SimNode], jobs: Sequence[SimJob]) -> None:
-        if self.layout_text is None and not self.layouts:
-            demand: Dict[int, float] = {}
-            for job in jobs:
-                demand[job.key] = demand.get(job.key, 0.0) + job.duration * job.count * job.nodes
-            self.layouts = best_static_layouts(nodes, demand)
-
-    def setup(self, nodes: List[SimNode], keys: Sequence[str], slices_of: Sequence[int]) -> None:
-        super().setup(nodes, keys, slices_of)
         if not self.layouts:
-            if self.layout_text is None:
-                raise BadInputError(
-                    "static policy needs --layout or a trace to choose one from", part="static"
-                )
-            self.layouts = layouts_from_text(self.layout_text, nodes)
+            if self.layout_text is not None:
+                self.layouts = layouts_from_text(self.layout_text, nodes)
+            elif jobs:
+                demand: Dict[int, float] = {}
+                needs: Dict[int, Dict[int, int]] = {}  # key -> {count per node: nodes}
+                for job in jobs:
+                    if Policy.why_never(self, job) is not None:
+                        continue  # no layout could run it: it must not shape the layout
+                    demand[job.key] = demand.get(job.key, 0.0) + job.duration * job.count * job.nodes
+                    per = needs.setdefault(job.key, {})
+                    per[job.count] = max(per.get(job.count, 0), job.nodes)
+                self.layouts = best_static_layouts(nodes, demand, needs)
+            else:
+                raise BadInputError("static policy needs --layout or a trace to choose one from",
+                                    part="static")
         # free instances per node and profile id: [(gpu, start), ...]
         self.free: List[Dict[int, List[Tuple[int, int]]]] = []
         for per_gpu in self.layouts:
@@ -58,13 +60,27 @@ class StaticPolicy(Policy):
         p = node.table.profiles[key]
         return -1 if p is None else p.profile_id
 
-    def could_ever_fit(self, job: SimJob) -> bool:
-        ok = [
-            n
-            for n, free in zip(self.nodes, self.free)
-            if len(free.get(self._pid(n, job.key), ())) >= job.count
-        ]
-        return len(ok) >= job.nodes
+    def why_never(self, job: SimJob) -> Optional[str]:
+        base = super().why_never(job)
+        if base is not None:
+            return base
+        ok = sum(1 for n, free in zip(self.nodes, self.free)
+                 if len(free.get(self._pid(n, job.key), ())) >= job.count)
+        if ok >= job.nodes:
+            return None
+        p = self.nodes[0].table.profiles[job.key]
+        name = p.name if p is not None else self.keys[job.key]
+        return f"the static layout has {ok} nodes with {job.count} x {name}; the job needs {job.nodes}"
+
+    def describe(self) -> Optional[List[Dict[str, Any]]]:
+        counts: Dict[Tuple[str, str], int] = {}
+        for node, per_gpu in zip(self.nodes, self.layouts):
+            model = node.table.model
+            for slots in per_gpu:
+                text = ",".join(model.profile_by_id(pid).name for _, _, pid in sorted(slots)) or "(empty)"
+                counts[(model.key, text)] = counts.get((model.key, text), 0) + 1
+        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [{"model": m, "layout": text, "gpus": n} for (m, text), n in ordered]
 
     def allocate(self, job: SimJob, exclude: Set[int]) -> Optional[List[int]]:
         chosen = []
@@ -175,31 +191,46 @@ def maximal_layouts(model: GpuModel, profiles: Sequence[Profile]) -> List[GpuSlo
     return list(seen.values())
 
 
-def best_static_layouts(nodes: Sequence[SimNode], demand: Dict[int, float]) -> List[List[GpuSlots]]:
+Candidates = Dict[str, List[Tuple[GpuSlots, Dict[int, int]]]]
+
+
+Option = Tuple[GpuSlots, Dict[int, int]]
+
+
+def _candidates(table: ModelTable, keys: Sequence[int], cache: Candidates) -> List[Option]:
+    """The model's maximal layouts of the keys' profiles, each with its instance count per key."""
+    if table.model.key not in cache:
+        known = {k: p for k in keys for p in (table.profiles[k],) if p is not None}
+        options = []
+        for slots in maximal_layouts(table.model, list(known.values())):
+            counts = {k: sum(1 for _, _, pid in slots if pid == p.profile_id) for k, p in known.items()}
+            options.append((slots, counts))
+        cache[table.model.key] = options
+    return cache[table.model.key]
+
+
+def best_static_layouts(
+    nodes: Sequence[SimNode], demand: Dict[int, float], needs: Optional[Dict[int, Dict[int, int]]] = None
+) -> List[List[GpuSlots]]:
     """The static layout today's practice would pick for a profile mix: instance-seconds ``demand`` per key.
 
     Greedy leximin: GPU after GPU, take the maximal layout that most raises the worst ratio of instances
-    to demand; successive choices go to different nodes so every node gets a mix.
+    to demand; successive choices go to different nodes so every node gets a mix. Then ``needs`` (per key,
+    ``{instances per node: nodes}``, e.g. a ``gpu:8`` job) is met where the nodes can hold it: an admin
+    whose users run 8-GPU jobs keeps nodes for them, so enough nodes are given layouts rich in that key.
     """
     keys = sorted(k for k, d in demand.items() if d > 0)
     have = {k: 0.0 for k in keys}
     out: List[List[GpuSlots]] = [[()] * len(n.gpus) for n in nodes]
-    candidates: Dict[str, List[Tuple[GpuSlots, Dict[int, int]]]] = {}
+    cache: Candidates = {}
     order = [
         (g, node) for g in range(max(len(n.gpus) for n in nodes)) for node in nodes if g < len(node.gpus)
     ]
     for g, node in order:
         table = node.table
-        if table.model.key not in candidates:
-            known = {k: p for k in keys for p in (table.profiles[k],) if p is not None}
-            options = []
-            for slots in maximal_layouts(table.model, list(known.values())):
-                counts = {k: sum(1 for _, _, pid in slots if pid == p.profile_id) for k, p in known.items()}
-                options.append((slots, counts))
-            candidates[table.model.key] = options
         best = None
         best_rank = None
-        for slots, counts in candidates[table.model.key]:
+        for slots, counts in _candidates(table, keys, cache):
             ratios = sorted((have[k] + counts.get(k, 0)) / demand[k] for k in keys)
             rank = (ratios, table.used_slices(slots), slots)
             if best_rank is None or rank > best_rank:
@@ -209,4 +240,47 @@ def best_static_layouts(nodes: Sequence[SimNode], demand: Dict[int, float]) -> L
         out[node.index][g] = best[0]
         for k, c in best[1].items():
             have[k] += c
+    _meet_needs(nodes, out, keys, needs or {}, cache)
     return out
+
+
+def _count(node: SimNode, per_gpu: Sequence[GpuSlots], key: int) -> int:
+    p = node.table.profiles[key]
+    return 0 if p is None else sum(1 for slots in per_gpu for _, _, pid in slots if pid == p.profile_id)
+
+
+def _meet_needs(
+    nodes: Sequence[SimNode],
+    out: List[List[GpuSlots]],
+    keys: Sequence[int],
+    needs: Dict[int, Dict[int, int]],
+    cache: Candidates,
+) -> None:
+    """Rewrite GPUs so that, per key and count, enough nodes hold that many instances; largest counts
+    first, and a node rewritten for one need is left to it. Needs no node could hold are left alone
+    (the policy then rejects those jobs with the reason)."""
+    taken: Set[int] = set()
+    wants = sorted(((c, m, k) for k, per in needs.items() for c, m in per.items() if c > 1), reverse=True)
+    for count, n_nodes, key in wants:
+        ranked = sorted(
+            (n for n in nodes if n.index not in taken), key=lambda n: (-_count(n, out[n.index], key), n.index)
+        )
+        met = [n for n in ranked if _count(n, out[n.index], key) >= count]
+        for node in ranked:
+            if len(met) >= n_nodes:
+                break
+            if node in met:
+                continue
+            options = _candidates(node.table, keys, cache)
+            richest = max(options, key=lambda o: (o[1].get(key, 0), node.table.used_slices(o[0])),
+                          default=None)
+            if richest is None or richest[1].get(key, 0) == 0:
+                break
+            per_gpu = out[node.index]
+            for g in sorted(range(len(per_gpu)), key=lambda i: _count(node, [per_gpu[i]], key)):
+                if _count(node, per_gpu, key) >= count:
+                    break
+                per_gpu[g] = richest[0]
+            if _count(node, per_gpu, key) >= count:
+                met.append(node)
+                taken.add(node.index)

@@ -24,8 +24,9 @@ from typing import IO, Callable, Dict, Iterable, Iterator, List, Optional, Seque
 
 from slurm_gpu.core.catalog import GpuModel, load_catalog
 from slurm_gpu.core.errors import BadInputError, RequestError
+from slurm_gpu.core.gres import parse_term
 from slurm_gpu.core.requests import parse_gres, resolve
-from slurm_gpu.slurm.parse import parse_gres_counts
+from slurm_gpu.slurm.parse import parse_admin_comment, parse_gres_counts
 
 __all__ = [
     "TraceJob",
@@ -37,6 +38,7 @@ __all__ = [
     "generate",
     "from_sacct",
     "offered_load",
+    "normalise_type",
 ]
 
 
@@ -69,19 +71,38 @@ class TraceJob:
 
 # -- the format ----------------------------------------------------------------------------------------
 _MEMORY_KEY = re.compile(r"^\d+gb$")  # the key parse_job_gres gives a memory-sized request
+_SITE_TYPE = re.compile(r"^[a-z][a-z0-9_.+-]*$")
+# Slurm's AutoDetect=nvml names a MIG type <gpu name>_<profile>: nvidia_h100_80gb_hbm3_3g.40gb
+_AUTODETECTED_MIG = re.compile(r"^[a-z0-9_-]+_(\d+g\.\d+gb(?:[+-][a-z]+(?:\.[a-z]+)?)?)$")
+
+
+def normalise_type(gpu_type: str) -> str:
+    """One spelling per profile: Slurm's autodetected ``nvidia_h100_80gb_hbm3_3g.40gb`` is ``3g.40gb``.
+
+    >>> normalise_type("nvidia_h100_80gb_hbm3_3g.40gb"), normalise_type("1g.10gb"), normalise_type("a100")
+    ('3g.40gb', '1g.10gb', 'a100')
+    """
+    m = _AUTODETECTED_MIG.match(gpu_type)
+    return m.group(1) if m else gpu_type
 
 
 def parse_job_gres(text: str) -> Tuple[str, int]:
     """``gpu:3g.40gb:2`` -> (``3g.40gb``, 2); ``gpu:2`` -> (``gpu``, 2): whole GPUs; ``gpu:20gb`` -> ``20gb``
 
     One gpu request in any spelling :func:`slurm_gpu.core.requests.parse_gres` reads; memory sizes become
-    ``<N>gb`` keys (whole GiB). The request key is resolved per GPU model by the simulator (whole GPU: the
-    model's full profile).
+    ``<N>gb`` keys (whole GiB), Slurm's autodetected MIG type names their profile. The request key is
+    resolved per GPU model by the simulator (whole GPU: the model's full profile; a GPU type such as
+    ``a100``: whole GPUs of the models it names).
     """
     try:
         reqs = parse_gres(text)
     except RequestError as exc:
-        raise BadInputError(f"gres {text!r}: {exc}", part=text) from None
+        site = _site_type(text)
+        if site is None:
+            raise BadInputError(f"gres {text!r}: {exc}", part=text) from None
+        if site[0] != normalise_type(site[0]):  # an autodetected MIG name: read it as its profile
+            return parse_job_gres(f"gpu:{normalise_type(site[0])}:{site[1]}")
+        return site  # a site's GPU type (gpu:a100:2); the simulator resolves it per model or rejects it
     if len(reqs) != 1 or reqs[0].name != "gpu":
         raise BadInputError(
             f"gres {text!r}: expected one gpu request, gpu:<profile>[:N], gpu:N or gpu:<size>gb[:N]",
@@ -89,12 +110,27 @@ def parse_job_gres(text: str) -> Tuple[str, int]:
         )
     req = reqs[0]
     if req.type is not None:
-        return req.type, req.count
+        return normalise_type(req.type), req.count
     if req.min_memory_mib is None:
         return "gpu", req.count
     if req.min_memory_mib % 1024:
         raise BadInputError(f"gres {text!r}: a trace gives memory sizes in whole gb", part=text)
     return f"{req.min_memory_mib // 1024}gb", req.count
+
+
+def _site_type(text: str) -> Optional[Tuple[str, int]]:
+    """``(type, count)`` of a single ``gpu:<type>[:N]`` whose type is no profile or size (``a100``,
+    ``nvidia_h100_80gb_hbm3_3g.40gb``); None when the text is not one."""
+    try:
+        term = parse_term(text.strip())
+    except RequestError:
+        return None
+    if "," in text or term.name.lower() != "gpu" or not term.type or term.detail:
+        return None
+    gpu_type = term.type.lower()
+    if not _SITE_TYPE.match(gpu_type) or not (term.count or "1").isdigit() or int(term.count or "1") < 1:
+        return None
+    return gpu_type, int(term.count or "1")
 
 
 def _job_from(obj: object, where: str) -> TraceJob:
@@ -165,7 +201,8 @@ def _memory_slices(model: GpuModel, key: str) -> int:
 
 
 def offered_load(jobs: Sequence[TraceJob], model: GpuModel, total_slices: int) -> float:
-    """Memory-slice-seconds asked / (total_slices x arrival span)."""
+    """Memory-slice-seconds asked / (total_slices x arrival span): every job's whole work, what the
+    generators size ``--load`` by (``trace info`` reports it as ``offered_load_all_work``)."""
     if len(jobs) < 2:
         return 0.0
     work = 0.0
@@ -303,7 +340,6 @@ def generate(
 
 
 # -- sacct ---------------------------------------------------------------------------------------------------
-_COMMENT = re.compile(r"slurm-gpu:gpu:([^:,\s]+):(\d+)")
 _LIMIT = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
 
 
@@ -328,9 +364,9 @@ def _sacct_limit(text: str) -> Optional[float]:
 
 
 def _sacct_gres(row: Dict[str, str]) -> Optional[str]:
-    m = _COMMENT.search(row.get("AdminComment", ""))
-    if m:  # the request recorded by our job_submit.lua wins: ReqTRES then holds only mig:<slices>
-        return f"gpu:{m.group(1)}:{m.group(2)}"
+    recorded = parse_admin_comment(row.get("AdminComment", ""))
+    if recorded is not None:  # what our job_submit.lua recorded wins: ReqTRES then holds only mig:<slices>
+        return f"gpu:{recorded.profile}:{recorded.count}" if recorded.profile else f"gpu:{recorded.count}"
     typed = untyped = None
     for term in parse_gres_counts(row.get("ReqTRES", "") or row.get("AllocTRES", "")):
         if term.name != "gpu":

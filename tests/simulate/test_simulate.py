@@ -265,7 +265,9 @@ def test_cli_simulate_json_and_trace_generate(tmp_path):
     )
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli_main.main, ["trace", "info", str(path), "--cluster", "4x4xH100-80GB", "--json"])
-    assert json.loads(r.stdout)["offered_load"] == pytest.approx(0.9, abs=1e-3)
+    info = json.loads(r.stdout)
+    assert info["offered_load_all_work"] == pytest.approx(0.9, abs=1e-3)  # what --load sizes
+    assert info["offered_load"] < info["offered_load_all_work"]  # the in-window share of it
     docs = {}
     for policy in POLICIES:
         r = runner.invoke(

@@ -65,7 +65,7 @@ def test_trace_memory_sizes_in_any_spelling(text):
 
 
 @pytest.mark.parametrize("text", ["", "gpu:1g.10gb:0", "gpu:1g.10gb:x", "gpu:a:b:c", "gpu:1g.10gb,gpu:2",
-                                  "shard:2", "gpu:banana", "gpu:9800m"])
+                                  "shard:2", "gpu:9800m", "gpu:Banana!"])
 def test_parse_job_gres_rejects(text):
     with pytest.raises(BadInputError):
         parse_job_gres(text)
