@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from slurm_gpu.core.errors import StateError
+from slurm_gpu.state.fsutil import set_owner_mode
 
 __all__ = ["CapFile", "cap_files", "grant", "revoke", "job_devices_cgroup", "seal", "unseal",
            "seal_rules", "caps_major", "DEFAULT_CAPS_DIR", "DEFAULT_CGROUP_ROOT", "NVIDIA_MAJOR"]
@@ -63,11 +64,7 @@ def _set(path: str, uid: int, gid: int, mode: int) -> bool:
         return False
     if stat.S_ISLNK(st.st_mode):
         raise StateError(f"refusing to change {path}: it is a symbolic link")
-    try:
-        os.chown(path, uid, gid, follow_symlinks=False)
-        os.chmod(path, mode)
-    except OSError as exc:
-        raise StateError(f"cannot set owner/mode of {path}: {exc}") from exc
+    set_owner_mode(path, uid, gid, mode)
     return True
 
 

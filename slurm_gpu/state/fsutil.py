@@ -16,8 +16,8 @@ from typing import Any, Optional, Tuple, Union
 
 from slurm_gpu.core.errors import LockTimeout, StateError
 
-__all__ = ["atomic_write", "fsync_dir", "append_line", "FileLock", "checksum", "boot_id", "BOOT_ID_PATH",
-           "TEMP_SUFFIX"]
+__all__ = ["atomic_write", "fsync_dir", "append_line", "FileLock", "set_owner_mode", "checksum", "boot_id",
+           "BOOT_ID_PATH", "TEMP_SUFFIX"]
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 # Temporary files are named ".<target>.<random>.tmp": hidden, and never mistaken for a real record.
@@ -197,6 +197,16 @@ def boot_id(path: str = BOOT_ID_PATH) -> str:
     if not value:
         raise StateError(f"empty boot id in {path}")
     return value
+
+
+def set_owner_mode(path: str, uid: int, gid: int, mode: int) -> None:
+    """chown (not following a link) then chmod; StateError naming the path. The caller has checked, with
+    ``lstat``, that ``path`` is no symbolic link (chmod follows one)."""
+    try:
+        os.chown(path, uid, gid, follow_symlinks=False)
+        os.chmod(path, mode)
+    except OSError as exc:
+        raise StateError(f"cannot set owner/mode of {path}: {exc}") from exc
 
 
 def checksum(body: Any) -> str:

@@ -116,11 +116,9 @@ def _user_dir(state_dir: str, uid: int, gid: int) -> str:
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise StateError(f"{path} is not a directory: refusing to write the task file there")
-    try:
-        os.chown(path, uid, gid, follow_symlinks=False)
-        os.chmod(path, _USER_DIR_MODE)
-    except OSError as exc:
-        raise StateError(f"cannot set owner/mode of {path}: {exc}") from exc
+    from slurm_gpu.state.fsutil import set_owner_mode  # lazy: the TaskProlog never writes
+
+    set_owner_mode(path, uid, gid, _USER_DIR_MODE)
     return path
 
 
