@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what slurm-gpu needs on a Debian 12 machine (run as root): Slurm 22.05 and munge from Debian,
 # Lua for job_submit.lua, Prometheus and promtool for the monitoring tests (the tests start their own
-# instance; the package's service is not started), and a virtual environment in .venv with the package
+# instance; the package's service is not started), debootstrap for the Debian roots of other Slurm versions,
+# containers and install tests (slurm_gpu.testbed.roots), and a virtual environment in .venv with the package
 # and its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ APT_PACKAGES=(
     lua5.1
     prometheus
     iproute2 procps util-linux
+    debootstrap
 )
 
 if [ "$(id -u)" -ne 0 ]; then
