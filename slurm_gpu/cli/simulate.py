@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import click
 
 from slurm_gpu.cli.output import emit_json, emit_pairs, json_option
+
+
+def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--window, --create-time, --destroy-time: the measurement window and the instance-time model."""
+    f = click.option(
+        "--destroy-time",
+        default=None,
+        help="Seconds to destroy an instance: S or PROFILE=S,... (default: as --create-time).",
+    )(f)
+    f = click.option(
+        "--create-time",
+        default=None,
+        help="Seconds to create an instance (dynamic policies): S for every profile or PROFILE=S,...; "
+        "default 0.25 s (1 compute slice) to 1.5 s (whole GPU); 0 turns the model off.",
+    )(f)
+    f = click.option(
+        "--window",
+        default=None,
+        help="Measurement window START:END in seconds after the first submission (default: first to "
+        "last submission).",
+    )(f)
+    return f
 
 
 @click.command("simulate")
@@ -25,10 +47,10 @@ from slurm_gpu.cli.output import emit_json, emit_pairs, json_option
 )
 @click.option(
     "--policy",
-    type=click.Choice(["default", "oracle", "shards", "static"]),
+    type=click.Choice(["default", "oracle", "shards", "static", "ideal"]),
     default="default",
     show_default=True,
-    help="Admission and placement policy.",
+    help="Admission and placement policy (ideal: the bound with fluid slices, no placement alignment).",
 )
 @click.option(
     "--layout",
@@ -84,6 +106,7 @@ from slurm_gpu.cli.output import emit_json, emit_pairs, json_option
     help="Write a PNG of utilization, queue length and misfits over time (needs matplotlib).",
 )
 @click.option("--strict", is_flag=True, help="Fail (exit 3) when any job of the trace could never run.")
+@model_options
 @json_option
 def cmd(
     trace_path: str,
@@ -98,6 +121,9 @@ def cmd(
     requeue_delay: Optional[float],
     plot_path: Optional[str],
     strict: bool,
+    window: Optional[str],
+    create_time: Optional[str],
+    destroy_time: Optional[str],
     as_json: bool,
 ) -> None:
     """Replay TRACE on CLUSTER with POLICY: misfits, utilization, waits, drains.
@@ -123,6 +149,7 @@ def cmd(
         config.bf_interval = bf_interval
     if max_starts is not None:
         config.max_starts = max_starts
+    apply_model_options(config, window, create_time, destroy_time)
     sim = Simulation(jobs, cluster, chosen, config)
     report_rejected(sim.rejected_reasons, strict)
     result = sim.run()
@@ -136,6 +163,34 @@ def cmd(
         emit_json("simulate", payload)
         return
     emit_pairs([(k, _fmt(v)) for k, v in payload.items()])
+
+
+def parse_window(text: Optional[str]) -> Optional[Tuple[float, float]]:
+    from slurm_gpu.core.errors import BadInputError
+
+    if not text:
+        return None
+    start, sep, end = text.partition(":")
+    try:
+        a, b = float(start), float(end)
+    except ValueError:
+        a = b = -1.0
+    if not sep or a < 0 or b <= a:
+        raise BadInputError(f"--window {text!r}: START:END seconds, 0 <= START < END", part=text)
+    return a, b
+
+
+def apply_model_options(config: Any, window: Optional[str], create: Optional[str],
+                        destroy: Optional[str]) -> None:
+    """Set the window and the instance times on a SimConfig (times on by default)."""
+    from slurm_gpu.simulate.overhead import InstanceTimes, parse_times
+
+    config.window = parse_window(window)
+    per_c, all_c = parse_times(create)
+    per_d, all_d = parse_times(destroy)
+    if destroy is None:  # destroying defaults to what creating was given
+        per_d, all_d = per_c, all_c
+    config.instance_times = InstanceTimes(per_c, per_d, all_c, all_d)
 
 
 def report_rejected(reasons: Dict[str, int], strict: bool) -> None:
@@ -155,7 +210,18 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
     if isinstance(value, dict):
-        return "; ".join(f"{k}: {v}" for k, v in value.items()) or "-"
-    if isinstance(value, list):  # the static layout: one "N x model: layout" per kind of GPU
+        return "; ".join(f"{k}: {_fmt_inner(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        # the static layout: one "N x model: layout" per kind of GPU
         return "; ".join(f"{d['gpus']} x {d['model']}: {d['layout']}" for d in value)
+    if isinstance(value, list):
+        return _fmt_inner(value)
+    return str(value)
+
+
+def _fmt_inner(value: object) -> str:
+    if isinstance(value, list):
+        return " ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in value)
+    if isinstance(value, dict):  # instance times: create/destroy seconds
+        return "/".join(str(v) for v in value.values())
     return str(value)

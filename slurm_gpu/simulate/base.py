@@ -6,7 +6,7 @@ agent's planner puts them (``state.plan_on_node``); ``static`` creates none, its
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from slurm_gpu.simulate.accounting import request_problem
 from slurm_gpu.simulate.state import SimJob, SimNode, plan_on_node
@@ -22,6 +22,8 @@ class Policy:
     # our prolog requeues a job it cannot place; Slurm makes it eligible after the credential lifetime + 1
     # (job_mgr.c: begin_time = now + cred_expire + 1; 120 s by default)
     requeue_delay = 121.0
+    # whether a start creates MIG instances (and an end destroys them): the instance-time model applies
+    creates_instances = True
 
     def setup(self, nodes: List[SimNode], keys: Sequence[str], slices_of: Sequence[int]) -> None:
         self.nodes = nodes
@@ -60,6 +62,13 @@ class Policy:
     def describe(self) -> Optional[List[Dict[str, Any]]]:
         """The fixed layout the policy ran with (``static``), for the report; None for dynamic ones."""
         return None
+
+    def free_view(self, node: SimNode) -> Iterator[Tuple[int, int, int, int]]:
+        """Per GPU of ``node``: ``(free compute, stranded compute, free memory, lost memory)`` slices, as
+        ``ModelTable.spare`` defines them, in this policy's view (for the time-averaged metrics)."""
+        spare = node.table.spare
+        for slots in node.gpus:
+            yield spare(slots)
 
     # -- reservations (backfill) ---------------------------------------------------------------------
     def fit_after_ends(self, node: SimNode, job: SimJob, ending: Sequence[SimJob]) -> int:

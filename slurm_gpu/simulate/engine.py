@@ -26,7 +26,9 @@ from slurm_gpu.core.geometry import GpuState
 from slurm_gpu.simulate.accounting import canonical_keys, reason_counts
 from slurm_gpu.simulate.base import Policy
 from slurm_gpu.simulate.cluster import ClusterSpec
+from slurm_gpu.simulate.measure import Meter, View
 from slurm_gpu.simulate.metrics import Result, Series, summarise
+from slurm_gpu.simulate.overhead import InstanceTimes
 from slurm_gpu.simulate.slots import ModelTable
 from slurm_gpu.simulate.state import SimJob, SimNode
 from slurm_gpu.simulate.traces import TraceJob, parse_job_gres
@@ -64,6 +66,11 @@ class SimConfig:
     record_series: bool = False
     check_invariants: bool = False  # verify the whole cluster after every instant (tests; slow)
     progress: Optional[Callable[[int, int], None]] = None
+    # the measurement window, seconds after the first submission (None: first to last submission)
+    window: Optional[Tuple[float, float]] = None
+    samples: int = 500  # evenly spaced instants of the window for stranded capacity and fragmentation
+    # seconds to create / destroy each instance (dynamic policies); None: instances take no time
+    instance_times: Optional[InstanceTimes] = None
 
 
 @dataclass
@@ -96,13 +103,18 @@ class Simulation:
                 tables[spec.model] = ModelTable(cat.model(spec.model), self.keys)
         self.nodes = [SimNode(i, s.name, tables[s.model], s.gpus) for i, s in enumerate(cluster.nodes)]
         self.total_slices = sum(n.total for n in self.nodes)
+        self.total_compute = sum(n.table.model.compute_slices_total * len(n.gpus) for n in self.nodes)
         # equivalent spellings (gpu:1 and gpu:7g.80gb:1 on H100s) are one request for every policy
         canon = canonical_keys(list(tables.values()))
         # Slurm's `mig` gres count per instance: the largest over the cluster's models (job_submit.lua)
         slices_of = []
+        self._compute_of: List[int] = []  # compute slices per instance, the same way (request fragmentation)
         for k in range(len(self.keys)):
             sizes = [p.memory_slices for t in tables.values() for p in (t.profiles[k],) if p is not None]
             slices_of.append(max(sizes) if sizes else 0)
+            gpcs = [p.compute_slices for t in tables.values() for p in (t.profiles[k],) if p is not None]
+            self._compute_of.append(max(gpcs) if gpcs else 0)
+        self._slices_of = slices_of
         self.jobs = [
             SimJob(i, j.id, j.submit, j.duration, j.limit, canon[key_index[k]], c, j.nodes)
             for i, (j, (k, c)) in enumerate(zip(trace, parsed))
@@ -139,20 +151,22 @@ class Simulation:
         heapq.heapify(events)
         pending: List[SimJob] = []  # priority order = trace order (the job index)
         self.pending = pending
-        busy_area = 0.0
         last_t = events[0][0] if events else 0.0
         first_t = last_t
         # utilization is measured while jobs arrive (the offered-load window), not in the drain-out tail
         window_end = max((e[0] for e in events), default=first_t)
+        w0, w1 = (first_t, window_end) if cfg.window is None else (first_t + cfg.window[0],
+                                                                    first_t + cfg.window[1])
+        meter = Meter((w0, w1), cfg.samples, self.total_slices, self.total_compute)
         self._wake_at: Set[float] = set()
         self._seq = seq
-        self._used = self._done = self._arrived = 0
+        self._used = self._used_c = self._done = self._arrived = 0
         self._next_bf = -math.inf
         self._bf_stamp: Optional[Tuple[int, int]] = None
         total = len(events)
         while events:
             t = events[0][0]
-            busy_area += self._used * (min(t, window_end) - min(last_t, window_end))
+            meter.advance(last_t, t, self._used, self._used_c, len(pending), self._view)
             last_t = t
             self._take_events(t, events)
             self._main_passes(t, events)
@@ -174,10 +188,29 @@ class Simulation:
             layout=self.policy.describe(),
             total_slices=self.total_slices,
             series=self.series,
-            busy_area=busy_area,
-            span=(first_t, last_t, window_end),
+            busy_area=meter.busy_m,
+            span=(w0, last_t, w1),
+            first_submit=first_t,
         )
+        self.result.measures = meter.summary(final=self._view() if w1 > last_t else None)
+        self.result.measures["request_fragmented"] = sum(1 for j in self.jobs if j.fragmented)
+        self.result.samples = meter.samples()
+        times = cfg.instance_times
+        if times is not None and self.policy.creates_instances:
+            self.result.measures["instance_times"] = times.to_dict(self.nodes[0].table.model)
         return self.result
+
+    def _view(self) -> View:
+        """Free, stranded compute, free and lost memory slices of the whole cluster now."""
+        fc = sc = fm = lm = 0
+        free_view = self.policy.free_view
+        for node in self.nodes:
+            for a, b, c, d in free_view(node):
+                fc += a
+                sc += b
+                fm += c
+                lm += d
+        return fc, sc, fm, lm
 
     def _take_events(self, t: float, events: List[Tuple[float, int, int, int]]) -> None:
         """Every event at time ``t``: jobs ending, jobs arriving, wake-ups."""
@@ -186,6 +219,7 @@ class Simulation:
             if kind == _END:
                 job = self.jobs[idx]
                 self._used -= job.slices
+                self._used_c -= job.compute
                 self.policy.release(job)
                 for n in job.alloc_nodes:
                     self.nodes[n].jobs.discard(idx)
@@ -241,15 +275,24 @@ class Simulation:
         return self._seq
 
     def _account(self, p: _Pass, t: float, events: list) -> int:
-        """Started jobs run to their end; returns the memory slices they took."""
+        """Started jobs run to their end; returns the memory slices they took. With instance times, a
+        job runs once its instances are made (one after the other on a node) and holds them until they
+        are destroyed."""
         added = 0
+        times = self.config.instance_times if self.policy.creates_instances else None
         for job in p.started:
+            profiles = [(self.nodes[n].table, self.nodes[n].table.profiles[job.key]) for n, _ in job.alloc]
+            setup = teardown = 0.0
+            if times is not None:
+                setup = max(times.create_s(tb.model, pr) for tb, pr in profiles if pr) * job.count
+                teardown = max(times.destroy_s(tb.model, pr) for tb, pr in profiles if pr) * job.count
             job.start = t
-            job.end = t + job.duration
-            job.limit_end = t + job.limit
-            job.slices = sum(
-                self.nodes[n].table.profiles[job.key].memory_slices * job.count for n, _ in job.alloc
-            )
+            job.setup = setup
+            job.end = t + setup + job.duration + teardown
+            job.limit_end = t + setup + job.limit + teardown
+            job.slices = sum(pr.memory_slices for _, pr in profiles if pr) * job.count
+            job.compute = sum(pr.compute_slices for _, pr in profiles if pr) * job.count
+            self._used_c += job.compute
             job.alloc_nodes = tuple(n for n, _ in job.alloc)
             for n in job.alloc_nodes:
                 self.nodes[n].jobs.add(job.index)
@@ -269,6 +312,11 @@ class Simulation:
             return None
         nodes = self.policy.allocate(job, exclude)
         if nodes is None:
+            if not exclude and not job.fragmented:
+                # refused (no reservation in play) while the cluster's free slices would hold it
+                n = job.count * job.nodes
+                job.fragmented = (self._slices_of[job.key] * n <= self.total_slices - self._used
+                                  and self._compute_of[job.key] * n <= self.total_compute - self._used_c)
             return None
         job.attempts += 1
         if self.policy.prolog(job, nodes):

@@ -6,7 +6,10 @@
   over the arrival window (first to last submission), the window the offered load is defined on; the
   drain-out tail after the last submission is left out. Memory slices, because they are what MIG
   partitions (8 per H100) and what the ``mig`` gres counts.
-- ``mean_wait_s`` / ``p95_wait_s``: from submission to the start that ran (misfit attempts included).
+- ``mean_wait_s`` / ``p50_wait_s`` / ``p95_wait_s`` / ``p99_wait_s``: from submission to the start that
+  ran (misfit attempts included), its instances made (with the instance-time model); nearest rank.
+- the time-averaged metrics of ``slurm_gpu.simulate.measure`` (``compute_utilization``,
+  ``stranded_capacity``, ``fragmentation``, ``request_fragmented``, ...), in ``measures``.
 - ``makespan_s``: first submission to last end (one long job sets it); ``last_start_s``: first submission
   to the last start, which long jobs do not stretch. ``drains``: node drains Slurm would do (``shards``).
 - ``rejected`` / ``rejected_reasons``: jobs that could never run under the policy, counted by reason.
@@ -71,9 +74,16 @@ class Result:
     last_start_s: float = 0.0
     series: Optional[Series] = None
     waits: Sequence[float] = ()
+    p50_wait_s: float = 0.0
+    p99_wait_s: float = 0.0
+    measures: Dict[str, Any] = field(default_factory=dict)  # slurm_gpu.simulate.measure's summary
+    samples: Dict[str, List[float]] = field(default_factory=dict)  # per sample instant, for plots
 
     def to_dict(self) -> Dict[str, Any]:
         out = {k: getattr(self, k) for k in SUMMARY_KEYS}
+        out["p50_wait_s"] = self.p50_wait_s
+        out["p99_wait_s"] = self.p99_wait_s
+        out.update(self.measures)
         out["last_start_s"] = self.last_start_s
         out["rejected"] = self.rejected
         out["rejected_reasons"] = dict(self.rejected_reasons)
@@ -103,13 +113,16 @@ def summarise(
     span: Tuple[float, float, float],
     rejected_reasons: Optional[Dict[str, int]] = None,
     layout: Optional[List[Dict[str, Any]]] = None,
+    first_submit: Optional[float] = None,
 ) -> Result:
-    """The summary of a finished replay. ``busy_area``: memory-slice-seconds held within the arrival
-    window; ``span``: (first submission, last event, last submission) in seconds."""
-    first_t, last_t, window_end = span
-    waits = [j.start - j.submit for j in jobs if j.start is not None]
+    """The summary of a finished replay. ``busy_area``: memory-slice-seconds held within the window;
+    ``span``: (window start, last event, window end) in seconds; ``first_submit``: the first submission
+    (default: the window start)."""
+    w0, last_t, w1 = span
+    first_t = w0 if first_submit is None else first_submit
+    waits = [j.start + j.setup - j.submit for j in jobs if j.start is not None]
     attempts = len(waits) + misfits
-    window = window_end - first_t
+    window = w1 - w0
     return Result(
         policy=policy,
         jobs=len(jobs),
@@ -119,6 +132,8 @@ def summarise(
         utilization=round(busy_area / (total_slices * window), 6) if window > 0 else 0.0,
         mean_wait_s=round(sum(waits) / len(waits), 3) if waits else 0.0,
         p95_wait_s=round(percentile(waits, 95), 3),
+        p50_wait_s=round(percentile(waits, 50), 3),
+        p99_wait_s=round(percentile(waits, 99), 3),
         makespan_s=round(last_t - first_t, 3),
         drains=drains,
         rejected=rejected,

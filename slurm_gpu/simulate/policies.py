@@ -12,6 +12,8 @@ or report a misfit. The engine requeues a misfit job.
 - ``shards``: gres/shard counting per GPU (Slurm 22.05: all shards of a job on a node from one GPU); a
   misfit is what a naive prolog hits, and Slurm drains the node for it (counted in ``drains``).
 - ``static``: fixed MIG layouts, jobs take a free instance of their exact profile. Never misfits.
+- ``ideal``: the bound, fluid slices (``slurm_gpu.simulate.ideal``): what the queue could do if placement
+  alignment did not exist.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import List, Optional, Sequence, Set, Tuple
 
 from slurm_gpu.core.errors import BadInputError
 from slurm_gpu.simulate.base import Policy
+from slurm_gpu.simulate.ideal import IdealPolicy
 from slurm_gpu.simulate.state import SimJob, SimNode, plan_on_node
 from slurm_gpu.simulate.static import StaticPolicy
 
@@ -29,6 +32,7 @@ __all__ = [
     "OraclePolicy",
     "ShardsPolicy",
     "StaticPolicy",
+    "IdealPolicy",
     "POLICIES",
     "make_policy",
 ]
@@ -278,7 +282,7 @@ class ShardsPolicy(Policy):
         return 0
 
 
-POLICIES = ("default", "oracle", "shards", "static")
+POLICIES = ("default", "oracle", "shards", "static", "ideal")
 
 
 def make_policy(
@@ -297,4 +301,6 @@ def make_policy(
         return ShardsPolicy(shard_cost)
     if name == "static":
         return StaticPolicy(layout)
+    if name == "ideal":
+        return IdealPolicy()
     raise BadInputError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})", part=name)

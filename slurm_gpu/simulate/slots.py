@@ -49,6 +49,7 @@ class ModelTable:
         self.total_slices = model.memory_slices_total
         self.profiles: List[Optional[Profile]] = [self._resolve(k) for k in self.keys]
         self._cap: Dict[GpuSlots, Tuple[int, ...]] = {}
+        self._spare: Dict[GpuSlots, Tuple[int, int, int, int]] = {}
 
     def _resolve(self, key: str) -> Optional[Profile]:
         if key == WHOLE_GPU:
@@ -76,6 +77,22 @@ class ModelTable:
             caps = planner.slot_capacity(self.model, slots)
             found = tuple(0 if p is None else caps[p.name] for p in self.profiles)
             self._cap[slots] = found
+        return found
+
+    def spare(self, slots: GpuSlots) -> Tuple[int, int, int, int]:
+        """``(free compute, stranded compute, free memory, lost memory)`` slices of one GPU: stranded
+        are the free compute slices no further instance could use (``planner.spare_compute``); lost
+        are the free memory slices beyond the largest profile the planner could still place."""
+        found = self._spare.get(slots)
+        if found is None:
+            model = self.model
+            free_c = model.compute_slices_total - sum(model.profile_by_id(pid).compute_slices
+                                                      for _, _, pid in slots)
+            free_m = self.total_slices - self.used_slices(slots)
+            caps = planner.slot_capacity(model, slots)
+            largest = max((p.memory_slices for p in model.profiles if caps[p.name]), default=0)
+            found = (free_c, free_c - planner.spare_compute(model, slots), free_m, free_m - largest)
+            self._spare[slots] = found
         return found
 
     def plan(self, gpus: Sequence[Tuple[int, GpuSlots]], key: int, count: int) -> Optional[Placement]:

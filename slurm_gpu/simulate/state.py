@@ -58,6 +58,9 @@ class SimJob:
         "attempts",
         "blocked_at",
         "shard_gpu",
+        "setup",
+        "compute",
+        "fragmented",
     )
 
     def __init__(
@@ -89,6 +92,9 @@ class SimJob:
         self.attempts = 0
         self.blocked_at = -1  # cluster version at which the main scheduler last found no room
         self.shard_gpu: dict = {}
+        self.setup = 0.0  # seconds from the allocation to the job's run: creating its instances
+        self.compute = 0  # compute slices held while running (for compute utilization)
+        self.fragmented = False  # refused once while the cluster's free slices would have held it
 
 
 def plan_on_node(

@@ -8,7 +8,7 @@ enumerated with ``slurm_gpu.core.geometry``; once made, the instances are only c
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from slurm_gpu.core.catalog import GpuModel, Profile
 from slurm_gpu.core.errors import BadInputError, NoFitError
@@ -25,6 +25,7 @@ class StaticPolicy(Policy):
     """Fixed layouts: ``layouts[node][gpu]`` is the GPU's slot tuple, made once; jobs take free instances."""
 
     name = "static"
+    creates_instances = False  # the instances exist: nothing to create or destroy per job
 
     def __init__(self, layout: Optional[str] = None):
         self.layout_text = layout
@@ -81,6 +82,20 @@ class StaticPolicy(Policy):
                 counts[(model.key, text)] = counts.get((model.key, text), 0) + 1
         ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         return [{"model": m, "layout": text, "gpus": n} for (m, text), n in ordered]
+
+    def free_view(self, node: SimNode) -> Iterator[Tuple[int, int, int, int]]:
+        """Free: idle instances and unpartitioned slices; stranded compute: what the fixed layout leaves
+        unpartitioned (no instance is ever made there); lost memory: free memory beyond the largest
+        idle instance."""
+        model = node.table.model
+        c_total, m_total = model.compute_slices_total, model.memory_slices_total
+        for layout, used in zip(self.layouts[node.index], node.gpus):
+            busy = set(used)
+            made_c = sum(model.profile_by_id(pid).compute_slices for _, _, pid in layout)
+            used_c = sum(model.profile_by_id(pid).compute_slices for _, _, pid in used)
+            free_m = m_total - sum(z for _, z, _ in used)
+            idle = max((z for slot in layout if slot not in busy for _, z, _ in (slot,)), default=0)
+            yield c_total - used_c, c_total - made_c, free_m, free_m - idle
 
     def allocate(self, job: SimJob, exclude: Set[int]) -> Optional[List[int]]:
         chosen = []
