@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 import click
 
@@ -96,26 +96,84 @@ def generate_cmd(
         click.echo(f"wrote {n} jobs to {out}", err=True)
 
 
+def sacct_options(f: Any) -> Any:
+    """The conversion options shared by ``trace from-sacct`` and ``whatif``."""
+    for opt in reversed([
+        click.option("--model", default="H100-80GB", show_default=True,
+                     help="GPU model the history ran on (shards, right-sizing and type names use it)."),
+        click.option("--types", "types_path", type=click.Path(dir_okay=False), default=None,
+                     help="YAML mapping of site gres type names to a profile or 'gpu' (whole GPU)."),
+        click.option("--margin", type=float, default=0.1, show_default=True,
+                     help="Right-sizing: memory headroom over the recorded peak (0.1 = 10 %)."),
+        click.option("--peak-column", default=None,
+                     help="Right-sizing: a column of the file holding each job's peak GPU memory (MiB, "
+                     "or with a K/M/G/T unit) instead of the steps' TRESUsageInMax gres/gpumem."),
+        click.option("--shards-per-gpu", type=int, default=None,
+                     help="gres/shard count of one GPU at the site (default: its compute slices)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def convert_sacct(source: str, model_key: str, types_path: Optional[str], rightsize: bool, margin: float,
+                  peak_column: Optional[str], shards_per_gpu: Optional[int]) -> Any:
+    """Read and convert; warnings on stderr."""
+    from slurm_gpu.core.catalog import load_catalog
+    from slurm_gpu.core.errors import BadInputError
+    from slurm_gpu.simulate.sacct import SacctOptions, convert, load_types
+    from slurm_gpu.simulate.traces import read_lines
+
+    if margin < 0 or (shards_per_gpu is not None and shards_per_gpu < 1):
+        raise BadInputError("--margin must be >= 0 and --shards-per-gpu >= 1", part="--margin")
+    model = load_catalog().model(model_key)
+    types = load_types(types_path, model) if types_path else {}
+    lines = sys.stdin.read().splitlines() if source == "-" else read_lines(source)
+    options = SacctOptions(model, types, rightsize, margin, peak_column, shards_per_gpu)
+    return convert(lines, options, warn=lambda msg: click.echo(msg, err=True))
+
+
 @cmd.command("from-sacct")
 @click.argument("source", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "-o", "--output", "out", type=click.Path(dir_okay=False), default=None, help="File (default stdout)."
 )
-def from_sacct_cmd(source: str, out: Optional[str]) -> None:
-    """Convert sacct output (a file, or - for stdin) into a trace.
+@click.option("--rightsize", is_flag=True,
+              help="Map each whole-GPU job to the smallest profile whose memory holds its recorded peak.")
+@sacct_options
+@json_option
+def from_sacct_cmd(source: str, out: Optional[str], rightsize: bool, model: str, types_path: Optional[str],
+                   margin: float, peak_column: Optional[str], shards_per_gpu: Optional[int],
+                   as_json: bool) -> None:
+    """Convert sacct output (a file, or - for stdin) into a trace, with a report of what was done.
+
+    \b
+    TRES counts are job totals: multi-node jobs become per-node requests; gres/shard=N becomes the
+    smallest profile with that share of the GPU; site type names go through --types or the catalog
+    (Slurm's autodetected MIG names such as nvidia_h100_80gb_hbm3_3g.40gb). With --rightsize, whole-GPU
+    jobs take the smallest profile whose memory holds their peak (steps' TRESUsageInMax gres/gpumem, so
+    leave -X out, or --peak-column) plus --margin; the report says what MIG would have freed.
 
     \b
     Example:
-      sacct -P -X -a -o JobID,Submit,Start,End,ReqTRES,AllocTRES,NNodes,Timelimit,AdminComment > s.txt
-      slurm-gpu trace from-sacct s.txt -o mysite.jsonl
+      sacct -P -a -o JobID,Submit,Start,End,ReqTRES,AllocTRES,NNodes,Timelimit,\\
+        AdminComment,TRESUsageInMax > s.txt
+      slurm-gpu trace from-sacct s.txt --rightsize --margin 0.2 -o mysite.jsonl --json
     """
-    from slurm_gpu.simulate.traces import from_sacct, read_lines
+    from slurm_gpu.core.errors import BadInputError
 
-    lines = sys.stdin.read().splitlines() if source == "-" else read_lines(source)
-    jobs = from_sacct(lines, warn=lambda msg: click.echo(msg, err=True))
-    n = _write(jobs, out)
+    if as_json and (out is None or out == "-"):
+        raise BadInputError("--json prints the report on stdout: write the trace with -o FILE", part="--json")
+    done = convert_sacct(source, model, types_path, rightsize, margin, peak_column, shards_per_gpu)
+    n = _write(done.jobs, out)
+    report = done.report.to_dict()
+    if as_json:
+        emit_json("trace.from-sacct", {"output": out, **report})
+        return
     if out:
         click.echo(f"wrote {n} jobs to {out}", err=True)
+    for key, value in report.items():
+        if value not in ({}, 0, 0.0, [0.0, 0.0]):
+            click.echo(f"{key}: {_cell(value)}", err=True)
 
 
 @cmd.command("info")

@@ -18,15 +18,13 @@ import math
 import random
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import IO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import IO, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from slurm_gpu.core.catalog import GpuModel, load_catalog
 from slurm_gpu.core.errors import BadInputError, RequestError
 from slurm_gpu.core.gres import parse_term
 from slurm_gpu.core.requests import parse_gres, resolve
-from slurm_gpu.slurm.parse import parse_admin_comment, parse_gres_counts
 
 __all__ = [
     "TraceJob",
@@ -340,106 +338,15 @@ def generate(
 
 
 # -- sacct ---------------------------------------------------------------------------------------------------
-_LIMIT = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
+def from_sacct(lines: Iterable[str], warn: Optional[Callable[[str], None]] = None,
+               model: Optional[GpuModel] = None) -> List[TraceJob]:
+    """Jobs of ``sacct -P -o JobID,Submit,Start,End,ReqTRES,AllocTRES,NNodes,Timelimit,AdminComment``
+    without right-sizing (``slurm_gpu.simulate.sacct.convert`` has every option): submit times become
+    seconds after the first submit, the duration is End - Start; jobs that never ran, still run, or asked
+    for no GPU are skipped (reported through ``warn``). ``model``: the GPUs (default H100-80GB)."""
+    from slurm_gpu.simulate.sacct import SacctOptions, convert
 
-
-def _sacct_time(text: str) -> Optional[float]:
-    text = text.strip()
-    if not text or text in ("Unknown", "None", "N/A"):
-        return None
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise BadInputError(f"sacct time {text!r} is not YYYY-MM-DDTHH:MM:SS", part=text) from None
-
-
-def _sacct_limit(text: str) -> Optional[float]:
-    m = _LIMIT.match(text.strip())
-    if not m:
-        return None  # UNLIMITED, Partition_Limit, empty
-    days, hours, minutes, seconds = (int(g) if g else 0 for g in m.groups())
-    if m.group(2) is None:  # MM:SS
-        hours, minutes, seconds = 0, int(m.group(3)), int(m.group(4))
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
-
-
-def _sacct_gres(row: Dict[str, str]) -> Optional[str]:
-    recorded = parse_admin_comment(row.get("AdminComment", ""))
-    if recorded is not None:  # what our job_submit.lua recorded wins: ReqTRES then holds only mig:<slices>
-        return f"gpu:{recorded.profile}:{recorded.count}" if recorded.profile else f"gpu:{recorded.count}"
-    typed = untyped = None
-    for term in parse_gres_counts(row.get("ReqTRES", "") or row.get("AllocTRES", "")):
-        if term.name != "gpu":
-            continue
-        if term.type:
-            typed = f"gpu:{term.type}:{term.count}"
-        else:
-            untyped = f"gpu:{term.count}"
-    return typed or untyped
-
-
-def from_sacct(lines: Iterable[str], warn: Optional[Callable[[str], None]] = None) -> List[TraceJob]:
-    """Jobs of ``sacct -P -X -o JobID,Submit,Start,End,ReqTRES,AllocTRES,NNodes,Timelimit,AdminComment``.
-
-    Submit times become seconds after the first submit; the duration is End - Start. Jobs that never ran,
-    still run, or asked for no GPU are skipped (reported through ``warn``).
-    """
-    rows: Iterator[str] = (ln.rstrip("\n") for ln in lines)
-    header = next(rows, None)
-    if header is None:
-        return []
-    columns = header.split("|")
-    needed = {"JobID", "Submit", "Start", "End", "ReqTRES"}
-    if not needed <= set(columns):
-        raise BadInputError(
-            f"sacct header lacks {sorted(needed - set(columns))}: run sacct -P with -o "
-            "JobID,Submit,Start,End,ReqTRES,AllocTRES,NNodes,Timelimit,AdminComment",
-            part=header,
-        )
-    skipped = {"no GPU": 0, "did not run": 0, "step": 0}
-    raw: List[Tuple[str, float, float, str, int, Optional[float]]] = []
-    for n, line in enumerate(rows, 2):
-        if not line.strip():
-            continue
-        values = line.split("|")
-        if len(values) < len(columns):
-            raise BadInputError(f"sacct line {n}: {len(values)} fields, header has {len(columns)}", part=line)
-        job = _sacct_row(dict(zip(columns, values)), n, line)
-        if isinstance(job, str):
-            skipped[job] += 1
-        else:
-            raw.append(job)
-    if warn:
-        for why, count in skipped.items():
-            if count:
-                warn(f"skipped {count} sacct rows: {why}")
-    if not raw:
-        return []
-    t0 = min(r[1] for r in raw)
-    jobs = [TraceJob(jid, s - t0, d, g, nn, lim) for jid, s, d, g, nn, lim in raw]
-    jobs.sort(key=lambda j: j.submit)
-    return jobs
-
-
-def _sacct_row(row: Dict[str, str], n: int,
-               line: str) -> Union[str, Tuple[str, float, float, str, int, Optional[float]]]:
-    """One sacct row as (job id, submit, duration, gres, nodes, limit), or why it is skipped."""
-    if "." in row["JobID"]:
-        return "step"
-    submit, start, end = (_sacct_time(row[k]) for k in ("Submit", "Start", "End"))
-    try:
-        gres = _sacct_gres(row)
-    except RequestError as exc:
-        raise BadInputError(f"sacct line {n}: {exc}", part=line) from None
-    if gres is None:
-        return "no GPU"
-    if submit is None or start is None or end is None or end < start:
-        return "did not run"
-    limit = _sacct_limit(row.get("Timelimit", ""))
-    duration = end - start
-    if limit is not None and limit < duration:
-        limit = duration  # Slurm's OverTimeLimit grace
-    return row["JobID"], submit, duration, gres, int(row.get("NNodes") or 1), limit
+    return convert(lines, SacctOptions(model or default_model()), warn).jobs
 
 
 def default_model(key: str = "H100-80GB") -> GpuModel:

@@ -157,7 +157,8 @@ def test_from_sacct_converts_and_skips():
     assert sorted(by_id) == ["100", "101", "102", "105"]
     assert by_id["100"].gres == "gpu:3g.40gb:1"  # the recorded request wins over the mig count
     assert by_id["100"].submit == 0.0 and by_id["100"].duration == 3600.0 and by_id["100"].limit == 7200.0
-    assert by_id["101"].gres == "gpu:1g.10gb:2" and by_id["101"].nodes == 2 and by_id["101"].limit == 86400.0
+    # TRES counts are job totals: 2 instances on 2 nodes is one per node
+    assert by_id["101"].gres == "gpu:1g.10gb:1" and by_id["101"].nodes == 2 and by_id["101"].limit == 86400.0
     assert by_id["101"].submit == 60.0
     assert by_id["102"].gres == "gpu:1" and by_id["102"].time_limit is None
     assert by_id["105"].limit == by_id["105"].duration == 1800.0  # ran past a 20 min limit: grace
