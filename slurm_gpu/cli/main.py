@@ -28,6 +28,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "sim": ("slurm_gpu.cli.sim:cmd", "Create and inspect a simulated GPU driver state."),
     "simulate": ("slurm_gpu.cli.simulate:cmd", "Replay a job trace through admission and placement."),
     "trace": ("slurm_gpu.cli.trace:cmd", "Generate or inspect job traces for the simulator."),
+    "whatif": ("slurm_gpu.cli.whatif:cmd", "Would dynamic MIG help? A report from a site's sacct history."),
     "config": ("slurm_gpu.cli.config:cmd", "Render gres.conf, slurm.conf, cgroup.conf, job_submit.lua."),
     "cluster": ("slurm_gpu.cli.cluster:cmd", "Start, stop or inspect a local Slurm cluster for testing."),
     "prolog": ("slurm_gpu.cli.hooks:prolog", "Slurm Prolog: create the job's MIG instances."),

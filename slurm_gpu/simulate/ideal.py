@@ -3,8 +3,10 @@
 Each GPU is two counters, free compute slices and free memory slices. An instance of a profile fits on a
 GPU wherever both counters hold the profile's slices: placement alignment (which starts a profile may
 use), the order instances were made in and the holes between them are ignored. Scheduling, node choice
-(best fit, like ``oracle``) and the instance-time model are the same as for the real policies, so the gap
-between ``default`` and ``ideal`` is what the placement rules themselves cost.
+(node order, as Slurm and ``default`` take nodes) and the instance-time model are the same as for
+``default``, so the gap between ``default`` and ``ideal`` is what the placement rules themselves cost. It
+bounds what geometry allows, not what the queue does: on a given trace, queue dynamics (which job a
+backfill pass starts first) can make either a little faster.
 """
 
 from __future__ import annotations
@@ -56,20 +58,20 @@ class IdealPolicy(Policy):
 
     @staticmethod
     def _fit(gpus: List[List[int]], profile: Optional[Profile], count: int) -> Optional[List[int]]:
-        """GPUs for ``count`` instances (best fit: the GPU with the least free memory that holds one),
-        taken from ``gpus`` in place; None (and ``gpus`` untouched) when they do not all fit."""
+        """GPUs for ``count`` instances (first fit: the lowest GPU that holds one, which keeps the last
+        GPUs whole for whole-GPU jobs; best fit by free memory waited longer on mixed traces), taken
+        from ``gpus`` in place; None (and ``gpus`` untouched) when they do not all fit."""
         if profile is None:
             return None
         c, m = profile.compute_slices, profile.memory_slices
         chosen: List[int] = []
         for _ in range(count):
-            fitting = [(g[1], g[0], i) for i, g in enumerate(gpus) if g[0] >= c and g[1] >= m]
-            if not fitting:
-                for i in chosen:
-                    gpus[i][0] += c
-                    gpus[i][1] += m
+            i = next((i for i, g in enumerate(gpus) if g[0] >= c and g[1] >= m), -1)
+            if i < 0:
+                for j in chosen:
+                    gpus[j][0] += c
+                    gpus[j][1] += m
                 return None
-            i = min(fitting)[2]
             gpus[i][0] -= c
             gpus[i][1] -= m
             chosen.append(i)
@@ -92,8 +94,7 @@ class IdealPolicy(Policy):
                 fitting.append((sum(g[1] for g in self.fluid[node.index]), node.index))
         if len(fitting) < job.nodes:
             return None
-        fitting.sort()  # best fit: the fullest nodes first
-        chosen = [n for _, n in fitting[: job.nodes]]
+        chosen = [n for _, n in fitting[: job.nodes]]  # node order, as Slurm and default take them
         job.alloc = []
         for n in chosen:
             gpus = self._fit(self.fluid[n], self.nodes[n].table.profiles[job.key], job.count)

@@ -7,7 +7,9 @@ End - Start, the request comes from, in order:
 2. ReqTRES (else AllocTRES) ``gres/gpu:<type>=N`` or ``gres/gpu=N``; a site's type name goes through the
    mapping (``--types``: ``{site name: profile or gpu}``), Slurm's autodetected MIG names
    (``nvidia_h100_80gb_hbm3_3g.40gb``) read as their profile, GPU types (``a100``) stay whole GPUs;
-3. ``gres/shard=N``: the smallest profile with at least N / shards-per-GPU of the GPU's compute slices.
+3. ``gres/shard=N``: the smallest profile with at least N / shards-per-GPU of the GPU's compute slices
+   (as asked, without MIG, such a job is modelled as holding its whole GPU: shards share GPUs with no
+   partition the simulator could place).
 
 TRES counts are job totals: a job on ``NNodes`` nodes asks ``N / NNodes`` per node (rounded up, and
 counted in ``uneven_multi_node`` when it does not divide).
@@ -174,6 +176,7 @@ class _Converter:
         self.spg = options.shards_per_gpu or model.compute_slices_total
         # smallest first: fewest memory slices, then fewest compute slices
         self.by_size = sorted(model.base_profiles(), key=lambda p: (p.memory_slices, p.compute_slices))
+        self.shard_job = False
 
     # the request --------------------------------------------------------------------------------------
     def _type(self, raw: str) -> str:
@@ -200,7 +203,8 @@ class _Converter:
         return "gpu", 1
 
     def request(self, row: Dict[str, str], nodes: int) -> Optional[Tuple[str, int]]:
-        """(trace key, count per node) or None (no GPU)."""
+        """(trace key, count per node) or None (no GPU); ``shard_job`` says whether it came from shards."""
+        self.shard_job = False
         recorded = parse_admin_comment(row.get("AdminComment", ""))
         if recorded is not None:  # what our job_submit.lua recorded: per node already
             return (recorded.profile or "gpu", recorded.count)
@@ -216,8 +220,8 @@ class _Converter:
         key = self._type(typed[0]) if typed else "gpu"
         if total is None and shards:
             self.report.shards += 1
-            per_node = self._per_node(shards, nodes)
-            return self._shard_profile(per_node)
+            self.shard_job = True
+            return self._shard_profile(self._per_node(shards, nodes))
         if total is None:
             return None
         return key, self._per_node(total, nodes)
@@ -346,6 +350,8 @@ def _job(conv: _Converter, row: Dict[str, str], n: int, line: str, peak: Optiona
     key, count = req
     duration = end - start
     gres = f"gpu:{count}" if key == "gpu" else f"gpu:{key}:{count}"
+    if conv.shard_job:  # as asked, without MIG: Slurm's shards share whole GPUs; modelled as holding them
+        original[row["JobID"]] = f"gpu:{count}"
     if conv.o.rightsize and conv._whole(key):
         chosen = conv.rightsize(key, count, peak)
         conv.account(key, count, nodes, duration / 3600.0, chosen)

@@ -143,7 +143,8 @@ class StaticPolicy(Policy):
 
 
 def layouts_from_text(text: str, nodes: Sequence[SimNode]) -> List[List[GpuSlots]]:
-    """``3g.40gb,3g.40gb`` (every GPU) or ``4g.40gb,3g.40gb;1g.10gb*7`` (GPUs take the layouts in turn).
+    """``3g.40gb,3g.40gb`` (every GPU) or ``4g.40gb,3g.40gb;1g.10gb*7`` (GPUs take the layouts in turn);
+    ``full`` is each model's full-size profile (whole GPUs, as without MIG).
 
     Instances are placed one by one by the planner (the agent's placement), so a layout that cannot
     exist is refused.
@@ -162,6 +163,8 @@ def layouts_from_text(text: str, nodes: Sequence[SimNode]) -> List[List[GpuSlots
             slots: GpuSlots = ()
             for item in spec.split(","):
                 name, _, times = item.strip().partition("*")
+                if name == "full":  # one instance of the model's full-size profile: a whole GPU
+                    name = table.model.full_profile().name
                 if not table.model.has_profile(name):
                     raise BadInputError(
                         f"layout {spec!r}: no profile {name!r} on {table.model.key}", part=name
