@@ -34,10 +34,11 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 from slurm_gpu.core.catalog import GpuModel, Profile
 from slurm_gpu.core.errors import BadInputError, RequestError
 from slurm_gpu.simulate.slots import is_model_type
-from slurm_gpu.simulate.traces import TraceJob, normalise_type
+from slurm_gpu.simulate.traces import TraceJob, default_model, normalise_type
 from slurm_gpu.slurm.parse import parse_admin_comment, parse_gres_counts
 
-__all__ = ["SacctOptions", "SacctReport", "Converted", "convert", "parse_memory_mib", "load_types"]
+__all__ = ["SacctOptions", "SacctReport", "Converted", "convert", "from_sacct", "parse_memory_mib",
+           "load_types"]
 
 NEEDED = ("JobID", "Submit", "Start", "End", "ReqTRES")
 COLUMNS = "JobID,Submit,Start,End,ReqTRES,AllocTRES,NNodes,Timelimit,AdminComment,TRESUsageInMax"
@@ -362,3 +363,9 @@ def _job(conv: _Converter, row: Dict[str, str], n: int, line: str, peak: Optiona
     if limit is not None and limit < duration:
         limit = duration  # Slurm's OverTimeLimit grace
     return row["JobID"], submit, duration, gres, nodes, limit
+
+
+def from_sacct(lines: Iterable[str], warn: Optional[Callable[[str], None]] = None,
+               model: Optional[GpuModel] = None) -> List[TraceJob]:
+    """The jobs as they asked (no right-sizing) on ``model`` (default H100-80GB): :func:`convert`'s trace."""
+    return convert(lines, SacctOptions(model or default_model()), warn).jobs

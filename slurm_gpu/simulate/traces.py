@@ -19,7 +19,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import IO, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from slurm_gpu.core.catalog import GpuModel, load_catalog
 from slurm_gpu.core.errors import BadInputError, RequestError
@@ -34,7 +34,6 @@ __all__ = [
     "write_trace",
     "parse_job_gres",
     "generate",
-    "from_sacct",
     "offered_load",
     "normalise_type",
 ]
@@ -337,18 +336,7 @@ def generate(
     ]
 
 
-# -- sacct ---------------------------------------------------------------------------------------------------
-def from_sacct(lines: Iterable[str], warn: Optional[Callable[[str], None]] = None,
-               model: Optional[GpuModel] = None) -> List[TraceJob]:
-    """Jobs of ``sacct -P -o JobID,Submit,Start,End,ReqTRES,AllocTRES,NNodes,Timelimit,AdminComment``
-    without right-sizing (``slurm_gpu.simulate.sacct.convert`` has every option): submit times become
-    seconds after the first submit, the duration is End - Start; jobs that never ran, still run, or asked
-    for no GPU are skipped (reported through ``warn``). ``model``: the GPUs (default H100-80GB)."""
-    from slurm_gpu.simulate.sacct import SacctOptions, convert
-
-    return convert(lines, SacctOptions(model or default_model()), warn).jobs
-
-
+# sacct: slurm_gpu.simulate.sacct (from_sacct, convert)
 def default_model(key: str = "H100-80GB") -> GpuModel:
     return load_catalog().model(key)
 

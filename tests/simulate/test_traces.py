@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from slurm_gpu.core.catalog import load_catalog
 from slurm_gpu.core.errors import BadInputError
 from slurm_gpu.core.requests import parse_gres
+from slurm_gpu.simulate.sacct import from_sacct
 from slurm_gpu.simulate.traces import (
     GENERATORS,
     TraceJob,
-    from_sacct,
     generate,
     offered_load,
     parse_job_gres,
