@@ -137,6 +137,7 @@ class Simulation:
         self.requeue_delay = policy.requeue_delay if delay is None else delay
         self.misfits = 0
         self.version = 0  # bumps on every change the schedulers could notice
+        self._node_views: Dict[int, Tuple[int, View]] = {}
         self.result: Optional[Result] = None  # set by run()
 
     # -- the queue -------------------------------------------------------------------------------------
@@ -201,15 +202,24 @@ class Simulation:
         return self.result
 
     def _view(self) -> View:
-        """Free, stranded compute, free and lost memory slices of the whole cluster now."""
+        """Free, stranded compute, free and lost memory slices of the whole cluster now; a node's sums
+        are kept until its ``version`` changes (every change of its GPUs bumps it)."""
         fc = sc = fm = lm = 0
         free_view = self.policy.free_view
+        cache = self._node_views
         for node in self.nodes:
-            for a, b, c, d in free_view(node):
-                fc += a
-                sc += b
-                fm += c
-                lm += d
+            kept = cache.get(node.index)
+            if kept is None or kept[0] != node.version:
+                sums = [0, 0, 0, 0]
+                for view in free_view(node):
+                    for i in range(4):
+                        sums[i] += view[i]
+                kept = cache[node.index] = (node.version, (sums[0], sums[1], sums[2], sums[3]))
+            a, b, c, d = kept[1]
+            fc += a
+            sc += b
+            fm += c
+            lm += d
         return fc, sc, fm, lm
 
     def _take_events(self, t: float, events: List[Tuple[float, int, int, int]]) -> None:

@@ -100,6 +100,7 @@ class IdealPolicy(Policy):
             gpus = self._fit(self.fluid[n], self.nodes[n].table.profiles[job.key], job.count)
             assert gpus is not None  # noqa: S101 - it fitted a moment ago
             job.alloc.append((n, [(g, 0) for g in gpus]))
+            self.nodes[n].version += 1  # the node's GPUs changed (the engine's metrics cache by it)
         return chosen
 
     def prolog(self, job: SimJob, nodes: List[int]) -> bool:
@@ -113,6 +114,7 @@ class IdealPolicy(Policy):
             for g, _ in placed:
                 self.fluid[n][g][0] += p.compute_slices
                 self.fluid[n][g][1] += p.memory_slices
+            self.nodes[n].version += 1
         job.alloc = []
 
     def free_view(self, node: SimNode) -> Iterator[Tuple[int, int, int, int]]:

@@ -30,6 +30,7 @@ class StaticPolicy(Policy):
     def __init__(self, layout: Optional[str] = None):
         self.layout_text = layout
         self.layouts: List[List[GpuSlots]] = []
+        self._views: Dict[Tuple[GpuSlots, GpuSlots], Tuple[int, int, int, int]] = {}
 
     def prepare(self, nodes: List[SimNode], jobs: Sequence[SimJob]) -> None:
         if not self.layouts:
@@ -88,14 +89,18 @@ class StaticPolicy(Policy):
         unpartitioned (no instance is ever made there); lost memory: free memory beyond the largest
         idle instance."""
         model = node.table.model
-        c_total, m_total = model.compute_slices_total, model.memory_slices_total
+        memo = self._views
         for layout, used in zip(self.layouts[node.index], node.gpus):
-            busy = set(used)
-            made_c = sum(model.profile_by_id(pid).compute_slices for _, _, pid in layout)
-            used_c = sum(model.profile_by_id(pid).compute_slices for _, _, pid in used)
-            free_m = m_total - sum(z for _, z, _ in used)
-            idle = max((z for slot in layout if slot not in busy for _, z, _ in (slot,)), default=0)
-            yield c_total - used_c, c_total - made_c, free_m, free_m - idle
+            found = memo.get((layout, used))
+            if found is None:
+                c_total, m_total = model.compute_slices_total, model.memory_slices_total
+                busy = set(used)
+                made_c = sum(model.profile_by_id(pid).compute_slices for _, _, pid in layout)
+                used_c = sum(model.profile_by_id(pid).compute_slices for _, _, pid in used)
+                free_m = m_total - sum(z for _, z, _ in used)
+                idle = max((z for slot in layout if slot not in busy for _, z, _ in (slot,)), default=0)
+                found = memo[(layout, used)] = (c_total - used_c, c_total - made_c, free_m, free_m - idle)
+            yield found
 
     def allocate(self, job: SimJob, exclude: Set[int]) -> Optional[List[int]]:
         chosen = []
