@@ -114,3 +114,36 @@ def test_percentiles_and_window_in_the_cli(tmp_path):
     table = cli_runner().invoke(MAIN, ["simulate", "--trace", str(path), "--cluster", "2x8xH100-80GB",
                                  "--create-time", "0"])
     assert table.exit_code == 0 and "stranded_capacity:" in table.output
+
+
+def _reference_spare(gpu, memo):
+    """The most compute slices further instances could take, by geometry.GpuState (the readable rules)."""
+    key = tuple((s.start, s.size, s.profile_id) for s in gpu.slots)
+    if key not in memo:
+        best = 0
+        for p in gpu.model.profiles:
+            for start in gpu.free_starts(p):
+                best = max(best, p.compute_slices + _reference_spare(gpu.place(p, start), memo))
+        memo[key] = best
+    return memo[key]
+
+
+@pytest.mark.parametrize("key", ["H100-80GB", "A30-24GB"])
+def test_spare_compute_matches_the_geometry_rules(key):
+    import random
+
+    from slurm_gpu.core.geometry import GpuState
+
+    model = load_catalog().model(key)
+    rng = random.Random(7)
+    memo: dict = {}
+    for _ in range(25):
+        gpu = GpuState(0, model)
+        for _ in range(rng.randint(1, 4)):
+            options = [(p, s) for p in model.profiles for s in gpu.free_starts(p)]
+            if not options:
+                break
+            p, s = rng.choice(options)
+            gpu = gpu.place(p, s)
+        slots = tuple((s.start, s.size, s.profile_id) for s in gpu.slots)
+        assert spare_compute(model, slots) == _reference_spare(gpu, memo), slots
