@@ -165,6 +165,7 @@ class Simulation:
         self._next_bf = -math.inf
         self._bf_stamp: Optional[Tuple[int, int]] = None
         total = len(events)
+        step, reported = max(1, min(1000, total // 50)), 0
         while events:
             t = events[0][0]
             meter.advance(last_t, t, self._used, self._used_c, len(pending), self._view)
@@ -177,8 +178,11 @@ class Simulation:
                 self.series.add(t, self._used, len(pending), self.misfits)
             if cfg.check_invariants:
                 self.check()
-            if cfg.progress is not None and self._done % 1000 == 0:
+            if cfg.progress is not None and self._done >= reported + step:
+                reported = self._done
                 cfg.progress(self._done, total)
+        if cfg.progress is not None:
+            cfg.progress(total, total)  # the bar ends full, whatever the step
         self.result = summarise(
             self.policy.name,
             self.jobs,

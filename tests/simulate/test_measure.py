@@ -147,3 +147,10 @@ def test_spare_compute_matches_the_geometry_rules(key):
             gpu = gpu.place(p, s)
         slots = tuple((s.start, s.size, s.profile_id) for s in gpu.slots)
         assert spare_compute(model, slots) == _reference_spare(gpu, memo), slots
+
+
+def test_progress_reports_often_and_ends_full():
+    calls = []
+    trace = [TraceJob(str(i), float(i), 30.0, "gpu:1g.10gb:1") for i in range(120)]
+    simulate(trace, ONE_GPU, make_policy("default"), SimConfig(progress=lambda d, t: calls.append((d, t))))
+    assert len(calls) >= 10 and calls[-1] == (120, 120)
