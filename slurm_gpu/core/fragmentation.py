@@ -20,10 +20,12 @@ numbers a monitor can plot. Pure: geometry only, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Dict, Tuple
 
-from slurm_gpu.core.geometry import GpuState
+from slurm_gpu.core.catalog import GpuModel
+from slurm_gpu.core.geometry import GpuState, Slot
 
-__all__ = ["Fragmentation", "fragmentation"]
+__all__ = ["Fragmentation", "fragmentation", "spare_compute"]
 
 
 @dataclass(frozen=True)
@@ -66,3 +68,38 @@ def fragmentation(gpu: GpuState) -> Fragmentation:
                 best = (profile.name, profile.memory_slices, profile.compute_slices)
     stranded = sum(1 for s in range(total) if not used >> s & 1 and not usable >> s & 1)
     return Fragmentation(total, free, stranded, best[0], best[1])
+
+
+Slots = Tuple[Tuple[int, int, int], ...]  # (start, size, profile_id), sorted: the planner's plain slots
+_spare: Dict[Tuple[str, Slots], int] = {}
+_SPARE_LIMIT = 1 << 16
+
+
+def spare_compute(model: GpuModel, slots: Slots) -> int:
+    """The most compute slices further instances could take on one MIG GPU holding ``slots``: an exact
+    search over every free placement of every profile, by the rules of ``slurm_gpu.core.geometry``,
+    memoised per state. Free compute slices beyond it are *stranded*: no instance can use them while the
+    present ones stay (two 3g.40gb on an H100 strand its 7th compute slice).
+
+    >>> from slurm_gpu.core.catalog import load_catalog
+    >>> h100 = load_catalog().model("H100-80GB")
+    >>> g3 = h100.profile("3g.40gb")
+    >>> spare_compute(h100, ()), spare_compute(h100, ((0, 4, g3.profile_id), (4, 4, g3.profile_id)))
+    (7, 0)
+    """
+    key = (model.key, tuple(sorted(slots)))
+    found = _spare.get(key)
+    if found is None:
+        gpu = GpuState(0, model, slots=tuple(Slot(s, z, pid) for s, z, pid in key[1]))
+        free = model.compute_slices_total - sum(model.profile_by_id(pid).compute_slices for *_, pid in key[1])
+        found = 0
+        for p in model.profiles:
+            for start in gpu.free_starts(p):
+                if found == free:
+                    break  # every free compute slice is usable: nothing can do better
+                after = key[1] + ((start, p.memory_slices, p.profile_id),)
+                found = max(found, p.compute_slices + spare_compute(model, after))
+        if len(_spare) >= _SPARE_LIMIT:
+            _spare.clear()
+        _spare[key] = found
+    return found

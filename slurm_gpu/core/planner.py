@@ -43,7 +43,6 @@ __all__ = [
     "slot_capacity",
     "fits",
     "room",
-    "spare_compute",
 ]
 
 _ME_ALL = "+me.all"
@@ -466,30 +465,3 @@ def room(gpu: GpuState) -> Tuple[int, int]:
     if not gpu.mig_enabled:
         return (0, 0)
     return _gpu(_model(gpu.model), _key(gpu)).room()
-
-
-_spare: Dict[Tuple[int, Key], int] = {}
-
-
-def spare_compute(model: GpuModel, slots: Slots) -> int:
-    """The most compute slices further instances could take on this GPU: an exact search over every
-    free placement of every profile (the planner's own rules), memoised. Free compute slices beyond it
-    are stranded: no instance can ever use them while the present ones stay."""
-    m = _model(model)
-    return _spare_of(m, _gpu(m, slots))
-
-
-def _spare_of(m: _Model, g: _Gpu) -> int:
-    ck = (id(m.model), g.key)
-    found = _spare.get(ck)
-    if found is None:
-        found, free = 0, m.compute_total - g.compute
-        for p in m.profiles:
-            for start, _mask in g.free_starts(p):
-                if found == free:
-                    break  # every free compute slice is usable: nothing can do better
-                found = max(found, p.compute + _spare_of(m, g.after(p, start)))
-        if len(_spare) >= _CACHE_LIMIT:
-            _spare.clear()
-        _spare[ck] = found
-    return found

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from slurm_gpu.core import planner
 from slurm_gpu.core.catalog import GpuModel, Profile
 from slurm_gpu.core.errors import NoFitError
+from slurm_gpu.core.fragmentation import spare_compute
 
 __all__ = ["GpuSlots", "ModelTable", "WHOLE_GPU", "Placement", "is_model_type"]
 
@@ -81,7 +82,8 @@ class ModelTable:
 
     def spare(self, slots: GpuSlots) -> Tuple[int, int, int, int]:
         """``(free compute, stranded compute, free memory, lost memory)`` slices of one GPU: stranded
-        are the free compute slices no further instance could use (``planner.spare_compute``); lost
+        are the free compute slices no further instance could use (``core.fragmentation.spare_compute``,
+        by the geometry rules the planner is checked against); lost
         are the free memory slices beyond the largest profile the planner could still place."""
         found = self._spare.get(slots)
         if found is None:
@@ -91,7 +93,7 @@ class ModelTable:
             free_m = self.total_slices - self.used_slices(slots)
             caps = planner.slot_capacity(model, slots)
             largest = max((p.memory_slices for p in model.profiles if caps[p.name]), default=0)
-            found = (free_c, free_c - planner.spare_compute(model, slots), free_m, free_m - largest)
+            found = (free_c, free_c - spare_compute(model, slots), free_m, free_m - largest)
             self._spare[slots] = found
         return found
 
