@@ -99,8 +99,9 @@ def generate_cmd(
 def sacct_options(f: Any) -> Any:
     """The conversion options shared by ``trace from-sacct`` and ``whatif``."""
     for opt in reversed([
-        click.option("--model", default="H100-80GB", show_default=True,
-                     help="GPU model the history ran on (shards, right-sizing and type names use it)."),
+        click.option("--model", default=None,
+                     help="GPU model the history ran on (shards, right-sizing and type names use it); "
+                     "default H100-80GB, for whatif the cluster's first model."),
         click.option("--types", "types_path", type=click.Path(dir_okay=False), default=None,
                      help="YAML mapping of site gres type names to a profile or 'gpu' (whole GPU)."),
         click.option("--margin", type=float, default=0.1, show_default=True,
@@ -115,8 +116,8 @@ def sacct_options(f: Any) -> Any:
     return f
 
 
-def convert_sacct(source: str, model_key: str, types_path: Optional[str], rightsize: bool, margin: float,
-                  peak_column: Optional[str], shards_per_gpu: Optional[int]) -> Any:
+def convert_sacct(source: str, model_key: Optional[str], types_path: Optional[str], rightsize: bool,
+                  margin: float, peak_column: Optional[str], shards_per_gpu: Optional[int]) -> Any:
     """Read and convert; warnings on stderr."""
     from slurm_gpu.core.catalog import load_catalog
     from slurm_gpu.core.errors import BadInputError
@@ -125,7 +126,7 @@ def convert_sacct(source: str, model_key: str, types_path: Optional[str], rights
 
     if margin < 0 or (shards_per_gpu is not None and shards_per_gpu < 1):
         raise BadInputError("--margin must be >= 0 and --shards-per-gpu >= 1", part="--margin")
-    model = load_catalog().model(model_key)
+    model = load_catalog().model(model_key or "H100-80GB")
     types = load_types(types_path, model) if types_path else {}
     lines = sys.stdin.read().splitlines() if source == "-" else read_lines(source)
     options = SacctOptions(model, types, rightsize, margin, peak_column, shards_per_gpu)
@@ -141,9 +142,9 @@ def convert_sacct(source: str, model_key: str, types_path: Optional[str], rights
               help="Map each whole-GPU job to the smallest profile whose memory holds its recorded peak.")
 @sacct_options
 @json_option
-def from_sacct_cmd(source: str, out: Optional[str], rightsize: bool, model: str, types_path: Optional[str],
-                   margin: float, peak_column: Optional[str], shards_per_gpu: Optional[int],
-                   as_json: bool) -> None:
+def from_sacct_cmd(source: str, out: Optional[str], rightsize: bool, model: Optional[str],
+                   types_path: Optional[str], margin: float, peak_column: Optional[str],
+                   shards_per_gpu: Optional[int], as_json: bool) -> None:
     """Convert sacct output (a file, or - for stdin) into a trace, with a report of what was done.
 
     \b

@@ -44,9 +44,9 @@ def _progress(label: str) -> Optional[Callable[[int, int], None]]:
 @model_options
 @json_option
 def cmd(source: str, cluster_spec: str, current_layout: Optional[str], outdir: str, no_plots: bool,
-        strict: bool, model: str, types_path: Optional[str], margin: float, peak_column: Optional[str],
-        shards_per_gpu: Optional[int], window: Optional[str], create_time: Optional[str],
-        destroy_time: Optional[str], as_json: bool) -> None:
+        strict: bool, model: Optional[str], types_path: Optional[str], margin: float,
+        peak_column: Optional[str], shards_per_gpu: Optional[int], window: Optional[str],
+        create_time: Optional[str], destroy_time: Optional[str], as_json: bool) -> None:
     """Would dynamic MIG help this cluster? Replay SOURCE (sacct -P output) four ways.
 
     \b
@@ -72,7 +72,8 @@ def cmd(source: str, cluster_spec: str, current_layout: Optional[str], outdir: s
         from slurm_gpu.simulate.plot import check_available
 
         check_available()
-    done = convert_sacct(source, model, types_path, True, margin, peak_column, shards_per_gpu)
+    done = convert_sacct(source, model or cluster.models[0], types_path, True, margin, peak_column,
+                         shards_per_gpu)
     if done.jobs:
         report_rejected(account_trace(done.jobs, cluster).rejected_reasons, strict)
 
