@@ -1,5 +1,5 @@
-"""PNGs of a replay (utilization, queue length and misfits over time) and of a what-if report
-(matplotlib, the ``plot`` extra)."""
+"""PNGs of a replay (utilization, queue length, misfits and stranded capacity over time) and of a
+what-if report (matplotlib, the ``plot`` extra)."""
 
 from __future__ import annotations
 
@@ -39,15 +39,24 @@ def plot_result(result: Any, path: str, title: str = "") -> None:
     hours = [(x - t0) / 3600.0 for x in series.t]
     util = [u / result.total_slices for u in series.used]
     hours, (util, queued, misfits) = _thin(hours, [util, series.queued, series.misfits])
-    fig, axes = plt.subplots(3, 1, sharex=True, figsize=(10, 7))
-    axes[0].plot(hours, util, lw=0.7)
-    axes[0].set_ylabel("utilization\n(memory slices)")
+    fig, axes = plt.subplots(4, 1, sharex=True, figsize=(10, 9))
+    axes[0].plot(hours, util, lw=0.7, label="memory slices")
+    samples = getattr(result, "samples", None) or {}
+    if samples.get("t"):  # the measurement window's samples: GPC utilization, stranded capacity
+        w0 = (result.to_dict().get("window_s") or [0.0])[0]
+        at = [(w0 + x) / 3600.0 for x in samples["t"]]
+        axes[0].plot(at, samples["compute_utilization"], lw=0.7, label="compute slices (GPCs)")
+        axes[3].plot(at, samples["stranded_capacity"], lw=0.7, color="tab:purple")
+    axes[0].set_ylabel("utilization")
     axes[0].set_ylim(0, 1.05)
+    axes[0].legend(fontsize=8)
     axes[1].plot(hours, queued, lw=0.7, color="tab:orange")
     axes[1].set_ylabel("pending jobs")
     axes[2].plot(hours, misfits, lw=0.9, color="tab:red")
     axes[2].set_ylabel("misfits (cumulative)")
-    axes[2].set_xlabel("hours since first submission")
+    axes[3].set_ylabel("stranded share\nof free GPCs")
+    axes[3].set_ylim(0, 1.05)
+    axes[3].set_xlabel("hours since first submission")
     summary = (
         f"{result.policy}: utilization {result.utilization:.3f}, mean wait {result.mean_wait_s:.0f} s, "
         f"misfits {result.misfits} ({result.misfit_rate:.2%}), drains {result.drains}"
