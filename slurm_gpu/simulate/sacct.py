@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from slurm_gpu.core.catalog import GpuModel, Profile
 from slurm_gpu.core.errors import BadInputError, RequestError
-from slurm_gpu.simulate.slots import is_model_type
+from slurm_gpu.simulate.slots import names_model
 from slurm_gpu.simulate.traces import TraceJob, default_model, normalise_type
 from slurm_gpu.slurm.parse import parse_admin_comment, parse_gres_counts
 
@@ -189,7 +189,7 @@ class _Converter:
             read = normalise_type(low)
         if read != low:
             self.report.types[low] = read
-        if read != "gpu" and not self.o.model.has_profile(read) and not is_model_type(read, self.o.model.key):
+        if read != "gpu" and not self.o.model.has_profile(read) and not names_model(read, self.o.model):
             _bump(self.report.unknown_types, read)
         return read
 
@@ -236,7 +236,7 @@ class _Converter:
 
     # right-sizing -------------------------------------------------------------------------------------
     def _whole(self, key: str) -> bool:
-        return key == "gpu" or is_model_type(key, self.o.model.key)
+        return key == "gpu" or names_model(key, self.o.model)
 
     def rightsize(self, key: str, count: int, peak: Optional[float]) -> Optional[Profile]:
         """The profile a whole-GPU job would have had, or None (counted by reason)."""

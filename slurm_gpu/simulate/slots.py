@@ -20,7 +20,8 @@ from slurm_gpu.core.catalog import GpuModel, Profile
 from slurm_gpu.core.errors import NoFitError
 from slurm_gpu.core.fragmentation import spare_compute
 
-__all__ = ["GpuSlots", "ModelTable", "WHOLE_GPU", "Placement", "is_model_type"]
+__all__ = ["GpuSlots", "ModelTable", "WHOLE_GPU", "Placement", "is_model_type", "names_model",
+           "slurm_type_names"]
 
 GpuSlots = planner.Slots
 WHOLE_GPU = "gpu"  # request key of a whole-GPU request: the model's full profile
@@ -39,6 +40,18 @@ def is_model_type(gpu_type: str, model_key: str) -> bool:
         theirs = theirs[1:]
     n = min(len(mine), len(theirs))
     return n > 0 and mine[:n] == theirs[:n]
+
+
+def slurm_type_names(model: GpuModel) -> Tuple[str, ...]:
+    """The gpu type names Slurm's AutoDetect=nvml gives ``model``'s GPUs: each NVML device name in lower
+    case, spaces as underscores (``NVIDIA A100-SXM4-80GB`` -> ``nvidia_a100-sxm4-80gb``)."""
+    return tuple(re.sub(r"\s+", "_", n.strip().lower()) for n in model.nvml_names)
+
+
+def names_model(gpu_type: str, model: GpuModel) -> bool:
+    """Whether a Slurm gpu type names GPUs of ``model``: Slurm's autodetected name of one of its NVML
+    names, or a short site name (:func:`is_model_type`)."""
+    return gpu_type.lower() in slurm_type_names(model) or is_model_type(gpu_type, model.key)
 
 
 class ModelTable:
@@ -65,7 +78,7 @@ class ModelTable:
                 return resolve(parse_gres(f"gpu:{key}")[0], self.model)
             except RequestError:
                 return None  # no profile of this model holds it
-        if is_model_type(key, self.model.key):  # a site's GPU type (gpu:a100:2): whole GPUs of it
+        if names_model(key, self.model):  # a GPU type (gpu:a100:2, Slurm's autodetected name): whole GPUs
             return self.model.full_profile()
         return None
 

@@ -116,3 +116,20 @@ def test_cli_from_sacct_report(tmp_path):
     assert len(read_trace(str(out))) == doc["jobs"] == 10
     r = cli_runner().invoke(MAIN, ["trace", "from-sacct", str(src), "--json"])
     assert r.exit_code == 3  # the report and the trace cannot share stdout
+
+
+def test_slurm_autodetected_gpu_names_are_whole_gpus_of_their_model():
+    a100 = load_catalog().model("A100-80GB")
+    rows = [HEAD, _row("1", 0, "gres/gpu:nvidia_a100-sxm4-80gb=1", usage="gres/gpumem=8G"),
+            _row("2", 1, "gres/gpu:nvidia_a100-sxm4-80gb_2g.20gb=1"),
+            _row("3", 2, "gres/gpu:nvidia_h100_80gb_hbm3=1")]
+    done = convert(rows, SacctOptions(a100, rightsize=True))
+    assert [j.gres for j in done.jobs] == ["gpu:1g.10gb:1", "gpu:2g.20gb:1", "gpu:nvidia_h100_80gb_hbm3:1"]
+    assert done.report.unknown_types == {"nvidia_h100_80gb_hbm3": 1}  # an H100 name on A100s
+    # and the simulator runs the autodetected whole-GPU name as a whole A100
+    from slurm_gpu.simulate.cluster import parse_cluster
+    from slurm_gpu.simulate.engine import SimConfig, simulate
+    from slurm_gpu.simulate.policies import make_policy
+
+    out = simulate(done.original[:1], parse_cluster("1x1xA100-80GB"), make_policy("default"), SimConfig())
+    assert out.started == 1 and out.rejected == 0
