@@ -106,6 +106,9 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     help="Write a PNG of utilization, queue length and misfits over time (needs matplotlib).",
 )
 @click.option("--strict", is_flag=True, help="Fail (exit 3) when any job of the trace could never run.")
+@click.option("--vs-ideal", is_flag=True,
+              help="Also replay the ideal bound (fluid slices) and report it beside: how far the policy is "
+              "from what geometry allows.")
 @model_options
 @json_option
 def cmd(
@@ -121,6 +124,7 @@ def cmd(
     requeue_delay: Optional[float],
     plot_path: Optional[str],
     strict: bool,
+    vs_ideal: bool,
     window: Optional[str],
     create_time: Optional[str],
     destroy_time: Optional[str],
@@ -158,11 +162,19 @@ def cmd(
 
         plot_result(result, plot_path, title=f"{policy} on {cluster_spec}: {trace_path}")
     payload = result.to_dict()
+    if vs_ideal:
+        config.record_series, config.progress = False, None
+        bound = Simulation(jobs, cluster, make_policy("ideal"), config).run().to_dict()
+        payload["ideal"] = {k: bound[k] for k in IDEAL_KEYS}
     payload.update({"trace": trace_path, "cluster": cluster_spec, "total_slices": result.total_slices})
     if as_json:
         emit_json("simulate", payload)
         return
     emit_pairs([(k, _fmt(v)) for k, v in payload.items()])
+
+
+IDEAL_KEYS = ("mean_wait_s", "p95_wait_s", "p99_wait_s", "compute_utilization", "stranded_capacity",
+              "fragmentation", "request_fragmented")
 
 
 def parse_window(text: Optional[str]) -> Optional[Tuple[float, float]]:

@@ -115,6 +115,11 @@ def test_percentiles_and_window_in_the_cli(tmp_path):
     table = cli_runner().invoke(MAIN, ["simulate", "--trace", str(path), "--cluster", "2x8xH100-80GB",
                                  "--create-time", "0"])
     assert table.exit_code == 0 and "stranded_capacity:" in table.output
+    both = cli_runner().invoke(MAIN, ["simulate", "--trace", str(path), "--cluster", "2x8xH100-80GB",
+                                "--vs-ideal", "--json"])
+    assert both.exit_code == 0, both.output
+    doc = json.loads(both.stdout)
+    assert doc["policy"] == "default" and set(doc["ideal"]) >= {"mean_wait_s", "stranded_capacity"}
 
 
 @pytest.mark.parametrize("key", ["H100-80GB", "A30-24GB"])
