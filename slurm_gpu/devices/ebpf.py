@@ -18,7 +18,6 @@ the same job replaces its earlier program atomically (``BPF_F_REPLACE``) instead
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 import struct
@@ -135,10 +134,9 @@ def _bpf(cmd: int, attr: bytes, keep: Sequence[object] = ()) -> Tuple[int, bytes
     if number is None:
         raise StateError(f"no bpf(2) syscall number known for {platform.machine()}")
     if not _LIBC:
-        _LIBC.append(ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True))
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))  # the process's own libc
     buf = ctypes.create_string_buffer(attr.ljust(_ATTR_SIZE, b"\0"), _ATTR_SIZE)
     res = _LIBC[0].syscall(ctypes.c_long(number), ctypes.c_int(cmd), buf, ctypes.c_uint(_ATTR_SIZE))
-    del keep
     if res < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -146,20 +144,24 @@ def _bpf(cmd: int, attr: bytes, keep: Sequence[object] = ()) -> Tuple[int, bytes
 
 
 def load(program: bytes, name: str = PROG_NAME) -> int:
-    """Load a device program; returns its file descriptor (the caller closes it). The verifier's log is
-    in the error when the kernel refuses it."""
+    """Load a device program; returns its file descriptor (the caller closes it). When the kernel refuses
+    it, the load is tried again with the verifier's log, whose last line goes into the error."""
     insns = ctypes.create_string_buffer(program, len(program))
     lic = ctypes.create_string_buffer(b"GPL")
-    log = ctypes.create_string_buffer(16384)
-    attr = struct.pack("=IIQQIIQII16s", _BPF_PROG_TYPE_CGROUP_DEVICE, len(program) // 8,
-                       ctypes.addressof(insns), ctypes.addressof(lic), 1, len(log), ctypes.addressof(log),
-                       0, 0, name.encode("ascii"))
-    try:
-        fd, _ = _bpf(_BPF_PROG_LOAD, attr, (insns, lic, log))
-    except OSError as exc:
-        detail = log.value.decode("ascii", "replace").strip().splitlines()[-1:] or [""]
-        raise StateError(f"cannot load a device program ({exc.strerror}) {detail[0]}".rstrip()) from exc
-    return fd
+    log = ctypes.create_string_buffer(65536)
+    for level in (0, 1):  # no log on the way that works: a log that overflows fails the load itself
+        attr = struct.pack("=IIQQIIQII16s", _BPF_PROG_TYPE_CGROUP_DEVICE, len(program) // 8,
+                           ctypes.addressof(insns), ctypes.addressof(lic), level, len(log) if level else 0,
+                           ctypes.addressof(log) if level else 0, 0, 0, name.encode("ascii"))
+        try:
+            fd, _ = _bpf(_BPF_PROG_LOAD, attr, (insns, lic, log))
+            return fd
+        except OSError as exc:
+            error = exc
+    lines = [ln for ln in log.value.decode("ascii", "replace").splitlines()
+             if ln.strip() and not ln.startswith(("processed ", "verification time", "stack depth"))]
+    detail = f": {lines[-1].strip()}" if lines else ""
+    raise StateError(f"cannot load a device program ({error.strerror}){detail}") from error
 
 
 def attached(cgroup_fd: int) -> Tuple[int, Tuple[int, ...]]:

@@ -266,3 +266,9 @@ def test_cgroup_conf_names_the_plugin_asked_for():
     assert "CgroupPlugin=cgroup/v2" in text["v2"] and "device program on job_<id>" in text["v2"]
     assert "CgroupPlugin=cgroup/v1" in text["v1"] and "device program" not in text["v1"]
     assert "CgroupPlugin=autodetect" in text["auto"] and "ConstrainDevices=yes" in text["auto"]
+
+
+def test_a_program_the_verifier_refuses_is_named_with_its_reason(v2_root):
+    no_exit = ebpf.deny_program([(195, 0)])[:-16]  # the last two instructions: r0 = 0; exit
+    with pytest.raises(StateError, match=r"cannot load a device program \(Invalid argument\): .*(jump|exit)"):
+        ebpf.load(no_exit)
