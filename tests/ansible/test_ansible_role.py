@@ -48,8 +48,11 @@ def deployed(tmp_path_factory):
         if not tool or not os.path.exists(tool):
             pytest.skip("Debian's ansible and debootstrap are needed (scripts/setup.sh installs them)")
     work = tmp_path_factory.mktemp("ansible")
+    had_build = (REPO / "build").exists()
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(work / "dist"),
                     str(REPO)], check=True, capture_output=True, timeout=300)
+    if not had_build:
+        shutil.rmtree(REPO / "build", ignore_errors=True)  # setuptools builds in the checkout
     wheel = next((work / "dist").glob("slurm_gpu-*.whl"))
     root = f"/var/tmp/slurm-gpu-ansible-{os.getpid()}"
     roots.copy(roots.ensure(roots.DEBIAN_12), root)
