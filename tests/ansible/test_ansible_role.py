@@ -1,7 +1,9 @@
 """The Ansible role (``ansible/roles/slurm_gpu``) run for real: Debian's ansible-playbook against a copy of a
 fresh Debian 12 root (``testbed.roots.DEBIAN_12``, no Python in it) through the ``community.general.chroot``
-connection, the host being GPU node and controller at once; a second run must report ``changed=0``; and
-``ansible-lint`` (production profile) must pass on ``ansible/``.
+connection, the host being GPU node and controller at once; a second run must report ``changed=0``; then
+munged, slurmctld and ``slurmd -N`` start inside the root on what the role left there (the simulated GPU
+driver behind it) and a ``--gres=gpu:1g.10gb`` job must see its MIG instance. ``ansible-lint``:
+test_ansible_lint.py.
 
 Needs root, debootstrap (the root is built once and cached), a reachable Debian mirror and package index
 (the role installs python3 and the wheel's dependencies inside the root), Debian's ``ansible`` package and
@@ -14,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -24,19 +27,31 @@ import pytest
 
 from slurm_gpu.testbed import roots
 
-pytestmark = [pytest.mark.ansible, pytest.mark.slow]
+# slurm too: it starts slurmctld and slurmd (inside the root), like the cluster suite.
+pytestmark = [pytest.mark.ansible, pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
 PLAYBOOK = "/usr/bin/ansible-playbook"  # Debian's: it carries community.general (chroot connection)
-CLUSTER = {"version": 1, "nodes": [{"names": "node1", "gpus": "H100-80GB:2"}]}
-
-
-def _has_node_install() -> bool:
-    """Whether this package has ``slurm-gpu node install`` (the role runs it where it exists)."""
-    res = subprocess.run([sys.executable, "-m", "slurm_gpu", "node", "install", "--help"],
-                         capture_output=True, text=True, timeout=60, check=False)
-    return res.returncode == 0
+NODE = f"ans{os.getpid() % 10000}"  # slurmd names its cgroups after the node: unique per run
+PORT = 16400 + (os.getpid() % 50) * 4
+HOST = socket.gethostname().split(".")[0]
+_NODE_LINE = {"NodeHostname": HOST, "NodeAddr": "127.0.0.1", "Port": PORT + 1}
+CLUSTER = {"version": 1, "nodes": [{"names": NODE, "gpus": "H100-80GB:2", "cpus": 2, "slurm": _NODE_LINE}]}
+# The site's own slurm.conf; the role adds `Include /etc/slurm/slurm-gpu.conf`.
+SLURM_CONF = [
+    "ClusterName=ansible", f"SlurmctldHost={HOST}(127.0.0.1)", f"SlurmctldPort={PORT}",
+    f"SlurmdPort={PORT + 1}", "SlurmUser=root", "SlurmdUser=root", "AuthType=auth/munge",
+    "StateSaveLocation=/var/spool/slurmctld", "SlurmdSpoolDir=/var/spool/slurmd",
+    "SlurmctldPidFile=/run/slurmctld.pid", "SlurmdPidFile=/run/slurmd.pid",
+    "SlurmctldLogFile=/var/log/slurmctld.log", "SlurmdLogFile=/var/log/slurmd.log",
+    f"FirstJobId={PORT * 100 + 1}", "SlurmdParameters=config_overrides", "SelectType=select/cons_tres",
+    "SelectTypeParameters=CR_CPU", "ReturnToService=2", "MpiDefault=none",
+    "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none",
+    "MinJobAge=600", "KillWait=2", "SlurmdTimeout=60",
+    f"PartitionName=gpu Nodes={NODE},slurm-gpu-placeholder Default=YES MaxTime=10 State=UP",
+]
+SIM_STATE = "/var/lib/slurm-gpu-sim/state.json"
 
 
 @pytest.fixture(scope="module")
@@ -58,45 +73,78 @@ def deployed(tmp_path_factory):
     roots.copy(roots.ensure(roots.DEBIAN_12), root)
     try:
         os.makedirs(f"{root}/etc/slurm", exist_ok=True)
-        Path(f"{root}/etc/slurm/slurm.conf").write_text("ClusterName=site\n")  # the site's own
+        Path(f"{root}/etc/slurm/slurm.conf").write_text("\n".join(SLURM_CONF) + "\n")
         (work / "inventory.ini").write_text(
             "[slurm_gpu_nodes]\n"
-            f"node1 ansible_connection=community.general.chroot ansible_host={root} "
+            f"{NODE} ansible_connection=community.general.chroot ansible_host={root} "
             "ansible_python_interpreter=/usr/bin/python3\n"
-            "[slurm_gpu_controllers]\nnode1\n")
-        node_install = _has_node_install()
-        extra = {"slurm_gpu_wheel": str(wheel), "slurm_gpu_node_install": node_install,
-                 "slurm_gpu_start_units": False,  # no systemd runs in a chroot
-                 "slurm_gpu_slurm_conf_include": True, "slurm_gpu_cgroup": "v2", "slurm_gpu_cluster": CLUSTER,
-                 "slurm_gpu_config": {"policy": {"max_count_per_node": 4}}}
-        if node_install:
-            extra["slurm_gpu_os_packages"] = ["python3", "python3-venv", "python3-setuptools", "systemd"]
+            f"[slurm_gpu_controllers]\n{NODE}\n")
+        extra = {"slurm_gpu_wheel": str(wheel),
+                 "slurm_gpu_start_units": False,  # no systemd runs in a chroot: the units are enabled only
+                 # systemctl enables units in a chroot; a real node has systemd, munge and Slurm already
+                 "slurm_gpu_os_packages": ["python3", "python3-venv", "python3-setuptools", "systemd",
+                                           "munge", "slurmctld", "slurmd", "slurm-client", "lua5.1"],
+                 # the host is cgroup v1 (a hybrid one: Slurm's cgroup/v2 refuses it)
+                 "slurm_gpu_slurm_conf_include": True, "slurm_gpu_cgroup": "v1", "slurm_gpu_cluster": CLUSTER,
+                 "slurm_gpu_config": {"policy": {"max_count_per_node": 4},
+                                      "driver": {"kind": "sim", "sim_state": SIM_STATE}}}
         (work / "vars.json").write_text(json.dumps(extra))
         env = dict(os.environ, ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
                    ANSIBLE_ROLES_PATH=str(ANSIBLE_DIR / "roles"), ANSIBLE_NOCOLOR="1",
                    ANSIBLE_LOCAL_TEMP=str(work / "tmp"), PATH="/usr/sbin:/usr/bin:/sbin:/bin")
         runs = []
         with roots.mounted(root):
-            for _ in range(2):
-                start = time.monotonic()
-                args = [PLAYBOOK, "-i", str(work / "inventory.ini"), "-e", f"@{work / 'vars.json'}",
-                        str(ANSIBLE_DIR / "site.yml")]
-                res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900, check=False)
-                runs.append((res, time.monotonic() - start))
-        yield root, runs, extra
+            try:
+                for _ in range(2):
+                    start = time.monotonic()
+                    args = [PLAYBOOK, "-i", str(work / "inventory.ini"), "-e", f"@{work / 'vars.json'}",
+                            str(ANSIBLE_DIR / "site.yml")]
+                    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900,
+                                         check=False)
+                    runs.append((res, time.monotonic() - start))
+                yield root, runs, extra
+            finally:
+                _stop_daemons(root)
     finally:
         roots.remove(root)
+        for top in Path("/sys/fs/cgroup").glob(f"*/slurm_{NODE}"):
+            for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [top]:
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
+
+
+def _stop_daemons(root: str) -> None:
+    """slurmd, slurmctld and munged of the root, by their pid files."""
+    import signal
+
+    for pid_file in ("run/slurmd.pid", "run/slurmctld.pid", "run/munge/munged.pid"):
+        try:
+            pid = int(Path(root, pid_file).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        for _ in range(50):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
 
 
 def _recap(res):
-    """The PLAY RECAP counters of node1."""
-    found = re.search(r"^node1\s*:\s*(.*)$", res.stdout, re.M)
+    """The PLAY RECAP counters of the node."""
+    found = re.search(rf"^{NODE}\s*:\s*(.*)$", res.stdout, re.M)
     assert found, res.stdout[-3000:] + res.stderr[-2000:]
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", found.group(1))}
 
 
 def test_the_role_installs_on_a_fresh_debian_12_and_a_second_run_changes_nothing(deployed):
-    root, ((first, t1), (second, t2)), extra = deployed
+    root, ((first, t1), (second, t2)), _extra = deployed
     print(f"first run {t1:.1f} s, second run {t2:.1f} s")
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
     assert _recap(first)["failed"] == 0 and _recap(first)["changed"] > 0
@@ -119,23 +167,63 @@ def test_the_role_installs_on_a_fresh_debian_12_and_a_second_run_changes_nothing
     from slurm_gpu.confgen.inventory import inventory_from_dict
 
     options = confgen.Options(prolog="/etc/slurm/prolog.d/*", epilog="/etc/slurm/epilog.d/*",
-                              task_prolog="/etc/slurm/task-prolog.d/slurm-gpu", cgroup_plugin="cgroup/v2")
+                              task_prolog="/etc/slurm/task-prolog.d/slurm-gpu", cgroup_plugin="cgroup/v1")
     inventory = inventory_from_dict(CLUSTER)
     for kind, path in (("gres", "gres.conf"), ("cgroup", "cgroup.conf"), ("job-submit", "job_submit.lua"),
                        ("slurm", "slurm-gpu.conf")):
         assert Path(f"{root}/etc/slurm/{path}").read_text() == confgen.render(kind, inventory, options), path
     assert Path(f"{root}/etc/slurm/slurm.conf").read_text().splitlines() == [
-        "ClusterName=site", "Include /etc/slurm/slurm-gpu.conf"]
-    if extra["slurm_gpu_node_install"]:
-        enabled = roots.chroot_run(root, ["systemctl", "is-enabled", "slurm-gpu-reconcile.timer"])
-        assert enabled.stdout.strip() == "enabled", enabled
+        *SLURM_CONF, "Include /etc/slurm/slurm-gpu.conf"]
+    # node install: the hooks with absolute paths, the TaskProlog every user can read, the units enabled.
+    for path, mode in (("etc/slurm/prolog.d/50-slurm-gpu", 0o755), ("etc/slurm/epilog.d/50-slurm-gpu", 0o755),
+                       ("etc/slurm/task-prolog.d/slurm-gpu", 0o755)):
+        st = os.stat(f"{root}/{path}")
+        assert (st.st_uid, stat.S_IMODE(st.st_mode) & 0o755) == (0, mode), path
+    assert "/opt/slurm-gpu/bin/slurm-gpu-hook" in Path(f"{root}/etc/slurm/prolog.d/50-slurm-gpu").read_text()
+    assert os.path.isdir(f"{root}/usr/local/lib/slurm-gpu/slurm_gpu")
+    enabled = roots.chroot_run(root, ["systemctl", "is-enabled", "slurm-gpu-reconcile.timer"])
+    assert enabled.stdout.strip() == "enabled", enabled
 
 
-def test_ansible_lint_passes_on_the_role_and_playbook():
-    lint = Path(sys.executable).parent / "ansible-lint"
-    if not lint.exists():
-        pytest.skip("ansible-lint is not installed in this environment (scripts/setup.sh installs it)")
-    res = subprocess.run([str(lint)], cwd=ANSIBLE_DIR, capture_output=True, text=True, timeout=300,
-                         check=False)
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
-    assert "Profile 'production' was required, and it passed" in res.stdout + res.stderr
+def _in_root(root: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    res = roots.chroot_run(root, list(args), timeout=timeout)
+    assert res.returncode == 0, f"{' '.join(args)}: {res.stdout}{res.stderr}"
+    return res
+
+
+def test_a_mig_job_runs_on_what_the_role_installed(deployed):
+    root, ((first, _t1), _second), _extra = deployed
+    assert first.returncode == 0
+    hub = "/opt/slurm-gpu/bin/slurm-gpu"
+    os.makedirs(f"{root}{os.path.dirname(SIM_STATE)}", exist_ok=True)
+    _in_root(root, hub, "sim", "init", "--gpus", "H100-80GB:2", "--sim-state", SIM_STATE)
+    for folder in ("run/munge", "var/spool/slurmctld"):
+        os.makedirs(f"{root}/{folder}", exist_ok=True)
+    _in_root(root, "chown", "munge:munge", "/run/munge")
+    _in_root(root, "runuser", "-u", "munge", "--", "/usr/sbin/munged")
+    _in_root(root, "/usr/sbin/slurmctld")
+    _in_root(root, "/usr/sbin/slurmd", "-N", NODE)
+    for _ in range(60):
+        if roots.chroot_run(root, ["sinfo", "-h", "-n", NODE, "-o", "%T"]).stdout.strip() == "idle":
+            break
+        time.sleep(0.5)
+    else:
+        logs = _tail(root, "var/log/slurmctld.log") + _tail(root, "var/log/slurmd.log")
+        pytest.fail(f"{NODE} never idle: {logs}")
+    job = _in_root(root, "sbatch", "--parsable", "--gres=gpu:1g.10gb", "-o", "/tmp/mig.out", "--wrap",
+                   "echo CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES").stdout.strip().split(";")[0]
+    for _ in range(120):  # gone from squeue: ended, Epilog included
+        if not roots.chroot_run(root, ["squeue", "-h", "-j", job, "-o", "%T"]).stdout.strip():
+            break
+        time.sleep(0.5)
+    seen = _tail(root, "tmp/mig.out")
+    assert re.fullmatch(r"CUDA_VISIBLE_DEVICES=MIG-[0-9a-f-]{36}\n", seen), (
+        f"job {job}: {seen!r}\n{_tail(root, 'var/log/slurmd.log')}")
+    # The Epilog gave the instance back.
+    gpus = json.loads(_in_root(root, hub, "inventory", "--sim-state", SIM_STATE, "--json").stdout)["gpus"]
+    assert all(not g.get("instances") for g in gpus), gpus
+
+
+def _tail(root: str, path: str) -> str:
+    file = Path(root, path)
+    return file.read_text(errors="replace")[-3000:] if file.exists() else ""
