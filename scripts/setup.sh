@@ -2,8 +2,9 @@
 # Installs what slurm-gpu needs on a Debian 12 machine (run as root): Slurm 22.05 and munge from Debian,
 # Lua for job_submit.lua, Prometheus and promtool for the monitoring tests (the tests start their own
 # instance; the package's service is not started), debootstrap for the Debian roots of other Slurm versions,
-# containers and install tests (slurm_gpu.testbed.roots), and a virtual environment in .venv with the package
-# and its test tools.
+# containers and install tests (slurm_gpu.testbed.roots), Ansible for the role's tests (Debian's: it carries
+# the community.general chroot connection), and a virtual environment in .venv with the package and its
+# test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,7 @@ APT_PACKAGES=(
     prometheus
     iproute2 procps util-linux
     debootstrap
+    ansible
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -36,6 +36,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "task-prolog": ("slurm_gpu.cli.hooks:task_prolog", "Slurm TaskProlog: export CUDA_VISIBLE_DEVICES."),
     "reconcile": ("slurm_gpu.cli.hooks:reconcile", "Repair drift between driver, journal and Slurm."),
     "exporter": ("slurm_gpu.cli.exporter:cmd", "Export the node's MIG metrics for Prometheus."),
+    "node": ("slurm_gpu.cli.node:cmd", "Install the hooks, configuration and units on this node."),
 }
 
 DEBUG_ENV = "SLURM_GPU_DEBUG"

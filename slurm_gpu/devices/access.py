@@ -5,13 +5,16 @@ A process needs read access to the GPU-instance and compute-instance capability 
 driver creates cap files 0444 root and ``/dev/nvidia*`` 0666, so by default every process could open
 every instance and every whole GPU. Two layers narrow that:
 
-- ``seal`` (per job, cgroup v1 ``devices``): the job's devices cgroup denies every capability minor of
-  every GPU slurm-gpu manages except the job's own, and ``/dev/nvidia<minor>`` of every such GPU on which
-  the job holds no instance. Minors are denied before any instance exists (mig-minors reserves them per
-  GPU), so a job started earlier can never open an instance created later, whoever owns it. On 22.05 the
-  Prolog runs before slurmstepd makes the job's cgroup (PrologFlags=Contain): ``seal`` makes the
-  directory first, Slurm adopts it, and the rules are inherited by every step (measured: EPERM in the
-  job, ENXIO from the same device outside it). This is what isolates two jobs of one user.
+- ``seal`` (per job, cgroup v1 ``devices`` or a cgroup v2 device program): the job's cgroup denies
+  every capability minor of every GPU slurm-gpu manages except the job's own, and ``/dev/nvidia<minor>``
+  of every such GPU on which the job holds no instance. Minors are denied before any instance exists
+  (mig-minors reserves them per GPU), so a job started earlier can never open an instance created later,
+  whoever owns it. On 22.05 the Prolog runs before slurmstepd makes the job's cgroup
+  (PrologFlags=Contain): ``seal`` makes the directory first, Slurm adopts it, and the rules are inherited
+  by every step (measured: EPERM in the job, ENXIO from the same device outside it). This is what
+  isolates two jobs of one user. On cgroup v2 the same devices are denied by a
+  ``BPF_PROG_TYPE_CGROUP_DEVICE`` program attached to ``job_<id>`` with ``BPF_F_ALLOW_MULTI``
+  (``devices.ebpf``; where the job's cgroup is: ``devices.cgroups``).
 - ``grant``/``revoke`` (per user, file modes): the job's cap files become owned by the job's uid/gid with
   mode 0400, for processes outside any job cgroup; ``revoke`` puts them back to root 0400 before the
   instance is destroyed (minors are reused: they depend only on GPU minor and gi/ci ids).
@@ -28,13 +31,16 @@ from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from slurm_gpu.core.errors import StateError
+from slurm_gpu.devices import cgroups
+from slurm_gpu.devices.cgroups import AUTO
 from slurm_gpu.state.fsutil import set_owner_mode
 
-__all__ = ["CapFile", "cap_files", "grant", "revoke", "job_devices_cgroup", "seal", "unseal",
-           "seal_rules", "caps_major", "DEFAULT_CAPS_DIR", "DEFAULT_CGROUP_ROOT", "NVIDIA_MAJOR"]
+__all__ = ["CapFile", "cap_files", "grant", "revoke", "job_devices_cgroup", "job_cgroup", "seal", "unseal",
+           "seal_devices", "seal_rules", "caps_major", "DEFAULT_CAPS_DIR", "DEFAULT_CGROUP_ROOT",
+           "NVIDIA_MAJOR", "AUTO"]
 
 DEFAULT_CAPS_DIR = "/dev/nvidia-caps"
-DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup/devices"
+DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup/devices"  # cgroup v1; AUTO finds the host's hierarchy
 _JOB_MODE = 0o400
 NVIDIA_MAJOR = 195  # /dev/nvidia<minor>, fixed by the driver
 
@@ -112,48 +118,71 @@ def caps_major(caps_dir: str = DEFAULT_CAPS_DIR) -> Optional[int]:
     return os.major(st.st_rdev) if stat.S_ISCHR(st.st_mode) else None
 
 
-def seal_rules(gpus: Iterable[Tuple[int, Sequence[int]]], own_gpu_minors: Iterable[int],
-               own_instances: Sequence[object], cap_major: Optional[int]) -> List[str]:
-    """``devices.deny`` rules of a job: ``gpus`` is (GPU minor, its cap minors) of every managed GPU.
-    Denies every cap minor but the job's instances' and every GPU not in ``own_gpu_minors``."""
+def seal_devices(gpus: Iterable[Tuple[int, Sequence[int]]], own_gpu_minors: Iterable[int],
+                 own_instances: Sequence[object], cap_major: Optional[int]) -> List[Tuple[int, int]]:
+    """The character devices (major, minor) a job is denied: ``gpus`` is (GPU minor, its cap minors) of
+    every managed GPU. Every cap minor but the job's instances' and every GPU not in ``own_gpu_minors``."""
     own_caps = {f.minor for f in cap_files(own_instances)}
     own = set(own_gpu_minors)
-    rules = []
+    out: List[Tuple[int, int]] = []
     for gpu_minor, minors in gpus:
         if gpu_minor not in own:
-            rules.append(f"c {NVIDIA_MAJOR}:{int(gpu_minor)} rwm")
+            out.append((NVIDIA_MAJOR, int(gpu_minor)))
         if cap_major is not None:
-            rules.extend(f"c {cap_major}:{int(m)} rwm" for m in minors if m not in own_caps)
-    return rules
+            out.extend((cap_major, int(m)) for m in minors if m not in own_caps)
+    return out
 
 
-def seal(job_id: str, uid: int, rules: Sequence[str], cgroup_root: Optional[str] = DEFAULT_CGROUP_ROOT,
-         node: Optional[str] = None) -> Optional[str]:
-    """Write ``rules`` to the job's devices cgroup, making the directory if Slurm has not yet.
+def seal_rules(gpus: Iterable[Tuple[int, Sequence[int]]], own_gpu_minors: Iterable[int],
+               own_instances: Sequence[object], cap_major: Optional[int]) -> List[str]:
+    """:func:`seal_devices` as cgroup v1 ``devices.deny`` lines."""
+    return [_v1_rule(d) for d in seal_devices(gpus, own_gpu_minors, own_instances, cap_major)]
 
-    Returns the directory, or None where Slurm's devices hierarchy does not exist. Raises ``StateError``
-    when a rule cannot be written (the job must then not get instances).
-    """
-    top = _slurm_top(cgroup_root, node, create=True) if cgroup_root else None
-    if top is None:
-        return None
-    path = os.path.join(top, f"uid_{int(uid)}", f"job_{job_id}")
-    for attempt in range(3):  # an Epilog may remove an empty uid_ directory between our two mkdirs
+
+def _v1_rule(device: Tuple[int, int]) -> str:
+    return f"c {int(device[0])}:{int(device[1])} rwm"
+
+
+def _make_job_dir(path: str) -> None:
+    for attempt in range(3):  # an Epilog may remove an empty parent directory between our two mkdirs
         try:
             os.makedirs(path, mode=0o755, exist_ok=True)
-            break
+            return
         except FileNotFoundError:
             if attempt == 2:
                 raise StateError(f"cannot create {path}") from None
         except OSError as exc:
             raise StateError(f"cannot create {path}: {exc}") from exc
+
+
+def seal(job_id: str, uid: int, denied: Sequence[Tuple[int, int]], cgroup_root: Optional[str] = AUTO,
+         node: Optional[str] = None) -> Optional[str]:
+    """Deny the job's cgroup the character devices ``denied`` (major, minor), making the job's
+    directory if Slurm has not yet (Slurm adopts it). cgroup v1: one ``devices.deny`` line each; v2: a
+    device program on ``job_<id>`` (``devices.ebpf``). ``cgroup_root``: ``auto`` (this host's
+    hierarchy, ``devices.cgroups``), a path (v2 if it holds ``cgroup.controllers``) or None.
+
+    Returns the directory, or None where Slurm keeps no job cgroups (no devices hierarchy, no stepd
+    scope). Raises ``StateError`` when the seal cannot be applied (the job must then not get instances).
+    """
+    layout = cgroups.layout_of(cgroup_root)
+    if layout is None:
+        return None
+    if layout.version == "v2":
+        return _seal_v2(job_id, denied, layout.root, node)
+    top = _slurm_top(layout.root, node, create=True)
+    if top is None:
+        return None
+    path = os.path.join(top, f"uid_{int(uid)}", f"job_{job_id}")
+    _make_job_dir(path)
     deny = os.path.join(path, "devices.deny")
     try:
         fd = os.open(deny, os.O_WRONLY | os.O_CREAT, 0o644)  # O_CREAT: a plain test tree
     except OSError as exc:
         raise StateError(f"cannot open {deny}: {exc}") from exc
+    rule = ""
     try:
-        for rule in rules:  # the kernel takes one rule per write
+        for rule in map(_v1_rule, denied):  # the kernel takes one rule per write
             os.write(fd, (rule + "\n").encode("ascii"))
     except OSError as exc:
         raise StateError(f"cannot write {rule!r} to {deny}: {exc}") from exc
@@ -162,10 +191,37 @@ def seal(job_id: str, uid: int, rules: Sequence[str], cgroup_root: Optional[str]
     return path
 
 
-def unseal(job_id: str, uid: int, cgroup_root: Optional[str] = DEFAULT_CGROUP_ROOT,
+def _seal_v2(job_id: str, denied: Sequence[Tuple[int, int]], root: str, node: Optional[str]) -> Optional[str]:
+    from slurm_gpu.devices import ebpf
+
+    scope = cgroups.v2_scope(root, node)
+    if scope is None:
+        return None
+    path = os.path.join(scope, f"job_{job_id}")
+    _make_job_dir(path)
+    ebpf.seal_cgroup(path, denied)
+    return path
+
+
+def job_cgroup(job_id: str, uid: int, cgroup_root: Optional[str] = AUTO,
+               node: Optional[str] = None) -> Optional[str]:
+    """The job's cgroup directory where it exists: v1 ``<top>/uid_<uid>/job_<id>`` of the devices
+    hierarchy, v2 ``<stepd scope>/job_<id>``."""
+    layout = cgroups.layout_of(cgroup_root)
+    if layout is None:
+        return None
+    if layout.version == "v1":
+        return job_devices_cgroup(job_id, uid, layout.root, node)
+    scope = cgroups.v2_scope(layout.root, node)
+    path = os.path.join(scope, f"job_{job_id}") if scope else None
+    return path if path and os.path.isfile(os.path.join(path, "cgroup.procs")) else None
+
+
+def unseal(job_id: str, uid: int, cgroup_root: Optional[str] = AUTO,
            node: Optional[str] = None) -> None:
-    """Remove the job's devices cgroup if it is empty (a job the Prolog requeued never got a stepd)."""
-    path = job_devices_cgroup(job_id, uid, cgroup_root, node) if cgroup_root else None
+    """Remove the job's cgroup if it is empty (a job the Prolog requeued never got a stepd); its device
+    program goes with it."""
+    path = job_cgroup(job_id, uid, cgroup_root, node)
     if path is None:
         return
     try:

@@ -69,7 +69,8 @@ class AgentPolicy:
     release_wait_s: float = 10.0  # how long the Epilog waits for processes to leave an instance
     release_poll_s: float = 0.2
     caps_dir: str = DEFAULT_CAPS_DIR
-    cgroup_root: Optional[str] = "/sys/fs/cgroup/devices"
+    # "auto": the host's hierarchy (cgroup v1 devices or v2, devices.cgroups); a path; None: no seal.
+    cgroup_root: Optional[str] = "auto"
     enable_mig_mode: bool = True  # switch idle Hopper+ GPUs to MIG mode on demand
     create_busy_wait_s: float = 3.0  # retry a creation refused IN_USE (another client holds the GPU)
     create_busy_poll_s: float = 0.5
@@ -318,10 +319,10 @@ class NodeAgent:
             if gpus is None:
                 gpus = [g for g in self.driver.gpus() if g.model is not None]
             minor_of = {g.index: g.minor for g in gpus}
-            rules = access.seal_rules([(g.minor, self.driver.cap_minors(g.minor)) for g in gpus],
-                                      {minor_of[i.gpu_index] for i in mine if i.gpu_index in minor_of},
-                                      mine, access.caps_major(self.policy.caps_dir))
-            return access.seal(ctx.job_id, ctx.uid, rules, self.policy.cgroup_root, node=self.node)
+            denied = access.seal_devices([(g.minor, self.driver.cap_minors(g.minor)) for g in gpus],
+                                         {minor_of[i.gpu_index] for i in mine if i.gpu_index in minor_of},
+                                         mine, access.caps_major(self.policy.caps_dir))
+            return access.seal(ctx.job_id, ctx.uid, denied, self.policy.cgroup_root, node=self.node)
         except SlurmGpuError as exc:
             problems.append(f"device cgroup not sealed: {exc}")
             return None

@@ -20,7 +20,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 from slurm_gpu.core.errors import SlurmGpuError
 from slurm_gpu.state.fsutil import FileLock
 
-__all__ = ["RootSpec", "RootError", "ensure", "copy", "mounted", "chroot_run", "unmount_below",
+__all__ = ["RootSpec", "RootError", "ensure", "copy", "remove", "mounted", "chroot_run", "unmount_below",
            "cache_dir", "SLURM_ROOTS", "DEBIAN_12", "APPTAINER"]
 
 MIRROR_ENV = "SLURM_GPU_DEBIAN_MIRROR"
@@ -128,6 +128,11 @@ def copy(src: str, dst: str) -> str:
     _remove(dst)
     _check(["cp", "-a", "--reflink=auto", src, dst], f"copying {src} to {dst}")
     return dst
+
+
+def remove(path: str) -> None:
+    """Delete a copy made with :func:`copy`, unmounting what is mounted below it first."""
+    _remove(path)
 
 
 def _remove(path: str) -> None:

@@ -1,0 +1,201 @@
+"""What ``slurm-gpu node install`` puts on a node, as a list of ``Item``s (nothing is written here).
+
+With the defaults (``--prefix /usr/local``, ``--slurm-etc /etc/slurm``), for a package installed in the
+virtual environment ``/opt/slurm-gpu``:
+
+- ``/usr/local/lib/slurm-gpu/slurm_gpu/``: a copy of the package's sources, readable by every user: the
+  TaskProlog runs as the job's user and must not depend on where the package was installed (a clone in
+  ``/root`` is mode 0700);
+- ``/usr/local/bin/slurm-gpu``, ``/usr/local/bin/slurm-gpu-hook``: links to the entry points;
+- ``/etc/slurm/prolog.d/50-slurm-gpu``, ``/etc/slurm/epilog.d/50-slurm-gpu``,
+  ``/etc/slurm/task-prolog.d/slurm-gpu``: the hook scripts, every path absolute (Slurm runs them without
+  PATH);
+- ``/etc/slurm-gpu/config.yaml`` (0644, root; checked by the configuration loader) and the state directory;
+- ``/etc/systemd/system/slurm-gpu-reconcile.{service,timer}`` (enabled through ``timers.target.wants``) and
+  the slurmd drop-in ``slurmd.service.d/slurm-gpu.conf``: ``HWLOC_COMPONENTS=-opencl`` and a reconcile
+  before slurmd starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import slurm_gpu
+from slurm_gpu.node import DEFAULT_CONFIG_PATH
+
+__all__ = ["InstallOptions", "Item", "items", "hook_paths", "package_copy", "default_config",
+           "DEFAULT_PREFIX", "DEFAULT_SLURM_ETC", "DEFAULT_SYSTEMD_DIR", "DEFAULT_STATE_DIR", "UNITS"]
+
+DEFAULT_PREFIX = "/usr/local"
+DEFAULT_SLURM_ETC = "/etc/slurm"
+DEFAULT_SYSTEMD_DIR = "/etc/systemd/system"
+DEFAULT_STATE_DIR = "/var/lib/slurm-gpu"
+SERVICE = "slurm-gpu-reconcile.service"
+TIMER = "slurm-gpu-reconcile.timer"
+DROP_IN = "slurmd.service.d/slurm-gpu.conf"
+UNITS = (SERVICE, TIMER, DROP_IN, "timers.target.wants/" + TIMER)
+# Files of the package the copy carries: sources and data, never bytecode.
+_COPIED_SUFFIXES = (".py", ".json", ".j2", ".lua")
+
+
+@dataclass(frozen=True)
+class InstallOptions:
+    prefix: str = DEFAULT_PREFIX
+    slurm_etc: str = DEFAULT_SLURM_ETC
+    config_path: str = DEFAULT_CONFIG_PATH  # where the configuration goes
+    config_text: Optional[str] = None  # None: keep the installed file, or write default_config()
+    state_dir: Optional[str] = None  # None: the configuration's
+    systemd_dir: Optional[str] = DEFAULT_SYSTEMD_DIR  # None: no units (the local test cluster)
+    links: bool = True  # <prefix>/bin/slurm-gpu{,-hook} -> the entry points
+    # Where the entry points live (default: next to this interpreter) and the TaskProlog's interpreter.
+    bin_dir: str = field(default_factory=lambda: os.path.dirname(os.path.abspath(sys.executable)))
+    task_python: str = field(default_factory=lambda: _system_python())
+    hook_env: Tuple[Tuple[str, str], ...] = ()  # further variables the root hooks export
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing on disk: ``kind`` is ``file`` (``data``), ``dir``, ``link`` (``data`` is the target) or
+    ``tree`` (a directory whose files are exactly ``files``: relative path -> content). ``keep`` items
+    stay on ``--uninstall`` (the configuration, the state directory)."""
+
+    path: str
+    kind: str
+    mode: int = 0o644
+    data: bytes = b""
+    files: Tuple[Tuple[str, bytes], ...] = ()
+    what: str = ""
+    keep: bool = False
+
+
+def _system_python() -> str:
+    return "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else os.path.realpath(sys.executable)
+
+
+def package_copy(opts: InstallOptions) -> str:
+    """The directory holding the readable copy of the package (``<prefix>/lib/slurm-gpu``)."""
+    return os.path.join(opts.prefix, "lib", "slurm-gpu")
+
+
+def hook_paths(opts: InstallOptions) -> Dict[str, str]:
+    """slurm.conf key -> the installed hook script."""
+    return {
+        "Prolog": os.path.join(opts.slurm_etc, "prolog.d", "50-slurm-gpu"),
+        "Epilog": os.path.join(opts.slurm_etc, "epilog.d", "50-slurm-gpu"),
+        "TaskProlog": os.path.join(opts.slurm_etc, "task-prolog.d", "slurm-gpu"),
+    }
+
+
+def default_config(state_dir: str) -> str:
+    return (
+        "# slurm-gpu node configuration (docs/config.md). Written by `slurm-gpu node install`.\n"
+        "version: 1\n"
+        "driver: {kind: nvml}\n"
+        f"state_dir: {state_dir}\n"
+        "policy: {name: default, max_count_per_node: 8}\n"
+    )
+
+
+def _package_files() -> Iterator[Tuple[str, bytes]]:
+    root = os.path.dirname(os.path.abspath(slurm_gpu.__file__))
+    for base, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+        for name in sorted(names):
+            if name.endswith(_COPIED_SUFFIXES):
+                path = os.path.join(base, name)
+                with open(path, "rb") as fh:
+                    yield os.path.join("slurm_gpu", os.path.relpath(path, root)), fh.read()
+
+
+def _entry(opts: InstallOptions, name: str) -> List[str]:
+    """How to start an entry point: the console script if it exists, else this interpreter's ``-m``."""
+    script = os.path.join(opts.bin_dir, name)
+    if os.access(script, os.X_OK):
+        return [script]
+    module = "slurm_gpu.hooks.entry" if name == "slurm-gpu-hook" else "slurm_gpu"
+    return [os.path.abspath(sys.executable), "-m", module]
+
+
+def _root_hook(opts: InstallOptions, hook: str, what: str) -> bytes:
+    exports = [("SLURM_GPU_CONFIG", opts.config_path), *opts.hook_env]
+    lines = [
+        "#!/bin/sh",
+        f"# slurm-gpu {what}. Written by `slurm-gpu node install`; Slurm runs it as root",
+        "# without PATH, so every path is absolute. It exits 0 unless the node is broken.",
+        *(f"export {key}={value}" for key, value in exports),
+        "exec " + " ".join(_entry(opts, "slurm-gpu-hook") + [hook]),
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _task_prolog(opts: InstallOptions, state_dir: str) -> bytes:
+    script = os.path.join(package_copy(opts), "slurm_gpu", "hooks", "task_prolog.py")
+    lines = [
+        "#!/bin/sh",
+        "# slurm-gpu TaskProlog. Written by `slurm-gpu node install`; runs as the job's user for every task",
+        "# and prints `export CUDA_VISIBLE_DEVICES=MIG-...`: the system interpreter (-I -S: no site",
+        "# packages, a few milliseconds) on the readable copy of the package; {node} in the state",
+        "# directory is the node's name.",
+        f"exec {opts.task_python} -I -S -B {script} {state_dir}",
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _units(opts: InstallOptions, systemd_dir: str) -> List[Item]:
+    reconcile = " ".join(_entry(opts, "slurm-gpu") + ["reconcile"])
+    env = f"Environment=SLURM_GPU_CONFIG={opts.config_path}\n"
+    service = (
+        "[Unit]\n"
+        "Description=slurm-gpu reconcile: repair drift between the GPUs, the journal and Slurm\n"
+        "After=network-online.target munge.service\n\n"
+        "[Service]\nType=oneshot\n" + env + f"ExecStart={reconcile}\n"
+    )
+    timer = (
+        "[Unit]\nDescription=slurm-gpu reconcile every 5 minutes\n\n"
+        "[Timer]\nOnBootSec=2min\nOnUnitActiveSec=5min\n" + f"Unit={SERVICE}\n\n"
+        "[Install]\nWantedBy=timers.target\n"
+    )
+    drop_in = (
+        "# slurm-gpu: hwloc's OpenCL probe holds /dev/nvidia* open and makes NVML refuse MIG changes\n"
+        "# (IN_USE); reconcile before slurmd starts, so a crash's leftovers never reach a new job.\n"
+        "[Service]\nEnvironment=HWLOC_COMPONENTS=-opencl\n" + env + f"ExecStartPre=-{reconcile}\n"
+    )
+    wants = os.path.join(systemd_dir, "timers.target.wants")
+    return [
+        Item(os.path.join(systemd_dir, SERVICE), "file", 0o644, service.encode(), what="reconcile unit"),
+        Item(os.path.join(systemd_dir, TIMER), "file", 0o644, timer.encode(), what="reconcile timer"),
+        Item(os.path.join(systemd_dir, DROP_IN), "file", 0o644, drop_in.encode(), what="slurmd drop-in"),
+        Item(os.path.join(wants, TIMER), "link", data=os.path.join(systemd_dir, TIMER).encode(),
+             what="timer enabled"),
+    ]
+
+
+def items(opts: InstallOptions, config_text: str, state_dir: str) -> List[Item]:
+    """Everything to install, in order, for the configuration ``config_text`` (already checked)."""
+    copy = package_copy(opts)
+    out = [Item(copy, "tree", 0o755, files=tuple(_package_files()), what="package copy for the TaskProlog")]
+    if opts.links:
+        for name in ("slurm-gpu", "slurm-gpu-hook"):
+            source = os.path.join(opts.bin_dir, name)
+            link = os.path.join(opts.prefix, "bin", name)
+            same_dir = os.path.realpath(os.path.dirname(link)) == os.path.realpath(opts.bin_dir)
+            if os.access(source, os.X_OK) and not same_dir:
+                out.append(Item(link, "link", data=source.encode(), what=f"{name} on PATH"))
+    hooks = hook_paths(opts)
+    out += [
+        Item(hooks["Prolog"], "file", 0o755, _root_hook(opts, "prolog", "Prolog: create the job's MIG "
+                                                       "instances"), what="Prolog"),
+        Item(hooks["Epilog"], "file", 0o755, _root_hook(opts, "epilog", "Epilog: destroy the job's MIG "
+                                                       "instances"), what="Epilog"),
+        Item(hooks["TaskProlog"], "file", 0o755, _task_prolog(opts, state_dir), what="TaskProlog"),
+        Item(opts.config_path, "file", 0o644, config_text.encode(), what="configuration", keep=True),
+    ]
+    if "{node}" not in state_dir:
+        # The TaskProlog (job user) walks <state_dir>/tasks/<uid>/: traversable, each user's file private.
+        out.append(Item(state_dir, "dir", 0o755, what="state directory", keep=True))
+    if opts.systemd_dir:
+        out += _units(opts, opts.systemd_dir)
+    return out
