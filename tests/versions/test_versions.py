@@ -162,8 +162,17 @@ def vcluster(request):
         yield VCluster(spec=spec, nodes=node_names(spec), out=out)
     finally:
         local.down(spec)
+        left = local.processes(spec)
+        mounts = _mounts_below(directory)
         if not os.environ.get("SLURM_GPU_KEEP_CLUSTER"):
             rooted.remove(spec)
+    assert not left and not mounts, f"left behind: processes {left}, mounts {mounts}"
+
+
+def _mounts_below(directory: str) -> List[str]:
+    real = os.path.realpath(directory)
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        return [p for p in (line.split()[4] for line in fh) if p == real or p.startswith(real + "/")]
 
 
 def _mig_uuids(text: str) -> List[str]:
@@ -192,6 +201,15 @@ def test_admission_accepts_a_profile_and_refuses_unknown_and_forged(vcluster):
         assert "slurm-gpu" in bad.stderr or "gres" in bad.stderr.lower(), (args, bad.stderr)
     unknown = vcluster.sbatch("--gres=gpu:9g.99gb")
     assert "slurm-gpu" in unknown.stderr and "9g.99gb" in unknown.stderr
+
+
+def test_gpus_per_node_is_rewritten_alone(vcluster):
+    """From 24.11 --gpus-per-node lands in tres_per_node like --gres: the rewrite leaves only the mig gres
+    (26.05 refuses a job carrying both --gres=gpu and --gpus-per-node)."""
+    job = vcluster.submit("--hold", f"--gpus-per-node={PROFILE}:1")
+    info = vcluster.job(job)
+    assert info.admin_comment == f"slurm-gpu:gpu:{PROFILE}:1" and info.tres_per_node == "gres/mig:1", info
+    vcluster.run(["scancel", job], check=True)
 
 
 def test_batch_and_srun_steps_get_the_instance_made_and_destroyed(vcluster):
