@@ -42,7 +42,8 @@ def _saved_spec(directory: str) -> Any:
 
 @click.group("cluster")
 def cmd() -> None:
-    """Start, stop or inspect a local Slurm cluster (root; Debian Slurm 22.05 packages).
+    """Start, stop or inspect a local Slurm cluster (root; the host's Slurm 22.05, or 24.11/26.05 from a
+    cached Debian root with --slurm).
 
     \b
     Example:
