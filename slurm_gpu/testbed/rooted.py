@@ -247,6 +247,8 @@ def adapt(spec: ClusterSpec, files: Dict[str, str]) -> Dict[str, str]:
         conf = re.sub(rf"(?m)^{key}=.*$", f"{key}={value}", conf)
     # Contain needs proctrack/cgroup (slurmctld logs an error without it); Alloc is what the hooks need.
     out["slurm.conf"] = re.sub(r"(?m)^PrologFlags=Alloc,Contain$", "PrologFlags=Alloc", conf)
+    out["slurm.conf"] += ("# The roots have no mail program (slurmctld logs an error without one).\n"
+                          "MailProg=/bin/true\n")
     out["cgroup.conf"] = ("# cgroup v1 host, cgroup v2 would make slurmd die inside the root: no cgroups.\n"
                           "CgroupPlugin=disabled\n")
     return out

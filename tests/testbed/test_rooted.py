@@ -33,6 +33,7 @@ def test_rooted_cluster_runs_without_cgroups_and_inside_its_root(version):
     assert out["slurm.conf"].splitlines()[:3] == ["PrologFlags=Alloc", "ProctrackType=proctrack/linuxproc",
                                                   "TaskPlugin=task/none"]
     assert "NodeName=n1 Gres=mig:32" in out["slurm.conf"] and out["gres.conf"] == "x\n"
+    assert out["slurm.conf"].splitlines()[-1] == "MailProg=/bin/true"
     assert "CgroupPlugin=disabled" in out["cgroup.conf"] and "Constrain" not in out["cgroup.conf"]
     argv = rooted.command(spec, ["sbatch", "--wrap", "true"], user="root")
     root = pwd.getpwnam("root")

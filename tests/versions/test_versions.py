@@ -100,14 +100,16 @@ class VCluster:
             driver.close()
 
     def wait_instances(self, node: str, count: int, timeout: float = 15):
-        """The node's instances once ``count`` exist (the job is RUNNING while its Prolog still works)."""
+        """The node's instances once ``count`` are complete (GPU and compute instance): the job is RUNNING
+        while its Prolog still creates them."""
         deadline = time.monotonic() + timeout
         made = self.instances(node)
-        while len(made) < count and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if len(made) == count and all(i.mig_uuid for i in made):
+                return made
             time.sleep(0.1)
             made = self.instances(node)
-        assert len(made) == count, made
-        return made
+        raise AssertionError(f"{node}: {made}, not {count} complete instances after {timeout} s")
 
     def all_instances(self):
         return [i for node in self.nodes for i in self.instances(node)]
