@@ -331,3 +331,38 @@ def test_adapter_reads_this_version_from_json_inside_the_root(vcluster):
     assert f"mig.{PROFILE}.1" in got["avail"] and set(got["act"]) <= set(got["avail"])
     vcluster.wait(job)
     vcluster.wait_no_instances()
+
+
+def test_adapter_writes_on_this_version(vcluster):
+    """What the hooks write through the adapter: requeue, hold and cancel with our marker kept next to the
+    record, and a drain, run inside the root against that version's controller."""
+    running = vcluster.submit(f"--nodelist={vcluster.nodes[0]}", f"--gres=gpu:{PROFILE}", wrap="sleep 60")
+    other = vcluster.submit(f"--nodelist={vcluster.nodes[1]}", f"--gres=gpu:{PROFILE}", wrap="sleep 60")
+    for job in (running, other):
+        vcluster.wait_instances(vcluster.wait(job, states=("RUNNING",)).nodes[0], 1)
+    node = vcluster.nodes[1]
+    code = (
+        "from slurm_gpu.slurm.client import SlurmCli\n"
+        "s = SlurmCli()\n"
+        f"s.requeue({running}, 'raced', s.job({running}).admin_comment)\n"
+        f"s.hold({other}, 'held test', s.job({other}).admin_comment)\n"
+        f"s.drain({node!r}, 'adapter test')\n"
+    )
+    try:
+        vcluster.in_root_python(code)
+        requeued = vcluster.wait(running, states=("PENDING",))
+        held = vcluster.wait(other, states=("PENDING",))
+        assert requeued.admin_comment == f"slurm-gpu:gpu:{PROFILE}:1 slurm-gpu-requeued:raced", requeued
+        assert held.admin_comment == f"slurm-gpu:gpu:{PROFILE}:1 slurm-gpu-refused:held_test", held
+        assert requeued.restart_count == 1 and "Held" in held.reason, (requeued, held)
+        assert vcluster.node_states()[node].startswith("dr"), vcluster.node_states()  # drain, drng
+        cancel = f"s.cancel({running}, 'gone', s.job({running}).admin_comment)\n"
+        vcluster.in_root_python("from slurm_gpu.slurm.client import SlurmCli\ns = SlurmCli()\n" + cancel)
+        cancelled = vcluster.wait(running)
+        assert cancelled.state == "CANCELLED"
+        assert cancelled.admin_comment == f"slurm-gpu:gpu:{PROFILE}:1 slurm-gpu-refused:gone", cancelled
+    finally:
+        vcluster.run(["scancel", running, other])
+        vcluster.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
+    vcluster.wait_no_instances()
+    vcluster.wait_idle()
