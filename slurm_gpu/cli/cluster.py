@@ -8,7 +8,7 @@ import click
 
 from slurm_gpu.cli.output import emit_json, json_option
 from slurm_gpu.confgen.inventory import MODES
-from slurm_gpu.testbed.spec import DEFAULT_DIR, DEFAULT_PORT_BASE
+from slurm_gpu.testbed.spec import DEFAULT_DIR, DEFAULT_PORT_BASE, HOST_SLURM, SLURM_VERSIONS
 
 DIR_OPTION = click.option(
     "--dir",
@@ -42,7 +42,8 @@ def _saved_spec(directory: str) -> Any:
 
 @click.group("cluster")
 def cmd() -> None:
-    """Start, stop or inspect a local Slurm cluster (root; Debian Slurm 22.05 packages).
+    """Start, stop or inspect a local Slurm cluster (root; the host's Slurm 22.05, or 24.11/26.05 from a
+    cached Debian root with --slurm).
 
     \b
     Example:
@@ -93,6 +94,15 @@ def cmd() -> None:
     help="SchedulerParameters: 'shipped' is what `slurm-gpu config slurm` generates (one start per pass, "
     "docs/admission.md); 'test' starts many jobs per pass, for fast test runs.",
 )
+@click.option(
+    "--slurm",
+    "slurm_version",
+    type=click.Choice(SLURM_VERSIONS),
+    default=HOST_SLURM,
+    show_default=True,
+    help="Slurm version: 22.05 is the host's packages; 24.11 (Debian trixie) and 26.05 (sid) run in a "
+    "cached Debian root (built on first use, about a minute; docs/cluster.md).",
+)
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for idle nodes.")
 @json_option
 def up_cmd(
@@ -105,6 +115,7 @@ def up_cmd(
     layout: str,
     hooks: Optional[bool],
     scheduler: str,
+    slurm_version: str,
     timeout: float,
     as_json: bool,
 ) -> None:
@@ -114,6 +125,7 @@ def up_cmd(
     Example:
       slurm-gpu cluster up --nodes 2 --gpus H100-80GB:4 --dir /var/tmp/slurm-gpu-cluster --port-base 17000
       slurm-gpu cluster up --nodes 2 --gpus "H100-80GB:1;A100-40GB:1" --json
+      slurm-gpu cluster up --slurm 26.05 --dir /var/tmp/sg-2605 --port-base 17400
     """
     import os
 
@@ -133,18 +145,25 @@ def up_cmd(
         scheduler_parameters=(
             confgen.SCHEDULER_PARAMETERS if scheduler == "shipped" else TEST_SCHEDULER_PARAMETERS
         ),
+        slurm=slurm_version,
     )
     result = local.up(spec, timeout=timeout)
     if as_json:
         _echo_json("up", result)
         return
+    from slurm_gpu.testbed import rooted
+
     click.echo(
         f"cluster {result['name']} up: {', '.join(sorted(result['nodes']))} idle"
-        f" ({result['mode']}, hooks {'wired' if result['hooks'] else 'not wired'})"
+        f" (Slurm {spec.slurm}, {result['mode']}, hooks {'wired' if result['hooks'] else 'not wired'})"
     )
-    click.echo(f"  export SLURM_CONF={result['slurm_conf']}")
     example = f"gpu:{spec.layout.split(',')[0].strip()}:1" if spec.mode == "static" else "gpu:1g.10gb"
-    click.echo(f"  sbatch --gres={example} --wrap 'env | grep CUDA'")
+    submit = ["sbatch", f"--gres={example}", "--wrap", "'env | grep CUDA'"]
+    if rooted.in_root(spec):
+        click.echo(f"  {' '.join(rooted.command(spec, submit))}")
+    else:
+        click.echo(f"  export SLURM_CONF={result['slurm_conf']}")
+        click.echo(f"  {' '.join(submit)}")
     click.echo(f"  slurm-gpu cluster down --dir {result['dir']}")
 
 

@@ -35,6 +35,10 @@ REQUEUE_MARK = "slurm-gpu-requeued"
 REFUSE_MARK = "slurm-gpu-refused"
 # `scontrol show job --json` exists from 23.02 (measured: absent in 22.05.8).
 JSON_SCONTROL_SINCE = (23, 2)
+# From 24.11 the JSON is asked for in one data_parser version: 24.11 ships v0.0.40-v0.0.42, 26.05 ships
+# v0.0.42-v0.0.45, so v0.0.42 is the one both print (measured on 24.11.5 and 26.05.5; gone in 26.11).
+JSON_PINNED_SINCE = (24, 11)
+JSON_PINNED = "--json=v0.0.42"
 
 
 class SlurmCli:
@@ -76,7 +80,9 @@ class SlurmCli:
     def job(self, job_id: int) -> JobInfo:
         """A job's request, state and per-node allocation, from Slurm's JSON only."""
         jid = int(job_id)
-        if self.version() >= JSON_SCONTROL_SINCE:
+        if self.version() >= JSON_PINNED_SINCE:
+            out = self._run("scontrol", ["show", "job", JSON_PINNED, str(jid)])
+        elif self.version() >= JSON_SCONTROL_SINCE:
             out = self._run("scontrol", ["show", "job", "--json", str(jid)])
         else:
             out = self._run("squeue", ["--json", "--states=all"])  # 22.05 ignores -j: pick it below
@@ -107,9 +113,16 @@ class SlurmCli:
         return tuple(line.strip() for line in out.splitlines() if line.strip())
 
     def node_features(self, node: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
-        """``(available, active)`` features of ``node``."""
-        from slurm_gpu.slurm.parse import parse_scontrol_pairs
+        """``(available, active)`` features of ``node``: JSON from 24.11, ``scontrol show node`` text before
+        (node features are set by admins and slurm-gpu only; no user writes on those lines)."""
+        from slurm_gpu.slurm.parse import node_features_from_json, parse_scontrol_pairs
 
+        if self.version() >= JSON_PINNED_SINCE:
+            out = self._run("scontrol", ["show", "node", JSON_PINNED, node])
+            try:
+                return node_features_from_json(json.loads(out), node)
+            except ValueError as exc:
+                raise SlurmError(f"Slurm printed no JSON for node {node}: {exc}") from exc
         fields: Dict[str, str] = {}
         for line in self._run("scontrol", ["show", "node", node]).splitlines():
             for k, v in parse_scontrol_pairs(line.strip()).items():

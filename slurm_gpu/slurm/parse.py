@@ -43,6 +43,7 @@ __all__ = [
     "job_from_json",
     "jobs_from_json",
     "job_by_id",
+    "node_features_from_json",
 ]
 
 # States in which a job may own instances on its nodes (reconcile must not touch those).
@@ -353,3 +354,22 @@ def job_by_id(doc: Mapping[str, Any], job_id: int) -> JobInfo:
     if len(found) != 1:
         raise SlurmError(f"Slurm lists {len(found)} jobs with id {job_id}")
     return job_from_json(found[0])
+
+
+def _feature_names(value: Any) -> Tuple[str, ...]:
+    """A node's features as v0.0.40+ prints them (a list) or v0.0.39 (one comma-separated string)."""
+    text = _json_text(value)
+    if not text or text == "(null)":
+        return ()
+    return tuple(f for f in text.split(",") if f)
+
+
+def node_features_from_json(doc: Mapping[str, Any], node: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """``(available, active)`` features of ``node`` from ``scontrol show node --json`` (24.11+)."""
+    nodes = doc.get("nodes")
+    if not isinstance(nodes, list):
+        raise SlurmError("Slurm JSON has no 'nodes' list")
+    found = [n for n in nodes if isinstance(n, Mapping) and n.get("name") == node]
+    if len(found) != 1:
+        raise SlurmError(f"Slurm lists {len(found)} nodes named {node}")
+    return _feature_names(found[0].get("features")), _feature_names(found[0].get("active_features"))

@@ -17,6 +17,7 @@ from slurm_gpu.confgen.inventory import Inventory, NodeGroup, gpu_models
 from slurm_gpu.devices.open import open_driver
 from slurm_gpu.devices.simstate import init_state
 from slurm_gpu.state.fsutil import atomic_write
+from slurm_gpu.testbed import rooted
 from slurm_gpu.testbed.layouts import apply_layout
 from slurm_gpu.testbed.spec import ClusterSpec, node_names, save_spec
 
@@ -127,10 +128,16 @@ def _task_prolog_script() -> Optional[str]:
 
 def _hook_script(spec: ClusterSpec, command: str) -> str:
     script = _task_prolog_script()
+    package = os.path.dirname(os.path.abspath(slurm_gpu.__file__))
+    runtime = rooted.hook_runtime(spec, sys.executable, package)
     if command == "task-prolog" and script:
         # Runs as the job's user, per task: the system python (a venv's may sit in a private home) on the
         # standard-library-only script; {node} in the state dir is replaced by the script itself.
-        python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+        if rooted.in_root(spec):
+            python = runtime["python"]
+            script = os.path.join(runtime["package"], "hooks", "task_prolog.py")
+        else:
+            python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
         return f"#!/bin/sh\nexec {python} -I -S {script} {spec.dir}/{{node}}/state\n"
     # Prolog and Epilog through the hooks' own entry (no click: they start for every job), as the shipped
     # prolog.d/epilog.d scripts do; anything else through the CLI.
@@ -139,7 +146,8 @@ def _hook_script(spec: ClusterSpec, command: str) -> str:
         "#!/bin/sh\n"
         f"export SLURM_GPU_CONFIG={spec.dir}/config.yaml\n"
         f"export SLURM_CONF={spec.conf}\n"
-        f"exec {sys.executable} -m {module} {command} \"$@\"\n"
+        f"{runtime['env']}"
+        f"exec {runtime['python']} -m {module} {command} \"$@\"\n"
     )
 
 
@@ -162,7 +170,7 @@ def write_config(spec: ClusterSpec) -> Dict[str, str]:
                               scheduler_parameters=spec.scheduler_parameters)
     init_gpus(spec)  # first: a static node's gres come from the layout made on its GPUs
     inventory = _inventory(spec, host)
-    files = confgen.render_all(inventory, options)
+    files = rooted.adapt(spec, confgen.render_all(inventory, options))
     files["slurm.conf"] = (_base_conf(spec, host) + files["slurm.conf"]
                            + "PartitionName=gpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n")
     paths = {}

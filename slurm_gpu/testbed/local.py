@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from slurm_gpu.core.errors import SlurmError
 from slurm_gpu.state.fsutil import atomic_write
+from slurm_gpu.testbed import rooted
 from slurm_gpu.testbed.files import wired_hooks, write_config
 from slurm_gpu.testbed.spec import ClusterSpec, node_names, validate
 
@@ -29,6 +30,9 @@ PIDS_FILE = "pids.json"
 
 def _run(args: List[str], spec: Optional[ClusterSpec] = None, check: bool = True,
          timeout: float = 30) -> subprocess.CompletedProcess:
+    """``args`` on the host, or with ``spec`` a Slurm tool of that cluster (inside its root if it has one)."""
+    if spec is not None:
+        args = rooted.command(spec, args)
     proc = subprocess.run(args, env=spec.env() if spec else None, capture_output=True, text=True,
                           timeout=timeout, check=False)
     if check and proc.returncode != 0:
@@ -110,8 +114,12 @@ def up(spec: ClusterSpec, timeout: float = 60) -> Dict[str, Any]:
     if os.geteuid() != 0:
         raise SlurmError("the local cluster needs root (slurmd, munge, mknod)")
     down(spec)
-    ensure_munge()
     ensure_users()
+    if rooted.in_root(spec):
+        rooted.prepare(spec, TEST_USERS)  # the cached root of that version, mounted for this cluster
+        rooted.start_munge(spec)
+    else:
+        ensure_munge()
     write_config(spec)
     pids = _pid_files(spec)
     _run(["slurmctld", "-f", spec.conf], spec)
@@ -200,10 +208,17 @@ def processes(spec: ClusterSpec) -> Dict[str, int]:
 
 
 def down(spec: ClusterSpec, timeout: float = 20) -> Dict[str, Any]:
-    """Cancel the cluster's jobs and stop every daemon it started; idempotent."""
+    """Cancel the cluster's jobs and stop every daemon it started (and unmount its root); idempotent."""
     running = processes(spec)
-    if not running:
-        return {"stopped": [], "dir": spec.dir}
+    if running:
+        _stop_daemons(spec, running, timeout)
+    stopped = sorted(running)
+    if rooted.in_root(spec):
+        stopped += rooted.stop(spec)
+    return {"stopped": stopped, "dir": spec.dir}
+
+
+def _stop_daemons(spec: ClusterSpec, running: Dict[str, int], timeout: float) -> None:
     if "slurmctld" in running:
         _run(["scancel", "--full", "--quiet", "--user=*"], spec, check=False, timeout=10)
         proc = _run(["squeue", "-h", "-o", "%A"], spec, check=False, timeout=10)
@@ -221,7 +236,6 @@ def down(spec: ClusterSpec, timeout: float = 20) -> Dict[str, Any]:
     left = processes(spec)
     if left:
         raise SlurmError(f"processes of the cluster in {spec.dir} did not stop: {left}")
-    return {"stopped": sorted(running), "dir": spec.dir}
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -245,6 +259,7 @@ def status(spec: ClusterSpec) -> Dict[str, Any]:
         "port_base": spec.port_base,
         "gpus": spec.gpus,
         "mode": spec.mode,
+        "slurm": spec.slurm,
         "hooks": wired_hooks(spec),
         "processes": processes(spec),
         "nodes": node_states(spec) if _read_pid(_pid_files(spec)["slurmctld"]) else {},

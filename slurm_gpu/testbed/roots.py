@@ -20,8 +20,8 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 from slurm_gpu.core.errors import SlurmGpuError
 from slurm_gpu.state.fsutil import FileLock
 
-__all__ = ["RootSpec", "RootError", "ensure", "copy", "remove", "mounted", "chroot_run", "unmount_below",
-           "cache_dir", "SLURM_ROOTS", "DEBIAN_12", "APPTAINER"]
+__all__ = ["RootSpec", "RootError", "ensure", "copy", "remove", "mounted", "mount_system", "chroot_run",
+           "unmount_below", "cache_dir", "SLURM_ROOTS", "DEBIAN_12", "APPTAINER"]
 
 MIRROR_ENV = "SLURM_GPU_DEBIAN_MIRROR"
 CACHE_ENV = "SLURM_GPU_ROOT_CACHE"
@@ -51,8 +51,9 @@ class RootSpec:
         return f"{self.suite}-{hashlib.sha256(body.encode()).hexdigest()[:10]}"
 
 
+# python3-yaml, -jinja2, -click: the suite itself runs inside the root (hooks, CLI) on that suite's python3.
 _SLURM_PACKAGES = ("munge", "slurmctld", "slurmd", "slurm-client", "lua5.1", "python3", "python3-venv",
-                   "ca-certificates")
+                   "ca-certificates", "python3-yaml", "python3-jinja2", "python3-click")
 # The Slurm versions these suites ship (no suite ships 25.11); 22.05 is also the host's (bookworm).
 SLURM_ROOTS = {
     "22.05": RootSpec("bookworm", _SLURM_PACKAGES),
@@ -168,24 +169,30 @@ def mounted(root: str) -> Iterator[str]:
     """``root`` with /proc, /sys and /dev of the host (rslave, so unmounting inside never reaches the
     host) and the host's name resolution, for ``chroot``; everything is unmounted on exit."""
     try:
-        for args in (["mount", "-t", "proc", "proc", f"{root}/proc"],
-                     ["mount", "--rbind", "/sys", f"{root}/sys"], ["mount", "--make-rslave", f"{root}/sys"],
-                     ["mount", "--rbind", "/dev", f"{root}/dev"], ["mount", "--make-rslave", f"{root}/dev"]):
-            _check(args, " ".join(args))
-        for name in ("hosts", "hostname", "resolv.conf"):
-            if os.path.exists(f"/etc/{name}"):
-                dst = f"{root}/etc/{name}"
-                if os.path.islink(dst):
-                    os.unlink(dst)
-                shutil.copyfile(f"/etc/{name}", dst)
-        certs = "/etc/ssl/certs/ca-certificates.crt"
-        if os.path.exists(certs) and os.path.isdir(f"{root}/etc/ssl/certs"):
-            shutil.copyfile(certs, f"{root}{certs}")  # pip inside the root needs the host's CA bundle
+        mount_system(root)
         yield root
     finally:
         unmount_below(f"{root}/proc")
         unmount_below(f"{root}/sys")
         unmount_below(f"{root}/dev")
+
+
+def mount_system(root: str) -> None:
+    """What ``mounted`` does on entry, for a root that outlives the caller (daemons chrooted into it):
+    the caller unmounts with ``unmount_below``."""
+    for args in (["mount", "-t", "proc", "proc", f"{root}/proc"],
+                 ["mount", "--rbind", "/sys", f"{root}/sys"], ["mount", "--make-rslave", f"{root}/sys"],
+                 ["mount", "--rbind", "/dev", f"{root}/dev"], ["mount", "--make-rslave", f"{root}/dev"]):
+        _check(args, " ".join(args))
+    for name in ("hosts", "hostname", "resolv.conf"):
+        if os.path.exists(f"/etc/{name}"):
+            dst = f"{root}/etc/{name}"
+            if os.path.islink(dst):
+                os.unlink(dst)
+            shutil.copyfile(f"/etc/{name}", dst)
+    certs = "/etc/ssl/certs/ca-certificates.crt"
+    if os.path.exists(certs) and os.path.isdir(f"{root}/etc/ssl/certs"):
+        shutil.copyfile(certs, f"{root}{certs}")  # pip inside the root needs the host's CA bundle
 
 
 def chroot_run(root: str, args: Sequence[str], timeout: float = 120.0,

@@ -16,7 +16,7 @@ from slurm_gpu.core.errors import BadInputError
 from slurm_gpu.state.fsutil import atomic_write
 
 __all__ = ["ClusterSpec", "node_names", "validate", "save_spec", "load_spec", "DEFAULT_DIR",
-           "DEFAULT_PORT_BASE", "TEST_SCHEDULER_PARAMETERS", "SPEC_FILE"]
+           "DEFAULT_PORT_BASE", "TEST_SCHEDULER_PARAMETERS", "SPEC_FILE", "HOST_SLURM", "SLURM_VERSIONS"]
 
 DEFAULT_DIR = "/var/tmp/slurm-gpu-cluster"
 DEFAULT_PORT_BASE = 17000
@@ -25,6 +25,9 @@ SPEC_FILE = "cluster.json"
 # (confgen.SCHEDULER_PARAMETERS) starts ~0.5 jobs/s, too slow for the 300-job trace test; races it allows
 # are requeued by the prolog (docs/admission.md, "Scheduling passes and races").
 TEST_SCHEDULER_PARAMETERS = "bf_interval=1,sched_min_interval=100000,default_queue_depth=200"
+# The host's Slurm (Debian 12); the others run in Debian roots (slurm_gpu.testbed.rooted).
+HOST_SLURM = "22.05"
+SLURM_VERSIONS = ("22.05", "24.11", "26.05")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class ClusterSpec:
     hooks: Optional[bool] = None  # None: wired on dynamic clusters when slurm_gpu.cli.hooks exists
     # slurm.conf SchedulerParameters (empty: Slurm's defaults); see docs/admission.md on passes and races
     scheduler_parameters: str = TEST_SCHEDULER_PARAMETERS
+    slurm: str = HOST_SLURM  # Slurm version: the host's, or one of a Debian root (SLURM_VERSIONS)
 
     @property
     def name(self) -> str:
@@ -75,6 +79,9 @@ def validate(spec: ClusterSpec) -> None:
         raise BadInputError(f"--port-base {spec.port_base} out of range", part=str(spec.port_base))
     if not os.path.isabs(spec.dir):
         raise BadInputError(f"--dir must be an absolute path: {spec.dir}", part=spec.dir)
+    if spec.slurm not in SLURM_VERSIONS:
+        raise BadInputError(f"--slurm must be one of {', '.join(SLURM_VERSIONS)}, not {spec.slurm!r}",
+                            part=spec.slurm)
     if spec.mode not in MODES:
         raise BadInputError(f"--mode must be {' or '.join(MODES)}, not {spec.mode!r}", part=spec.mode)
     if (spec.mode == "static") != bool(spec.layout):

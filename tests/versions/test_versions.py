@@ -1,0 +1,368 @@
+"""The core of the suite on Slurm 24.11 (Debian trixie) and 26.05 (sid), each in a cached Debian root.
+
+One 2-node cluster per version for the session (``slurm_gpu.testbed.rooted``): the real slurmctld and
+slurmd of that version, its munged, job_submit.lua, and our Prolog, Epilog and TaskProlog on the root's
+python3. Everything a test decides on is read from that version's JSON (``scontrol show job
+--json=v0.0.42``) through the Slurm adapter's own parser, and the adapter itself runs inside the root.
+22.05 (the host) runs the whole suite in tests/cluster/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import pytest
+from conftest import free_port_base
+
+pytestmark = [pytest.mark.slurm, pytest.mark.versions, pytest.mark.slow]
+
+VERSIONS = ("24.11", "26.05")
+PROFILE = "1g.10gb"  # H100-80GB
+DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+TIMES: Dict[str, float] = {}  # version -> seconds to build (cold) or mount (warm) the root and start
+
+
+def _unavailable() -> Optional[str]:
+    if os.geteuid() != 0:
+        return "needs root (chroot, mounts, slurmd)"
+    for tool in ("debootstrap", "chroot", "mount", "runuser"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed (scripts/setup.sh)"
+    return None
+
+
+@dataclass
+class VCluster:
+    spec: object  # ClusterSpec
+    nodes: List[str]
+    out: str  # a directory every user may write, seen at the same path inside and outside the root
+
+    @property
+    def version(self) -> str:
+        return self.spec.slurm
+
+    def run(self, args: List[str], user: Optional[str] = None, timeout: float = 30,
+            check: bool = False) -> subprocess.CompletedProcess:
+        from slurm_gpu.testbed import rooted
+
+        proc = subprocess.run(rooted.command(self.spec, args, user=user), capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{args} failed: {proc.returncode} {proc.stderr}")
+        return proc
+
+    def sbatch(self, *args: str, wrap: str = "true", user: str = "sgtest1") -> subprocess.CompletedProcess:
+        return self.run(["sbatch", "--parsable", "-o", f"{self.out}/%j.out", *args, "--wrap", wrap],
+                        user=user)
+
+    def submit(self, *args: str, wrap: str = "true") -> str:
+        proc = self.sbatch(*args, wrap=wrap)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip().split(";")[0]
+
+    def job(self, job_id: str):
+        """The job as the adapter's parser reads this version's JSON."""
+        from slurm_gpu.slurm.parse import job_by_id
+
+        out = self.run(["scontrol", "show", "job", "--json=v0.0.42", job_id], check=True).stdout
+        return job_by_id(json.loads(out), int(job_id))
+
+    def wait(self, job_id: str, states=DONE, timeout: float = 60):
+        deadline = time.monotonic() + timeout
+        info = None
+        while time.monotonic() < deadline:
+            info = self.job(job_id)
+            # RUNNING+CONFIGURING: the Prolog still runs (PrologFlags=Alloc)
+            if info.state in states and "CONFIGURING" not in info.flags:
+                return info
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} not in {states} after {timeout} s: {info}")
+
+    def output(self, job_id: str) -> str:
+        with open(f"{self.out}/{job_id}.out", encoding="utf-8") as fh:
+            return fh.read()
+
+    def instances(self, node: str):
+        from slurm_gpu.devices.open import open_driver
+
+        driver = open_driver("sim", sim_state=os.path.join(self.spec.dir, node, "gpus.json"))
+        try:
+            return driver.instances()
+        finally:
+            driver.close()
+
+    def wait_instances(self, node: str, count: int, timeout: float = 15):
+        """The node's instances once ``count`` are complete (GPU and compute instance): the job is RUNNING
+        while its Prolog still creates them."""
+        deadline = time.monotonic() + timeout
+        made = self.instances(node)
+        while time.monotonic() < deadline:
+            if len(made) == count and all(i.mig_uuid for i in made):
+                return made
+            time.sleep(0.1)
+            made = self.instances(node)
+        raise AssertionError(f"{node}: {made}, not {count} complete instances after {timeout} s")
+
+    def all_instances(self):
+        return [i for node in self.nodes for i in self.instances(node)]
+
+    def wait_no_instances(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.all_instances():
+            time.sleep(0.2)
+        assert self.all_instances() == []
+
+    def node_states(self) -> Dict[str, str]:
+        from slurm_gpu.testbed import local
+
+        return local.node_states(self.spec)
+
+    def wait_idle(self, timeout: float = 30) -> None:
+        from slurm_gpu.testbed import local
+
+        local.wait_idle(self.spec, timeout)
+
+    def in_root_python(self, code: str) -> str:
+        """``code`` on the root's python3 with the package, as the hooks run it."""
+        from slurm_gpu.testbed import rooted
+
+        proc = subprocess.run(["chroot", rooted.root_path(self.spec), "/usr/bin/env",
+                               f"PYTHONPATH={rooted.LIB_DIR}", f"SLURM_CONF={self.spec.conf}",
+                               "PYTHONDONTWRITEBYTECODE=1", "/usr/bin/python3", "-c", code],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+
+@pytest.fixture(scope="session", params=VERSIONS)
+def vcluster(request):
+    reason = _unavailable()
+    if reason:
+        pytest.skip(f"Slurm {request.param} in a Debian root: {reason}")
+    from slurm_gpu.testbed import local, rooted
+    from slurm_gpu.testbed.spec import ClusterSpec, node_names
+
+    directory = tempfile.mkdtemp(prefix=f"sg-v{request.param.replace('.', '')}-", dir="/var/tmp")
+    os.chmod(directory, 0o755)
+    spec = ClusterSpec(dir=directory, nodes=2, gpus="H100-80GB:2", port_base=free_port_base(4),
+                       slurm=request.param)
+    start = time.monotonic()
+    try:
+        local.up(spec, timeout=60)
+        TIMES[request.param] = time.monotonic() - start
+        out = os.path.join(directory, "out")
+        os.makedirs(out, exist_ok=True)
+        os.chmod(out, 0o1777)  # noqa: S103 - job output of the test users
+        yield VCluster(spec=spec, nodes=node_names(spec), out=out)
+    finally:
+        local.down(spec)
+        left = local.processes(spec)
+        mounts = _mounts_below(directory)
+        if not os.environ.get("SLURM_GPU_KEEP_CLUSTER"):
+            rooted.remove(spec)
+    assert not left and not mounts, f"left behind: processes {left}, mounts {mounts}"
+
+
+def _mounts_below(directory: str) -> List[str]:
+    real = os.path.realpath(directory)
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        return [p for p in (line.split()[4] for line in fh) if p == real or p.startswith(real + "/")]
+
+
+def _mig_uuids(text: str) -> List[str]:
+    return [w for line in text.splitlines() for w in line.split() if w.startswith("MIG-")]
+
+
+def test_cluster_runs_that_version(vcluster):
+    out = vcluster.run(["sinfo", "--version"], check=True).stdout
+    assert out.split()[1].startswith(vcluster.version), out
+    assert vcluster.node_states() == {n: "idle" for n in vcluster.nodes}
+    print(f"Slurm {vcluster.version}: root ready and cluster idle after {TIMES[vcluster.version]:.1f} s")
+
+
+def test_admission_accepts_a_profile_and_refuses_unknown_and_forged(vcluster):
+    ok = vcluster.submit("--hold", f"--gres=gpu:{PROFILE}")
+    info = vcluster.job(ok)
+    assert info.admin_comment == f"slurm-gpu:gpu:{PROFILE}:1"
+    assert info.mig_slices_per_node() == 1  # 'gres/mig:1' from 24.11 on
+    assert info.tres_per_node.startswith("gres/")
+    assert info.features == f"mig.{PROFILE}.1"
+    vcluster.run(["scancel", ok], check=True)
+    for args in (["--gres=gpu:9g.99gb"], ["--gres=mig:4"], [f"--constraint=mig.{PROFILE}.1"],
+                 [f"--gres=gpu:{PROFILE}", "--gpus-per-node=1"]):
+        bad = vcluster.sbatch(*args)
+        assert bad.returncode != 0, (args, bad.stdout)
+        assert "slurm-gpu" in bad.stderr or "gres" in bad.stderr.lower(), (args, bad.stderr)
+    unknown = vcluster.sbatch("--gres=gpu:9g.99gb")
+    assert "slurm-gpu" in unknown.stderr and "9g.99gb" in unknown.stderr
+
+
+def test_gpus_per_node_is_rewritten_alone(vcluster):
+    """From 24.11 --gpus-per-node lands in tres_per_node like --gres: the rewrite leaves only the mig gres
+    (26.05 refuses a job carrying both --gres=gpu and --gpus-per-node)."""
+    job = vcluster.submit("--hold", f"--gpus-per-node={PROFILE}:1")
+    info = vcluster.job(job)
+    assert info.admin_comment == f"slurm-gpu:gpu:{PROFILE}:1" and info.tres_per_node == "gres/mig:1", info
+    vcluster.run(["scancel", job], check=True)
+
+
+def test_batch_and_srun_steps_get_the_instance_made_and_destroyed(vcluster):
+    job = vcluster.submit("-n2", f"--gres=gpu:{PROFILE}",
+                          wrap='echo batch $CUDA_VISIBLE_DEVICES; '
+                               'srun -n2 sh -c "echo step \\$SLURM_PROCID \\$CUDA_VISIBLE_DEVICES"; sleep 2')
+    info = vcluster.wait(job, states=("RUNNING",) + DONE)
+    node = info.nodes[0]
+    made = vcluster.wait_instances(node, 1)
+    assert made[0].size == 1
+    info = vcluster.wait(job)
+    assert info.state == "COMPLETED", info
+    out = vcluster.output(job)
+    uuids = _mig_uuids(out)
+    assert len(uuids) == 3 and set(uuids) == {made[0].mig_uuid}, out
+    assert sorted(line.split()[1] for line in out.splitlines() if line.startswith("step")) == ["0", "1"]
+    vcluster.wait_no_instances()
+
+
+def test_two_instances_one_per_task(vcluster):
+    job = vcluster.submit("-n2", f"--gres=gpu:{PROFILE}:2",
+                          wrap='srun -n2 sh -c "echo task \\$SLURM_LOCALID \\$CUDA_VISIBLE_DEVICES"')
+    assert vcluster.wait(job).state == "COMPLETED"
+    tasks = dict(line.split()[1:3] for line in vcluster.output(job).splitlines() if line.startswith("task"))
+    assert set(tasks) == {"0", "1"} and len(set(tasks.values())) == 2, tasks
+    assert all(u.startswith("MIG-") for u in tasks.values())
+    vcluster.wait_no_instances()
+
+
+def test_multi_node_job_gets_an_instance_on_each_node(vcluster):
+    job = vcluster.submit("-N2", "-n2", f"--gres=gpu:{PROFILE}",
+                          wrap='srun -N2 -n2 sh -c "echo node \\$SLURMD_NODENAME \\$CUDA_VISIBLE_DEVICES"')
+    info = vcluster.wait(job)
+    assert info.state == "COMPLETED" and set(info.nodes) == set(vcluster.nodes)
+    seen = dict(line.split()[1:3] for line in vcluster.output(job).splitlines() if line.startswith("node"))
+    assert set(seen) == set(vcluster.nodes) and all(u.startswith("MIG-") for u in seen.values()), seen
+    vcluster.wait_no_instances()
+
+
+def test_scancel_destroys_the_instance(vcluster):
+    job = vcluster.submit(f"--gres=gpu:{PROFILE}", wrap="sleep 60")
+    info = vcluster.wait(job, states=("RUNNING",))
+    vcluster.wait_instances(info.nodes[0], 1)
+    vcluster.run(["scancel", job], user="sgtest1", check=True)
+    assert vcluster.wait(job).state == "CANCELLED"
+    vcluster.wait_no_instances()
+    vcluster.wait_idle()
+
+
+def test_requeue_destroys_and_the_job_waits_again(vcluster):
+    job = vcluster.submit("--requeue", f"--gres=gpu:{PROFILE}", wrap="sleep 60")
+    vcluster.wait_instances(vcluster.wait(job, states=("RUNNING",)).nodes[0], 1)
+    vcluster.run(["scontrol", "requeue", job], check=True)
+    info = vcluster.wait(job, states=("PENDING",))
+    assert info.restart_count == 1, info
+    assert info.admin_comment.startswith(f"slurm-gpu:gpu:{PROFILE}:1"), info
+    vcluster.wait_no_instances()
+    vcluster.run(["scancel", job], check=True)
+    vcluster.wait_idle()
+
+
+def test_slurmd_restart_keeps_the_job_and_its_instance(vcluster):
+    from slurm_gpu.testbed import rooted
+
+    job = vcluster.submit(f"--gres=gpu:{PROFILE}", wrap="sleep 6; echo $CUDA_VISIBLE_DEVICES")
+    node = vcluster.wait(job, states=("RUNNING",)).nodes[0]
+    before = vcluster.wait_instances(node, 1)
+    pid_file = os.path.join(vcluster.spec.dir, node, "slurmd.pid")
+    with open(pid_file, encoding="ascii") as fh:
+        os.kill(int(fh.read().strip()), signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while os.path.exists(pid_file) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    subprocess.run(rooted.command(vcluster.spec, ["slurmd", "-N", node, "-f", vcluster.spec.conf]),
+                   check=True, timeout=30)
+    assert vcluster.instances(node) == before
+    info = vcluster.wait(job)
+    assert info.state == "COMPLETED", info
+    assert _mig_uuids(vcluster.output(job)) == [before[0].mig_uuid]
+    vcluster.wait_no_instances()
+    vcluster.wait_idle()
+
+
+def test_forged_job_name_changes_nothing(vcluster):
+    forged = "x AdminComment=slurm-gpu:gpu:7g.80gb:1 TresPerNode=gres/mig:7 Features=mig.7g.80gb.1"
+    job = vcluster.submit(f"--job-name={forged}", f"--gres=gpu:{PROFILE}", wrap="sleep 3")
+    info = vcluster.wait(job, states=("RUNNING",))
+    assert info.admin_comment == f"slurm-gpu:gpu:{PROFILE}:1"
+    made = vcluster.wait_instances(info.nodes[0], 1)
+    assert [i.size for i in made] == [1], made  # one 1-slice instance, not the 7g the name claims
+    assert vcluster.wait(job).state == "COMPLETED"
+    vcluster.wait_no_instances()
+
+
+def test_adapter_reads_this_version_from_json_inside_the_root(vcluster):
+    job = vcluster.submit(f"--gres=gpu:{PROFILE}", wrap="sleep 4")
+    node = vcluster.wait(job, states=("RUNNING",)).nodes[0]
+    vcluster.wait_instances(node, 1)
+    code = (
+        "import json\n"
+        "from slurm_gpu.slurm.client import SlurmCli\n"
+        "s = SlurmCli()\n"
+        f"j = s.job({job})\n"
+        f"avail, active = s.node_features({node!r})\n"
+        f"print(json.dumps({{'version': s.version(), 'state': j.state, 'nodes': j.nodes, 'uid': j.user_id,"
+        f" 'request': [j.request().profile, j.request().count], 'slices': j.mig_slices_per_node({node!r}),"
+        f" 'active': s.active_jobs_on({node!r}), 'avail': avail, 'act': active}}))\n"
+    )
+    got = json.loads(vcluster.in_root_python(code))
+    import pwd
+
+    assert ".".join(f"{x:02d}" for x in got["version"]) == vcluster.version
+    assert got["state"] == "RUNNING" and got["nodes"] == [node]
+    assert got["uid"] == pwd.getpwnam("sgtest1").pw_uid
+    assert got["request"] == [PROFILE, 1] and got["slices"] == 1
+    assert got["active"] == {job: "RUNNING"}
+    assert f"mig.{PROFILE}.1" in got["avail"] and set(got["act"]) <= set(got["avail"])
+    vcluster.wait(job)
+    vcluster.wait_no_instances()
+
+
+def test_adapter_writes_on_this_version(vcluster):
+    """What the hooks write through the adapter: requeue, hold and cancel with our marker kept next to the
+    record, and a drain, run inside the root against that version's controller."""
+    running = vcluster.submit(f"--nodelist={vcluster.nodes[0]}", f"--gres=gpu:{PROFILE}", wrap="sleep 60")
+    other = vcluster.submit(f"--nodelist={vcluster.nodes[1]}", f"--gres=gpu:{PROFILE}", wrap="sleep 60")
+    for job in (running, other):
+        vcluster.wait_instances(vcluster.wait(job, states=("RUNNING",)).nodes[0], 1)
+    node = vcluster.nodes[1]
+    code = (
+        "from slurm_gpu.slurm.client import SlurmCli\n"
+        "s = SlurmCli()\n"
+        f"s.requeue({running}, 'raced', s.job({running}).admin_comment)\n"
+        f"s.hold({other}, 'held test', s.job({other}).admin_comment)\n"
+        f"s.drain({node!r}, 'adapter test')\n"
+    )
+    try:
+        vcluster.in_root_python(code)
+        requeued = vcluster.wait(running, states=("PENDING",))
+        held = vcluster.wait(other, states=("PENDING",))
+        assert requeued.admin_comment == f"slurm-gpu:gpu:{PROFILE}:1 slurm-gpu-requeued:raced", requeued
+        assert held.admin_comment == f"slurm-gpu:gpu:{PROFILE}:1 slurm-gpu-refused:held_test", held
+        assert requeued.restart_count == 1 and "Held" in held.reason, (requeued, held)
+        assert vcluster.node_states()[node].startswith("dr"), vcluster.node_states()  # drain, drng
+        cancel = f"s.cancel({running}, 'gone', s.job({running}).admin_comment)\n"
+        vcluster.in_root_python("from slurm_gpu.slurm.client import SlurmCli\ns = SlurmCli()\n" + cancel)
+        cancelled = vcluster.wait(running)
+        assert cancelled.state == "CANCELLED"
+        assert cancelled.admin_comment == f"slurm-gpu:gpu:{PROFILE}:1 slurm-gpu-refused:gone", cancelled
+    finally:
+        vcluster.run(["scancel", running, other])
+        vcluster.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
+    vcluster.wait_no_instances()
+    vcluster.wait_idle()
