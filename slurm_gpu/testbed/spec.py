@@ -41,6 +41,9 @@ class ClusterSpec:
     hooks: Optional[bool] = None  # None: wired on dynamic clusters when slurm_gpu.cli.hooks exists
     # slurm.conf SchedulerParameters (empty: Slurm's defaults); see docs/admission.md on passes and races
     scheduler_parameters: str = TEST_SCHEDULER_PARAMETERS
+    # False: proctrack/linuxproc and task/none, for containers that lack the privileges of Slurm's cgroup
+    # plugins (docker-slurm/); jobs then get no device cgroup (docs/cluster.md)
+    cgroups: bool = True
 
     @property
     def name(self) -> str:
