@@ -2,7 +2,8 @@
 # Installs what slurm-gpu needs on a Debian 12 machine (run as root): Slurm 22.05 and munge from Debian,
 # Lua for job_submit.lua, Prometheus and promtool for the monitoring tests (the tests start their own
 # instance; the package's service is not started), debootstrap for the Debian roots of other Slurm versions,
-# containers and install tests (slurm_gpu.testbed.roots), and a virtual environment in .venv with the package
+# containers and install tests (slurm_gpu.testbed.roots), docker.io and docker-compose for docker-slurm/ and
+# its tests, and a virtual environment in .venv with the package
 # and its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ APT_PACKAGES=(
     prometheus
     iproute2 procps util-linux
     debootstrap
+    docker.io docker-compose
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -32,6 +34,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     # Debian enables the prometheus service on install; the tests start their own on a free port.
     if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
         systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
+    # Likewise docker's: the docker-slurm/ tests start a dockerd of their own (no bridge, no iptables).
+    if [[ " ${missing[*]} " == *" docker.io "* ]] && command -v systemctl >/dev/null; then
+        systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true
     fi
 fi
 
