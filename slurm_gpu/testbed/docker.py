@@ -29,8 +29,10 @@ __all__ = ["DockerError", "Dockerd", "Compose", "repo_root", "context_files", "i
 IMAGE_CACHE_ENV = "SLURM_GPU_IMAGE_CACHE"
 DEFAULT_IMAGE_CACHE = "/var/cache/slurm-gpu/images"
 LOCAL_CA_DIR = "/usr/local/share/ca-certificates"
-# The base each suite's image starts from where no registry answers: a plain debootstrap root.
-SUITE_ROOTS = {"bookworm": roots.DEBIAN_12}
+# The base each suite's image starts from where no registry answers: a debootstrap root (trixie's and
+# sid's are the Slurm roots of the version matrix, so no other root is built for them).
+SUITE_ROOTS = {"bookworm": roots.DEBIAN_12, "trixie": roots.SLURM_ROOTS["24.11"],
+               "sid": roots.SLURM_ROOTS["26.05"]}
 # What the image copies from the build context (as /.dockerignore lets through).
 _CONTEXT_TOP = ("pyproject.toml", "README.md")
 _CONTEXT_TREES = ("slurm_gpu", "templates")
