@@ -110,6 +110,11 @@ def test_mig_job_srun_n2_sees_its_instance_in_both_tasks(docker_slurm):
     released = [json.loads(line) for line in history.splitlines()
                 if json.loads(line).get("job_id") == job_id and json.loads(line).get("event") == "released"]
     assert [i["mig_uuid"] for r in released for i in r["instances"]] == [uuid]
+    hooks = docker_slurm.exec(service, ["cat", f"{STATE}/{node}/state/hooks.log"]).stdout
+    runs = {r["hook"]: r for r in map(json.loads, hooks.splitlines()) if r.get("job_id") == job_id}
+    assert (runs["prolog"]["action"], runs["prolog"]["mig_uuids"], runs["prolog"]["problems"]) == (
+        "created", [uuid], [])  # no Slurm devices cgroup in the container: nothing to seal, no problem
+    assert runs["epilog"]["action"] == "released"
     inventory = docker_slurm.exec(service, ["slurm-gpu", "inventory", "--json",
                                             "--sim-state", f"{STATE}/{node}/gpus.json"])
     assert inventory.returncode == 0, inventory.stderr
