@@ -24,7 +24,7 @@ from slurm_gpu.core.errors import SlurmGpuError
 from slurm_gpu.testbed import roots
 
 __all__ = ["DockerError", "Dockerd", "Compose", "repo_root", "context_files", "image_key", "image_name",
-           "build_context", "ensure_image", "image_cache_dir", "missing_tools", "SUITE_ROOTS"]
+           "build_context", "cached_image", "ensure_image", "image_cache_dir", "missing_tools", "SUITE_ROOTS"]
 
 IMAGE_CACHE_ENV = "SLURM_GPU_IMAGE_CACHE"
 DEFAULT_IMAGE_CACHE = "/var/cache/slurm-gpu/images"
@@ -254,6 +254,15 @@ def import_base(daemon: Dockerd, root: str, tag: str) -> None:
             tar.stdout.close()
     if tar.returncode != 0 or imp.returncode != 0:
         raise DockerError(f"importing {root} as {tag} failed: {imp.stderr.strip()}")
+
+
+def cached_image(repo: str, suite: str = "bookworm") -> Optional[str]:
+    """The saved image for the current content, if there is one."""
+    spec = SUITE_ROOTS.get(suite)
+    if spec is None:
+        return None
+    path, _ = _cached(image_cache_dir(), suite, image_key(repo, suite, spec.name, _local_cas()))
+    return path if os.path.isfile(path) else None
 
 
 def ensure_image(daemon: Dockerd, repo: str, work: str, suite: str = "bookworm",

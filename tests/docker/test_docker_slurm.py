@@ -50,7 +50,7 @@ class DockerCluster:
         raise AssertionError(f"docker-slurm nodes not idle after {timeout:.0f} s: {states}")
 
     def teardown(self) -> None:
-        """compose down, then stop and remove the dockerd (idempotent)."""
+        """compose down, then stop the dockerd (idempotent; the fixture deletes its folder)."""
         if self.torn_down:
             return
         self.torn_down = True
@@ -69,6 +69,8 @@ def docker_slurm():
     why = dk.missing_tools()
     if why:
         pytest.skip(why)
+    if dk.cached_image(dk.repo_root()) is None and shutil.which("debootstrap") is None:
+        pytest.skip("no cached image, and no debootstrap to make its base (apt-get install debootstrap)")
     started = time.monotonic()
     home = tempfile.mkdtemp(prefix="sgd-", dir="/tmp")  # short: containerd's socket paths must fit
     daemon = dk.Dockerd(home).start()

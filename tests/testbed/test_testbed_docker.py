@@ -86,3 +86,14 @@ def test_build_context_is_what_dockerignore_lets_through_and_keys_the_image(tmp_
     with open(os.path.join(ctx, "slurm_gpu", "testbed", "container.py"), "a", encoding="utf-8") as fh:
         fh.write("\n")
     assert dk.image_key(ctx, "bookworm", "bookworm-x") != key
+
+
+def test_cached_image_is_found_by_content_key(tmp_path, monkeypatch):
+    monkeypatch.setenv(dk.IMAGE_CACHE_ENV, str(tmp_path))
+    assert dk.cached_image(REPO) is None
+    key = dk.image_key(REPO, "bookworm", dk.SUITE_ROOTS["bookworm"].name, dk._local_cas())
+    (tmp_path / f"bookworm-{key}.tar").write_bytes(b"")
+    (tmp_path / "bookworm-0000000000000000.tar").write_bytes(b"")
+    assert dk.cached_image(REPO) == str(tmp_path / f"bookworm-{key}.tar")
+    assert dk.cached_image(REPO, "trixie") is None
+    assert dk.cached_image(REPO, "jessie") is None
