@@ -3,8 +3,8 @@
 # Lua for job_submit.lua, Prometheus and promtool for the monitoring tests (the tests start their own
 # instance; the package's service is not started), debootstrap for the Debian roots of other Slurm versions,
 # containers and install tests (slurm_gpu.testbed.roots), Ansible for the role's tests (Debian's: it carries
-# the community.general chroot connection), and a virtual environment in .venv with the package and its
-# test tools.
+# the community.general chroot connection), docker.io and docker-compose for docker-slurm/ and its tests,
+# and a virtual environment in .venv with the package and its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,7 @@ APT_PACKAGES=(
     iproute2 procps util-linux
     debootstrap
     ansible
+    docker.io docker-compose
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -34,6 +35,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     # Debian enables the prometheus service on install; the tests start their own on a free port.
     if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
         systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
+    # Likewise docker's: the docker-slurm/ tests start a dockerd of their own (no bridge, no iptables).
+    if [[ " ${missing[*]} " == *" docker.io "* ]] && command -v systemctl >/dev/null; then
+        systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true
     fi
 fi
 

@@ -44,6 +44,10 @@ class Options:
     task_prolog: Optional[str] = None
     dev_dir: str = "/dev"  # where /dev/nvidia* live (a sandbox in the test cluster)
     cgroup_plugin: str = "autodetect"
+    # slurm.conf ProctrackType/TaskPlugin: the cgroup plugins isolate jobs (ConstrainDevices); containers
+    # without the privileges they need (docker-slurm/) run proctrack/linuxproc and task/none instead.
+    proctrack_type: str = "proctrack/cgroup"
+    task_plugin: str = "task/cgroup"
     constrain_cores: bool = True
     constrain_ram: bool = True
     header: bool = True  # a comment line naming the generator

@@ -4,6 +4,7 @@ configuration, each node's simulated GPU state and device sandbox (with the layo
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import socket
@@ -168,6 +169,8 @@ def write_config(spec: ClusterSpec) -> Dict[str, str]:
     options = confgen.Options(prolog=hooks["prolog"], epilog=hooks["epilog"],
                               task_prolog=hooks["task_prolog"], constrain_cores=False, constrain_ram=False,
                               scheduler_parameters=spec.scheduler_parameters)
+    if not spec.cgroups:
+        options = dataclasses.replace(options, proctrack_type="proctrack/linuxproc", task_plugin="task/none")
     init_gpus(spec)  # first: a static node's gres come from the layout made on its GPUs
     inventory = _inventory(spec, host)
     files = rooted.adapt(spec, confgen.render_all(inventory, options))

@@ -45,6 +45,9 @@ class ClusterSpec:
     # slurm.conf SchedulerParameters (empty: Slurm's defaults); see docs/admission.md on passes and races
     scheduler_parameters: str = TEST_SCHEDULER_PARAMETERS
     slurm: str = HOST_SLURM  # Slurm version: the host's, or one of a Debian root (SLURM_VERSIONS)
+    # False: proctrack/linuxproc and task/none, for containers that lack the privileges of Slurm's cgroup
+    # plugins (docker-slurm/); jobs then get no device cgroup (docs/cluster.md)
+    cgroups: bool = True
 
     @property
     def name(self) -> str:
