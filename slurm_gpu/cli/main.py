@@ -35,6 +35,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "task-prolog": ("slurm_gpu.cli.hooks:task_prolog", "Slurm TaskProlog: export CUDA_VISIBLE_DEVICES."),
     "reconcile": ("slurm_gpu.cli.hooks:reconcile", "Repair drift between driver, journal and Slurm."),
     "exporter": ("slurm_gpu.cli.exporter:cmd", "Export the node's MIG metrics for Prometheus."),
+    "container": ("slurm_gpu.cli.container:cmd", "Run a container on this task's MIG instance (in a job)."),
 }
 
 DEBUG_ENV = "SLURM_GPU_DEBUG"
