@@ -50,7 +50,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 # pip's build backend is chatty; keep its output for when it fails.
-if ! .venv/bin/python -m pip install -q -e '.[dev,plot]' >.venv/pip-install.log 2>&1; then
+if ! .venv/bin/python -m pip install -q -e '.[dev,plot,examples]' >.venv/pip-install.log 2>&1; then
     cat .venv/pip-install.log >&2
     exit 1
 fi
