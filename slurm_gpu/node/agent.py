@@ -487,8 +487,12 @@ class NodeAgent:
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self, dry_run: bool = False) -> ReconcileReport:
-        """Compare driver, journal and Slurm and repair under the node lock (``node.reconcile``)."""
+        """Compare driver, journal and Slurm and repair under the node lock (``node.reconcile``); drop
+        the CDI specs of jobs the journal no longer knows (an Epilog that never ran)."""
         from slurm_gpu.node.reconcile import reconcile
 
-        return reconcile(self.node, self.driver, self.journal, self.slurm, self._destroy,
-                         self._publish_quietly, dry_run)
+        def publish(problems: List[str]) -> None:  # under the lock, after the repairs
+            self._publish_quietly(problems)
+            cdi.sweep(self.policy.cdi_dir, {r.job_id for r in self.journal.scan()[0]}, problems)
+
+        return reconcile(self.node, self.driver, self.journal, self.slurm, self._destroy, publish, dry_run)

@@ -12,15 +12,16 @@ from __future__ import annotations
 import json
 import os
 import stat
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set
 
 from slurm_gpu.core.cdi import DeviceNode, JobDevice, job_spec, spec_file_name
 from slurm_gpu.core.errors import SlurmGpuError
+from slurm_gpu.state.task_env import is_job_id
 
 if TYPE_CHECKING:
     from slurm_gpu.devices.api import MigInstance
 
-__all__ = ["spec_path", "write_spec", "remove_spec", "job_devices", "SHARED_NODES", "SPEC_MODE"]
+__all__ = ["spec_path", "write_spec", "remove_spec", "sweep", "job_devices", "SHARED_NODES", "SPEC_MODE"]
 
 SPEC_MODE = 0o640
 # Driver nodes every CUDA process opens besides its GPU: control, unified memory (and its tools node).
@@ -93,3 +94,24 @@ def remove_spec(cdi_dir: Optional[str], job_id: str, problems: List[str]) -> Non
         pass
     except OSError as exc:
         problems.append(f"CDI spec not removed: {exc}")
+
+
+def sweep(cdi_dir: Optional[str], keep: Set[str], problems: List[str]) -> List[str]:
+    """Remove the specs of jobs not in ``keep`` (reconcile, under the node lock); returns the job ids."""
+    if not cdi_dir:
+        return []
+    prefix, suffix = spec_file_name("X").split("X")
+    try:
+        names = os.listdir(cdi_dir)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        problems.append(f"CDI specs not swept: {exc}")
+        return []
+    gone = []
+    for name in names:
+        job_id = name[len(prefix):-len(suffix)] if name.startswith(prefix) and name.endswith(suffix) else ""
+        if job_id and job_id not in keep and is_job_id(job_id):
+            remove_spec(cdi_dir, job_id, problems)
+            gone.append(job_id)
+    return gone

@@ -101,6 +101,13 @@ def test_agent_writes_the_spec_with_the_instance_and_removes_it(tmp_path):
             assert all(n.host_path == str(sandbox) + n.path for n in dev.nodes)
         assert agent.release(JobContext("10", 1001, 1002)).action == "released"
         assert not path.exists()
+        # an Epilog that never ran: reconcile drops the spec of a job the journal no longer knows
+        agent.slurm.add(11, "1g.10gb", 1, slices=1)
+        assert agent.prepare(JobContext("11", 1001, 1002)).action == "created"
+        (tmp_path / "cdi" / "slurm-gpu-job99.json").write_text("{}")
+        (tmp_path / "cdi" / "nvidia.yaml").write_text("{}")
+        agent.reconcile()
+        assert sorted(os.listdir(tmp_path / "cdi")) == ["nvidia.yaml", "slurm-gpu-job11.json"]
     finally:
         driver.close()
 
