@@ -13,8 +13,9 @@ subcommand, what exposes exactly the task's instance and keeps the job's identit
   node), the working directory, both variables, the driver libraries under ``/usr/local/nvidia/lib64``.
 - Docker (a root daemon): the same through ``--device`` and ``--user uid:gid``.
 
-Options that would widen what the container sees (``--privileged``, ``--device``, ``--gpus``, ``--nv``...)
-and ones that set the two variables are refused: the container gets the task's instance and nothing else.
+Options that would widen what the container sees (``--privileged``, ``--device``, ``--gpus``, ``--nv``, a
+bind of the host's ``/dev``...) and ones that set the two variables are refused: the container gets the
+task's instance and nothing else.
 Pure: no I/O here (``node.containers`` finds the devices and runs the command).
 
 >>> dev = JobDevice(0, "MIG-1", 0, (DeviceNode("/dev/nvidia0", "/d/nvidia0", 195, 0),))
@@ -49,6 +50,26 @@ _WIDENING = {
                "--cgroup-parent"),
 }
 _ENV_OPTIONS = ("-e", "--env")
+_BIND_OPTIONS = ("-B", "--bind", "--mount", "-v", "--volume")  # a bind of the host's /dev shows every node
+
+
+def _option_value(options: Sequence[str], i: int, names: Sequence[str]) -> Optional[str]:
+    """The value of option ``options[i]`` if it is one of ``names`` (``--opt=v``, ``-v=x`` or ``--opt v``)."""
+    name, sep, value = options[i].partition("=")
+    if name not in names:
+        return None
+    if sep:
+        return value
+    return options[i + 1] if i + 1 < len(options) else None
+
+
+def _bind_source(value: str) -> str:
+    """``SRC[:DST[:OPTS]]``, or ``--mount type=bind,source=SRC,...`` (``src=`` too)."""
+    for part in value.split(","):
+        key, sep, val = part.partition("=")
+        if sep and key in ("source", "src"):
+            return val
+    return value.split(":", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -113,12 +134,15 @@ def check_options(runtime: str, options: Sequence[str], command_given: bool) -> 
             hint = "" if command_given else " (if it belongs to the container's command, put that after --)"
             raise BadInputError(f"{runtime} option {name} is not allowed: the container gets exactly this "
                                 f"task's MIG instance{hint}", part=arg)
-        value = arg.split("=", 1)[1] if "=" in arg and name in _ENV_OPTIONS else None
-        if name in _ENV_OPTIONS and value is None and i + 1 < len(options):
-            value = options[i + 1]
+        value = _option_value(options, i, _ENV_OPTIONS)
         if value is not None and value.split("=", 1)[0] in ENV_KEYS:
             raise BadInputError(f"{value.split('=', 1)[0]} is set to the task's MIG instance; it cannot be "
                                 "given", part=arg)
+        bind = _option_value(options, i, _BIND_OPTIONS)
+        source = os.path.normpath(_bind_source(bind)) if bind else ""
+        if source == "/dev" or source.startswith("/dev/"):
+            raise BadInputError(f"{runtime}: binding {source} is not allowed: the container gets exactly "
+                                "this task's MIG instance's device nodes", part=arg)
 
 
 def _env_flags(flag: str, task: Task) -> List[str]:

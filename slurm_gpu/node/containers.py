@@ -203,22 +203,28 @@ def run_container(argv: Sequence[str], runtime: str, task: Task, grace_s: float,
     binary = argv[0]
     globals_ = split_command(runtime, args)[0] if args else []
     signalled: List[float] = []
-    try:
-        child = subprocess.Popen(list(argv))
-    except OSError as exc:
-        raise SlurmGpuError(f"cannot start {binary}: {exc}") from exc
+    children: List[subprocess.Popen[bytes]] = []
 
     def forward(signum: int, _frame: Any) -> None:
         if signum != signal.SIGCONT and not signalled:
             signalled.append(time.monotonic())
-        try:
-            child.send_signal(signum)
-        except ProcessLookupError:
-            pass
+        for child in children:
+            try:
+                child.send_signal(signum)
+            except ProcessLookupError:
+                pass
 
+    # Handlers first: a signal that comes while the runtime starts is still passed on (the runtime
+    # starts with the default dispositions, as exec resets caught signals).
     old = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
-        code = _wait(child, runtime, binary, globals_, task, grace_s, signalled)
+        try:
+            children.append(subprocess.Popen(list(argv)))
+        except OSError as exc:
+            raise SlurmGpuError(f"cannot start {binary}: {exc}") from exc
+        if signalled:
+            children[0].send_signal(signal.SIGTERM)
+        code = _wait(children[0], runtime, binary, globals_, task, grace_s, signalled)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)

@@ -173,6 +173,9 @@ def test_docker_runs_as_the_job_user():
     ("podman", ["run", "--env=CUDA_VISIBLE_DEVICES=0", "i"]),
     ("docker", ["run", "--runtime", "nvidia", "img"]),
     ("podman", ["run", "img", "python", "--device", "cuda"]),
+    ("apptainer", ["exec", "--bind", "/dev:/dev", "i.sif"]),
+    ("podman", ["run", "-v=/dev/nvidia-caps:/c", "i"]),
+    ("docker", ["run", "--mount", "type=bind,source=/dev,target=/d", "img"]),
 ])
 def test_widening_options_are_refused(runtime, args):
     with pytest.raises(BadInputError) as err:
@@ -188,7 +191,8 @@ def test_split_command_needs_a_foreground_subcommand():
                           ("docker", [])):
         with pytest.raises(BadInputError):
             split_command(runtime, args)
-    check_options("docker", ["-e", "FOO=1"], True)
+    check_options("docker", ["-e", "FOO=1", "-v", "/var/tmp/sb/dev:/sb", "--mount", "type=tmpfs,dst=/t"],
+                  True)
 
 
 # ------------------------------------------------------------------------------------------ refusals
