@@ -250,3 +250,21 @@ def test_cli_help_and_refusal_exit_code(tmp_path, monkeypatch):
     assert res.exit_code == 3 and "docker is forbidden" in res.stderr
     res = invoke(["--config", str(cfg), "container", "--json", "podman", "run", "img"])
     assert res.exit_code == 3 and "not inside a Slurm job" in res.stderr
+
+
+def test_cli_passes_the_runtime_command_untouched(monkeypatch):
+    from cli_runner import cli_runner
+
+    import slurm_gpu.hooks.container as entry
+    from slurm_gpu.cli.main import main
+
+    seen = {}
+
+    def execute(runtime, args, dry_run=False, as_json=False, config_path=None):
+        seen.update(runtime=runtime, args=args, json=as_json)
+        return 7
+
+    monkeypatch.setattr(entry, "execute", execute)
+    args = ["--root", "/x", "run", "-v", "a:b", "img", "--", "python", "x.py", "--device", "cuda"]
+    res = cli_runner().invoke(main, ["container", "--json", "podman", *args])
+    assert res.exit_code == 7 and seen == {"runtime": "podman", "args": tuple(args), "json": True}
