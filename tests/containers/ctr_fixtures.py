@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -201,8 +203,25 @@ def ctr() -> Iterator[Containers]:
         finally:
             if dockerd is not None:
                 dockerd.stop()
-            _run(["podman", *podman, "rm", "-a", "-f"], user=USER) if "podman" in locals() else None
+            _stop_podman_pause(t0)
             subprocess.run(["rm", "-rf", work], check=False)
+
+
+def _stop_podman_pause(since: float) -> None:
+    """Rootless podman keeps a pause process per user (its user namespace): stop the one this session's
+    image builds started (outside any job; those started in a job end with it)."""
+    uid = pwd.getpwnam(USER).pw_uid
+    try:
+        with open(f"/tmp/podman-run-{uid}/libpod/tmp/pause.pid", encoding="ascii") as fh:
+            pid = int(fh.read().strip())
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            started = int(fh.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime", encoding="ascii") as fh:
+            age = float(fh.read().split()[0]) - started
+    except (OSError, ValueError, IndexError):
+        return
+    if age < time.monotonic() - since + 1 and os.stat(f"/proc/{pid}").st_uid == uid:
+        os.kill(pid, signal.SIGTERM)
 
 
 def _images(ctx: Containers) -> None:
@@ -218,4 +237,8 @@ def _images(ctx: Containers) -> None:
     sif = os.path.join(ctx.work, "bb.sif")
     apptainer = os.path.join(ctx.work, "apptainer")
     _ok(_run([apptainer, "build", sif, tree], user=USER))
-    ctx.images.update(podman="localhost/bb:1", oci=f"oci-archive:{archive}", docker="local/bb:1", sif=sif)
+    # as `apptainer pull docker://nvcr.io/...` converts an NGC image, here from the OCI archive
+    sif_oci = os.path.join(ctx.work, "bb-oci.sif")
+    _ok(_run([apptainer, "build", sif_oci, f"oci-archive:{archive}"], user=USER))
+    ctx.images.update(podman="localhost/bb:1", oci=f"oci-archive:{archive}", docker="local/bb:1", sif=sif,
+                      sif_oci=sif_oci)

@@ -36,13 +36,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCHEMA_DIR = os.path.join(HERE, "..", "fixtures", "cdi")
 
 
-def run_args(ctr: Containers, runtime: str, *tail: str, binds: List[str] = ()) -> List[str]:  # noqa: F811
+def run_args(ctr: Containers, runtime: str, *tail: str, binds: List[str] = (),  # noqa: F811
+             image: str = "") -> List[str]:
     """The container command of a job step: ``runtime``'s run/exec of the test image, then ``tail``."""
     if runtime == "apptainer":
-        opts = ["exec", "--unsquash"] + [x for b in binds for x in ("--bind", b)] + [ctr.images["sif"]]
+        opts = ["exec", "--unsquash", *[x for b in binds for x in ("--bind", b)], image or ctr.images["sif"]]
     else:
         opts = ["run", *(PODMAN_RUN if runtime == "podman" else ["--network", "none"])]
-        opts += [x for b in binds for x in ("-v", b)] + [ctr.images[runtime]]
+        opts += [x for b in binds for x in ("-v", b)] + [image or ctr.images[runtime]]
     return ctr.container_cmd(runtime, *opts, "--", *tail)
 
 
@@ -181,8 +182,10 @@ def test_dry_run_json_in_a_job(ctr):  # noqa: F811
 
 
 def test_two_instances_srun_n2_each_task_its_own(ctr):  # noqa: F811
-    step_p = run_args(ctr, "podman", "sh", "-c", "echo PODMAN=$CUDA_VISIBLE_DEVICES")
-    step_a = run_args(ctr, "apptainer", "sh", "-c", "echo APPTAINER=$CUDA_VISIBLE_DEVICES")
+    # images from the OCI archive: podman runs it as it is, Apptainer from the SIF made of it
+    step_p = run_args(ctr, "podman", "sh", "-c", "echo PODMAN=$CUDA_VISIBLE_DEVICES", image=ctr.images["oci"])
+    step_a = run_args(ctr, "apptainer", "sh", "-c", "echo APPTAINER=$CUDA_VISIBLE_DEVICES",
+                      image=ctr.images["sif_oci"])
     body = f'echo "ALL=$SLURM_GPU_MIG_DEVICES"\nsrun -n2 {sh(step_p)}\nsrun -n2 {sh(step_a)}'
     jid = ctr.submit("1g.10gb:2", ctr.script(body, "two"), "-n2")
     info = wait(ctr, [jid])[jid]
