@@ -30,6 +30,7 @@ USER, OTHER = "sgtest1", "sgtest2"
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "cat", "ls", "echo", "sleep", "id", "env", "test", "true", "false", "kill", "trap", "grep")
 SYSTEM_PYTHON = "/usr/bin/python3"
+CDI_DIR = "/var/run/cdi"  # where podman 4.3 reads CDI specs: the test cluster's Prolog writes there
 
 
 def need(*tools: str) -> None:
@@ -99,7 +100,7 @@ class Containers:
             return fh.read()
 
     def cdi_spec(self, job_id: str) -> str:
-        return os.path.join("/var/run/cdi", f"slurm-gpu-job{job_id}.json")
+        return os.path.join(CDI_DIR, f"slurm-gpu-job{job_id}.json")
 
 
 def _busybox_tree(path: str) -> str:
@@ -184,10 +185,11 @@ def _write_config(cluster: Cluster, work: str, apptainer: str) -> str:
 def ctr() -> Iterator[Containers]:
     need("podman", "dockerd", "/usr/bin/docker", "debootstrap", BUSYBOX, SYSTEM_PYTHON, "newuidmap")
     t0 = time.monotonic()
-    work = tempfile.mkdtemp(prefix="sg-ctr-", dir="/var/tmp")
-    os.chmod(work, 0o777)  # noqa: S103 - the job users write their output and podman storage here
     dockerd: Optional[Dockerd] = None
     with running_cluster(nodes=1, gpus="H100-80GB:1", prefix="sg-test-ctr-") as cluster:
+        port_base = cluster.spec.port_base
+        work = tempfile.mkdtemp(prefix="sg-ctr-", dir="/var/tmp")
+        os.chmod(work, 0o777)  # noqa: S103 - the job users write their output and podman storage here
         try:
             apptainer = _apptainer_wrapper(work)
             config = _write_config(cluster, work, apptainer)
@@ -205,6 +207,16 @@ def ctr() -> Iterator[Containers]:
                 dockerd.stop()
             _stop_podman_pause(t0)
             subprocess.run(["rm", "-rf", work], check=False)
+    _remove_cluster_specs(port_base)  # after the cluster stopped: no Epilog writes or removes one now
+
+
+def _remove_cluster_specs(port_base: int) -> None:
+    """CDI specs of this cluster's jobs that no Epilog removed (a failed test stops the cluster with jobs
+    running): job ids are ``port_base * 100 + n`` (testbed.files)."""
+    for name in os.listdir(CDI_DIR) if os.path.isdir(CDI_DIR) else []:
+        digits = name[len("slurm-gpu-job"):-len(".json")] if name.startswith("slurm-gpu-job") else ""
+        if digits.isdigit() and int(digits) // 100 == port_base:
+            os.unlink(os.path.join(CDI_DIR, name))
 
 
 def _stop_podman_pause(since: float) -> None:
