@@ -94,6 +94,7 @@ class ContainersConfig:
     apptainer_bin: Optional[str] = None  # None: found on PATH
     podman_bin: Optional[str] = None
     docker_bin: Optional[str] = None
+    docker_host: Optional[str] = None  # the daemon the Epilog asks for the job's leftovers (None: default)
     stop_grace_s: float = 10.0  # after a signal, how long a container may take before it is removed
 
 
@@ -135,7 +136,8 @@ _SCHEMA: Dict[str, Any] = {
     "log": {"file": "opt_path"},
     "monitoring": {"hpc_job_mapping_dir": "opt_path"},
     "containers": {"cdi": "bool", "cdi_dir": "opt_path", "docker": "bool", "apptainer_bin": "opt_path",
-                   "podman_bin": "opt_path", "docker_bin": "opt_path", "stop_grace_s": "pos_number"},
+                   "podman_bin": "opt_path", "docker_bin": "opt_path", "docker_host": "opt_str",
+                   "stop_grace_s": "pos_number"},
 }
 
 DEFAULT_CDI_DIR = "/var/run/cdi"  # where podman, Docker and NVIDIA's toolkit look (with /etc/cdi)

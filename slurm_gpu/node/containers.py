@@ -28,7 +28,7 @@ from slurm_gpu.core.containers import Task, container_argv, container_name, spli
 from slurm_gpu.core.errors import BadInputError, ConfigError, SlurmGpuError, StateError
 
 __all__ = ["ContainerRefused", "job_of_cgroup", "resolve_task", "driver_libraries", "parse_ldconfig",
-           "run_container", "build", "PODMAN_CDI_DIRS", "FORWARDED"]
+           "run_container", "build", "remove_docker_leftovers", "PODMAN_CDI_DIRS", "FORWARDED"]
 
 # podman's default CDI directories (containers/common); a spec elsewhere goes through --device per node.
 PODMAN_CDI_DIRS = ("/etc/cdi", "/var/run/cdi", "/run/cdi")
@@ -251,3 +251,28 @@ def _wait(child: subprocess.Popen[bytes], runtime: str, binary: str, globals_: S
         if signalled and not removed and time.monotonic() - signalled[0] > grace_s:
             _remove(binary, globals_, container_name(task), runtime)
             removed = True
+
+
+def remove_docker_leftovers(config: Any, job_id: str, timeout: float = 10.0) -> List[str]:
+    """The Epilog's sweep (root): remove the job's Docker containers (label ``io.slurm-gpu.job``) that
+    outlived it, e.g. when ``slurm-gpu container`` was killed before it could; returns their ids. Nothing
+    happens where Docker is forbidden or not installed, or its daemon does not answer."""
+    from slurm_gpu.core.containers import JOB_LABEL
+    from slurm_gpu.state.task_env import is_job_id
+
+    binary = config.containers.docker_bin or shutil.which("docker")
+    if not config.containers.docker or not binary or not is_job_id(job_id):
+        return []
+    host = config.containers.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if host.startswith("unix://") and not os.path.exists(host[len("unix://"):]):
+        return []  # no daemon here: no Epilog pays for asking
+    try:
+        found = subprocess.run([binary, "-H", host, "ps", "-aq", "--filter", f"label={JOB_LABEL}={job_id}"],
+                               capture_output=True, text=True, timeout=timeout, check=False)
+        ids = found.stdout.split() if found.returncode == 0 else []
+        if ids:
+            subprocess.run([binary, "-H", host, "rm", "-f", *ids], capture_output=True, timeout=timeout,
+                           check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return ids

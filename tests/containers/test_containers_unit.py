@@ -268,3 +268,12 @@ def test_cli_passes_the_runtime_command_untouched(monkeypatch):
     args = ["--root", "/x", "run", "-v", "a:b", "img", "--", "python", "x.py", "--device", "cuda"]
     res = cli_runner().invoke(main, ["container", "--json", "podman", *args])
     assert res.exit_code == 7 and seen == {"runtime": "podman", "args": tuple(args), "json": True}
+
+
+def test_epilog_sweep_asks_no_daemon_that_is_not_there(tmp_path):
+    absent = f"unix://{tmp_path}/none.sock"
+    cfg = Config(containers=ContainersConfig(docker_bin="/bin/false", docker_host=absent))
+    assert nc.remove_docker_leftovers(cfg, "42") == []
+    forbidden = Config(containers=ContainersConfig(docker=False, docker_bin="/bin/false"))
+    assert nc.remove_docker_leftovers(forbidden, "42") == []
+    assert nc.remove_docker_leftovers(cfg, "../42") == []
