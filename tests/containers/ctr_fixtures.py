@@ -168,13 +168,14 @@ class Dockerd:
             subprocess.run(["umount", point], capture_output=True, check=False)
 
 
-def _write_config(cluster: Cluster, work: str, apptainer: str) -> str:
+def _write_config(cluster: Cluster, work: str, apptainer: str, docker_sock: str) -> str:
     """The cluster's node configuration plus the containers section (the hooks read it too)."""
     base = os.path.join(cluster.spec.dir, "config.yaml")
     with open(base, encoding="utf-8") as fh:
         text = fh.read()
     text += ("containers:\n  cdi_dir: /var/run/cdi\n  stop_grace_s: 0.5\n"
-             f"  apptainer_bin: {apptainer}\n  podman_bin: /usr/bin/podman\n  docker_bin: /usr/bin/docker\n")
+             f"  apptainer_bin: {apptainer}\n  podman_bin: /usr/bin/podman\n  docker_bin: /usr/bin/docker\n"
+             f"  docker_host: unix://{docker_sock}\n")
     with open(base, "w", encoding="utf-8") as fh:
         fh.write(text)
     os.chmod(base, 0o644)
@@ -192,7 +193,7 @@ def ctr() -> Iterator[Containers]:
         os.chmod(work, 0o777)  # noqa: S103 - the job users write their output and podman storage here
         try:
             apptainer = _apptainer_wrapper(work)
-            config = _write_config(cluster, work, apptainer)
+            config = _write_config(cluster, work, apptainer, os.path.join(work, "docker", "docker.sock"))
             store = os.path.join(work, "podman")
             os.makedirs(store)
             shutil.chown(store, USER)

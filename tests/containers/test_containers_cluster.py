@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from typing import Dict, List
@@ -258,3 +259,35 @@ def test_scancel_stops_every_container_and_leaves_nothing(ctr, other_job):  # no
         assert len(driver.instances()) == 1  # the other job's only
     finally:
         driver.close()
+
+
+def _container_command_pid(job_id: str) -> int:
+    """The task's ``slurm-gpu container`` process (the test user's, in the job)."""
+    for line in _user_processes(""):
+        pid = int(line.split()[0])
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                env = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if "slurm_gpu.hooks.container" in line and f"SLURM_JOB_ID={job_id}".encode() in env:
+            return pid
+    raise AssertionError(f"no container command of job {job_id}: {_user_processes('')}")
+
+
+def test_epilog_removes_a_docker_container_its_command_could_not(ctr):  # noqa: F811
+    marker = os.path.join(ctr.work, "up-docker-killed")
+    step = run_args(ctr, "docker", "sh", "-c", f"echo up > {marker}; exec sleep 300")
+    jid = ctr.submit("1g.10gb", ctr.script(f"srun {sh(step)}", "docker-killed"))
+    deadline = time.monotonic() + 60
+    while not os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert os.path.exists(marker), ctr.output(jid)
+    # as when KillWait runs out first: the command dies, dockerd's container (outside the job) does not
+    os.kill(_container_command_pid(jid), signal.SIGKILL)
+    info = wait(ctr, [jid])[jid]
+    assert info["JobState"] in ("FAILED", "COMPLETED"), info
+    released(ctr, [jid])
+    docker = subprocess.run(["/usr/bin/docker", *ctr.docker_globals, "ps", "-a", "--format", "{{.Names}}"],
+                            capture_output=True, text=True)
+    assert f"slurm-gpu-{jid}-" not in docker.stdout, docker.stdout
