@@ -17,6 +17,8 @@ APT_PACKAGES=(
     debootstrap
     ansible
     docker.io docker-compose
+    # containers on the job's MIG instance (tests/containers): rootless podman, dockerd, a busybox image
+    podman uidmap busybox-static
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -31,7 +33,15 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
+    # No package may start its service here (docker.io would start a dockerd that rewires the host's
+    # network): the tests start their own daemons.
+    policy_rc=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+        policy_rc=/usr/sbin/policy-rc.d
+    fi
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+    [ -z "$policy_rc" ] || rm -f "$policy_rc"
     # Debian enables the prometheus service on install; the tests start their own on a free port.
     if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
         systemctl disable --now prometheus >/dev/null 2>&1 || true
@@ -47,7 +57,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 # pip's build backend is chatty; keep its output for when it fails.
-if ! .venv/bin/python -m pip install -q -e '.[dev,plot]' >.venv/pip-install.log 2>&1; then
+if ! .venv/bin/python -m pip install -q -e '.[dev,plot,examples]' >.venv/pip-install.log 2>&1; then
     cat .venv/pip-install.log >&2
     exit 1
 fi

@@ -37,6 +37,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "reconcile": ("slurm_gpu.cli.hooks:reconcile", "Repair drift between driver, journal and Slurm."),
     "exporter": ("slurm_gpu.cli.exporter:cmd", "Export the node's MIG metrics for Prometheus."),
     "node": ("slurm_gpu.cli.node:cmd", "Install the hooks, configuration and units on this node."),
+    "container": ("slurm_gpu.cli.container:cmd", "Run a container on this task's MIG instance (in a job)."),
 }
 
 DEBUG_ENV = "SLURM_GPU_DEBUG"

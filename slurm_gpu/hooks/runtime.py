@@ -29,12 +29,13 @@ class HookAgent(NodeAgent):
 def policy_from_config(config: Any) -> Any:
     from slurm_gpu.devices.access import DEFAULT_CAPS_DIR
     from slurm_gpu.node.agent import AgentPolicy
+    from slurm_gpu.node.config import cdi_dir
 
     sandbox = getattr(config.driver, "sim_sandbox", None)
     caps_dir = os.path.join(sandbox, "dev", "nvidia-caps") if sandbox else DEFAULT_CAPS_DIR
     return AgentPolicy(max_count_per_node=config.policy.max_count_per_node, caps_dir=caps_dir,
                        publish_features=config.features.publish,
-                       hpc_job_mapping_dir=config.monitoring.hpc_job_mapping_dir)
+                       hpc_job_mapping_dir=config.monitoring.hpc_job_mapping_dir, cdi_dir=cdi_dir(config))
 
 
 def build_agent(config_path: Optional[str] = None, node: Optional[str] = None) -> HookAgent:

@@ -9,6 +9,8 @@ what a task file may hold (``is_mig_uuid``): the writer checks with the same fun
 Mapping: with n instances, the task with local id L (``SLURM_LOCALID``, 0 in the batch step) gets
 instance L mod n, so ``srun -n4`` on a job with two instances puts tasks 0 and 2 on the first and tasks
 1 and 3 on the second. ``SLURM_GPU_MIG_DEVICES`` lists all of the job's UUIDs, comma-separated.
+``NVIDIA_VISIBLE_DEVICES`` gets the task's UUID too: container hooks (Enroot/Pyxis, the NVIDIA container
+toolkit) read that one.
 
 Heterogeneous jobs: every component's tasks see the leader's ``SLURM_JOB_ID``; the component's own job id
 is one of ``SLURM_JOB_ID_HET_GROUP_<k>``: the one with a task file on this node, and where several have
@@ -71,8 +73,9 @@ def lines(environ, state_dir, uid=None):
         # Nothing of ours here, or two het components on this node with no way to tell which this is.
         inherited = environ.get("SLURM_GPU_MIG_DEVICES", "").split(",")
         out = []
-        if environ.get("CUDA_VISIBLE_DEVICES") in inherited:
-            out.append("unset CUDA_VISIBLE_DEVICES")
+        for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
+            if environ.get(name) in inherited:
+                out.append(f"unset {name}")
         if "SLURM_GPU_MIG_DEVICES" in environ:
             out.append("unset SLURM_GPU_MIG_DEVICES")
         if several:
@@ -82,7 +85,8 @@ def lines(environ, state_dir, uid=None):
     uuids = found[0][0]
     local = environ.get("SLURM_LOCALID", "0")
     index = int(local) % len(uuids) if local.isdigit() and local.isascii() else 0
-    return [f"export CUDA_VISIBLE_DEVICES={uuids[index]}", f"export SLURM_GPU_MIG_DEVICES={','.join(uuids)}"]
+    return [f"export CUDA_VISIBLE_DEVICES={uuids[index]}", f"export SLURM_GPU_MIG_DEVICES={','.join(uuids)}",
+            f"export NVIDIA_VISIBLE_DEVICES={uuids[index]}"]
 
 
 def main(argv=None):

@@ -24,7 +24,7 @@ from slurm_gpu.core.errors import DriverError, LockTimeout, NoFitError, SlurmErr
 from slurm_gpu.core.ownership import match
 from slurm_gpu.core.vocab import HookAction, InstanceState, Phase
 from slurm_gpu.devices.access import DEFAULT_CAPS_DIR
-from slurm_gpu.node import hpcjobs
+from slurm_gpu.node import cdi, hpcjobs
 from slurm_gpu.node.allocation import check_allocation, resolve_request
 from slurm_gpu.node.destroy import NODE_FAULT_CODES, busy_reason, create_retrying, destroy_gi
 from slurm_gpu.node.publish import FeaturePublisher, Publisher
@@ -76,6 +76,7 @@ class AgentPolicy:
     create_busy_poll_s: float = 0.5
     publish_features: bool = True
     hpc_job_mapping_dir: Optional[str] = None  # dcgm-exporter's job mapping files (node.hpcjobs)
+    cdi_dir: Optional[str] = None  # per-job CDI specs (node.cdi)
 
 
 @dataclass
@@ -256,6 +257,9 @@ class NodeAgent:
                 out.problems.extend(problems)
                 return out
             hpcjobs.write_mappings(self.policy.hpc_job_mapping_dir, ctx.job_id, created, problems)
+            minors = {g.index: g.minor for g in snap.gpus}
+            cdi.write_spec(self.policy.cdi_dir, ctx.job_id, ctx.gid, created, minors,
+                           os.path.dirname(self.policy.caps_dir), problems)
         cgroup = self._seal(ctx, created, problems, snap.gpus)
         detail = ", ".join(f"GPU {i.gpu_index} {p.profile_name}@{i.start}" for i, p in zip(created, planned))
         if cgroup:
@@ -420,6 +424,7 @@ class NodeAgent:
                 with self.journal.lock():
                     if self.journal.get(ctx.job_id) is None:
                         self.journal.remove_task_env(ctx.job_id)
+                        cdi.remove_spec(self.policy.cdi_dir, ctx.job_id, problems)
                         return Outcome(ctx.job_id, HookAction.NONE, "no instances recorded")
                     complete = self._release_locked(ctx.job_id, problems, busy)
                     if complete or not busy or time.monotonic() >= deadline:
@@ -443,6 +448,7 @@ class NodeAgent:
         rec = self.journal.begin_release(job_id)
         if rec is None:
             self.journal.remove_task_env(job_id)
+            cdi.remove_spec(self.policy.cdi_dir, job_id, problems)
             self._after_release = snap
             return True
         snap = snap or self.snapshot()
@@ -468,6 +474,7 @@ class NodeAgent:
             all_ok = all_ok and ok
         if all_ok:
             self.journal.finish_release(job_id)
+            cdi.remove_spec(self.policy.cdi_dir, job_id, problems)
         self._after_release = snap.without(job_id, gone, closed=all_ok)
         return all_ok
 
@@ -481,8 +488,12 @@ class NodeAgent:
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self, dry_run: bool = False) -> ReconcileReport:
-        """Compare driver, journal and Slurm and repair under the node lock (``node.reconcile``)."""
+        """Compare driver, journal and Slurm and repair under the node lock (``node.reconcile``); drop
+        the CDI specs of jobs the journal no longer knows (an Epilog that never ran)."""
         from slurm_gpu.node.reconcile import reconcile
 
-        return reconcile(self.node, self.driver, self.journal, self.slurm, self._destroy,
-                         self._publish_quietly, dry_run)
+        def publish(problems: List[str]) -> None:  # under the lock, after the repairs
+            self._publish_quietly(problems)
+            cdi.sweep(self.policy.cdi_dir, {r.job_id for r in self.journal.scan()[0]}, problems)
+
+        return reconcile(self.node, self.driver, self.journal, self.slurm, self._destroy, publish, dry_run)

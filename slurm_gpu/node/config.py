@@ -30,6 +30,8 @@ __all__ = [
     "FeaturesConfig",
     "LogConfig",
     "MonitoringConfig",
+    "ContainersConfig",
+    "cdi_dir",
     "load_config",
     "parse_config",
     "node_name",
@@ -83,6 +85,20 @@ class MonitoringConfig:
 
 
 @dataclass(frozen=True)
+class ContainersConfig:
+    """``slurm-gpu container`` and the per-job CDI spec (docs/containers.md)."""
+
+    cdi: bool = True  # the Prolog writes <cdi_dir>/slurm-gpu-job<id>.json
+    cdi_dir: Optional[str] = None  # None: /var/run/cdi (nvml), <sim_sandbox>/cdi (sim)
+    docker: bool = True  # false: `slurm-gpu container docker` refuses (a root daemon outside the job)
+    apptainer_bin: Optional[str] = None  # None: found on PATH
+    podman_bin: Optional[str] = None
+    docker_bin: Optional[str] = None
+    docker_host: Optional[str] = None  # the daemon the Epilog asks for the job's leftovers (None: default)
+    stop_grace_s: float = 10.0  # after a signal, how long a container may take before it is removed
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. ``path`` is the file it came from (None: built-in defaults);
     ``node`` the node name used for ``{node}``."""
@@ -96,6 +112,7 @@ class Config:
     lock_timeout_s: float = 30.0
     log: LogConfig = field(default_factory=LogConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    containers: ContainersConfig = field(default_factory=ContainersConfig)
     node: str = ""
     path: Optional[str] = None
 
@@ -118,7 +135,25 @@ _SCHEMA: Dict[str, Any] = {
     "lock_timeout_s": "pos_number",
     "log": {"file": "opt_path"},
     "monitoring": {"hpc_job_mapping_dir": "opt_path"},
+    "containers": {"cdi": "bool", "cdi_dir": "opt_path", "docker": "bool", "apptainer_bin": "opt_path",
+                   "podman_bin": "opt_path", "docker_bin": "opt_path", "docker_host": "opt_str",
+                   "stop_grace_s": "pos_number"},
 }
+
+DEFAULT_CDI_DIR = "/var/run/cdi"  # where podman, Docker and NVIDIA's toolkit look (with /etc/cdi)
+
+
+def cdi_dir(config: Config) -> Optional[str]:
+    """Where the job CDI specs go: ``containers.cdi_dir``, else /var/run/cdi on real GPUs and the
+    simulated driver's sandbox otherwise (its device files are there); None when ``containers.cdi`` is off."""
+    if not config.containers.cdi:
+        return None
+    if config.containers.cdi_dir:
+        return config.containers.cdi_dir
+    if config.driver.kind == "sim":
+        sandbox = config.driver.sim_sandbox
+        return os.path.join(sandbox, "cdi") if sandbox else None
+    return DEFAULT_CDI_DIR
 
 
 def node_name(node: Optional[str] = None, environ: Optional[Mapping[str, str]] = None) -> str:
@@ -224,6 +259,7 @@ def parse_config(
         "features": FeaturesConfig,
         "log": LogConfig,
         "monitoring": MonitoringConfig,
+        "containers": ContainersConfig,
     }
     kwargs: Dict[str, Any] = {k: v for k, v in checked.items() if k not in sections}
     for key, cls in sections.items():

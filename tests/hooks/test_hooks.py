@@ -41,6 +41,7 @@ def test_task_prolog_maps_local_id_modulo_instances(tasks):
         lines = out.splitlines()
         assert lines[0] == f"export CUDA_VISIBLE_DEVICES={uuids[local % 2]}"
         assert lines[1] == f"export SLURM_GPU_MIG_DEVICES={','.join(uuids)}"
+        assert lines[2] == f"export NVIDIA_VISIBLE_DEVICES={uuids[local % 2]}"  # what Enroot's hook reads
 
 
 def test_task_prolog_batch_step_gets_the_first(tasks):
