@@ -6,7 +6,7 @@ node's GPUs here; job_submit.lua charged it the largest slice count over the cat
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence, Tuple
 
 from slurm_gpu.core.errors import SlurmGpuError
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from slurm_gpu.core.catalog import GpuModel
     from slurm_gpu.slurm.parse import MigRequest
 
-__all__ = ["resolve_request", "check_allocation"]
+__all__ = ["resolve_request", "check_allocation", "check_typed_allocation"]
 
 
 def resolve_request(req: MigRequest, here: Sequence[GpuModel],
@@ -57,4 +57,16 @@ def check_allocation(req: MigRequest, slices: int, most: Optional[int], here: Se
     if not need <= slices <= most:
         return (f"Slurm allocated mig:{slices} on {node} but {req.count}x{req.profile} "
                 f"needs between {need} and {most} slices")
+    return None
+
+
+def check_typed_allocation(req: MigRequest, typed: Mapping[str, int], node: str) -> Optional[str]:
+    """Count admission: Slurm must have allocated exactly ``migp:<profile>:<count>`` of the request's
+    (resolved) profile on this node, nothing of another profile."""
+    from slurm_gpu.core.target import GRES_NAME, gres_type
+
+    want = {gres_type(req.profile): req.count}
+    if dict(typed) != want:
+        got = ",".join(f"{GRES_NAME}:{t}:{n}" for t, n in sorted(typed.items()))
+        return f"Slurm allocated {got} on {node} but the request is {req.count}x{req.profile}"
     return None

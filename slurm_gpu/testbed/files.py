@@ -117,6 +117,7 @@ def _hook_config(spec: ClusterSpec) -> str:
         f"state_dir: {d}/{{node}}/state\n"
         f"policy:\n  max_count_per_node: {spec.max_count_per_node}\n"
         f"slurm:\n  conf: {spec.conf}\n"
+        f"admission:\n  mode: {spec.admission}\n"
     )
 
 
@@ -159,7 +160,7 @@ def write_config(spec: ClusterSpec) -> Dict[str, str]:
         hooks[key] = path if with_hooks else None
     options = confgen.Options(prolog=hooks["prolog"], epilog=hooks["epilog"],
                               task_prolog=hooks["task_prolog"], constrain_cores=False, constrain_ram=False,
-                              scheduler_parameters=spec.scheduler_parameters)
+                              scheduler_parameters=spec.scheduler_parameters, admission=spec.admission)
     init_gpus(spec)  # first: a static node's gres come from the layout made on its GPUs
     inventory = _inventory(spec, host)
     files = confgen.render_all(inventory, options)

@@ -41,6 +41,8 @@ class ClusterSpec:
     hooks: Optional[bool] = None  # None: wired on dynamic clusters when slurm_gpu.cli.hooks exists
     # slurm.conf SchedulerParameters (empty: Slurm's defaults); see docs/admission.md on passes and races
     scheduler_parameters: str = TEST_SCHEDULER_PARAMETERS
+    admission: str = "features"  # "counts": migp counts and a `slurm-gpu publish --watch` per node
+    publish_interval_s: float = 2.0
 
     @property
     def name(self) -> str:
@@ -75,6 +77,9 @@ def validate(spec: ClusterSpec) -> None:
         raise BadInputError(f"--port-base {spec.port_base} out of range", part=str(spec.port_base))
     if not os.path.isabs(spec.dir):
         raise BadInputError(f"--dir must be an absolute path: {spec.dir}", part=spec.dir)
+    if spec.admission not in ("counts", "features"):
+        raise BadInputError(f"--admission must be counts or features, not {spec.admission!r}",
+                            part=spec.admission)
     if spec.mode not in MODES:
         raise BadInputError(f"--mode must be {' or '.join(MODES)}, not {spec.mode!r}", part=spec.mode)
     if (spec.mode == "static") != bool(spec.layout):
