@@ -10,7 +10,7 @@ Any object with the ``Publisher`` methods may stand in (``NodeAgent(publisher=..
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Protocol, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Protocol, Sequence, Tuple
 
 from slurm_gpu.core.features import active_features, all_features, is_fit_feature
 from slurm_gpu.core.planner import capacity, plan
@@ -103,49 +103,64 @@ class CountPublisher:
         self.updates = 0
         self.replans = 0  # races seen: an allocation landed while a count was lowered
 
-    def _read(self, node: str) -> Tuple[List[GresCount], Dict[str, int], Dict[str, int]]:
+    def _read(self, node: str, state: NodeState) -> _View:
         configured, used = self.slurm.node_gres(node)
-        others = [g for g in configured if g.name != GRES_NAME]
-        return others, _typed(configured), _typed(used)
-
-    def counts(self, node: str) -> Dict[str, int]:
-        """The counts Slurm has for the node now (profile name -> count)."""
-        return self._read(node)[1]
+        alloc = _typed(used)
+        # After `scontrol reconfigure` or a slurmctld restart, Slurm 22.05 was seen counting fewer migp
+        # allocated than the running jobs hold (2 jobs, GresUsed 1): it is published that much lower, so
+        # that what Slurm sees free stays exactly the promise.
+        under = {p: n - alloc.get(p, 0) for p, n in held(state).items() if n > alloc.get(p, 0)}
+        promised = _typed(configured)
+        for p, n in under.items():
+            promised[p] = promised.get(p, 0) + n
+        return _View([g for g in configured if g.name != GRES_NAME], promised, alloc, under)
 
     def publish(self, node: str, state: NodeState) -> Tuple[str, ...]:
-        others, current, alloc = self._read(node)
+        view = self._read(node, state)
+        current = view.promised
         demand = demand_of(self.slurm.pending_gres()) if self.follow_queue else []
+        have = held(state)
         for _ in range(_REPLANS):
-            have = held(state)
-            claims = {p: n - have.get(p, 0) for p, n in alloc.items() if n > have.get(p, 0)}
+            claims = {p: n - have.get(p, 0) for p, n in view.alloc.items() if n > have.get(p, 0)}
             target = choose_target(state, claims, demand)
             if _same(current, target):
                 return _terms(current)
             low = lowered(current, target)
             if not _same(low, current):
-                self._set(node, state, others, low)
+                self._set(node, state, view, low)
                 current = low
-                others, _, alloc = self._read(node)
-                if any(n > low.get(p, 0) for p, n in alloc.items()):
+                view = self._read(node, state)
+                if any(n > low.get(p, 0) - view.under.get(p, 0) for p, n in view.alloc.items()):
                     self.replans += 1  # Slurm allocated on a count we were giving up: plan again
                     continue
-            self._set(node, state, others, target)
+            self._set(node, state, view, target)
             return _terms(target)
         return _terms(current)
 
-    def _set(self, node: str, state: NodeState, others: Sequence[GresCount], counts: Dict[str, int]) -> None:
+    def _set(self, node: str, state: NodeState, view: _View, counts: Dict[str, int]) -> None:
         # Every profile of the node stays listed (0 when none is promised): the type list never changes;
         # the padding keeps the total what slurmd reports when it registers.
-        typed = [GresCount(GRES_NAME, gres_type(p), counts.get(p, 0)) for p in node_profiles(state)]
+        typed = [GresCount(GRES_NAME, gres_type(p), max(counts.get(p, 0) - view.under.get(p, 0), 0))
+                 for p in node_profiles(state)]
         pad = total_slots(state) - sum(g.count for g in typed)
-        self.slurm.set_gres(node, list(others) + typed + [GresCount(GRES_NAME, PAD_TYPE, max(pad, 0))])
+        self.slurm.set_gres(node, list(view.others) + typed + [GresCount(GRES_NAME, PAD_TYPE, max(pad, 0))])
         self.updates += 1
 
     def after_claim(self, node: str, state: NodeState) -> None:
         return None  # a claim fills a promised slot: the counts stay what they are
 
     def place(self, node: str, state: NodeState, profile: str, count: int) -> Tuple[PlannedInstance, ...]:
-        return place(state, self.counts(node), profile, count)
+        return place(state, self._read(node, state).promised, profile, count)
+
+
+class _View(NamedTuple):
+    """One read of the node's gres: the other gres names, the counts as promised (published plus what
+    Slurm undercounts), Slurm's allocated counts, and the undercount per profile."""
+
+    others: List[GresCount]
+    promised: Dict[str, int]
+    alloc: Dict[str, int]
+    under: Dict[str, int]
 
 
 def publisher_for(slurm: SlurmAdapter, admission: str, max_count_per_node: int,
