@@ -5,18 +5,18 @@ driver whose NVML calls are counted. ``FakeSlurm`` is checked against ``slurm.ap
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from slurm_gpu.devices import simstate
 from slurm_gpu.devices.counting import CountingNvml
 from slurm_gpu.devices.nvml import NvmlDriver
 from slurm_gpu.devices.simnvml import SimNvml
 from slurm_gpu.node.agent import AgentPolicy, NodeAgent
-from slurm_gpu.slurm.parse import JobInfo
+from slurm_gpu.slurm.parse import GresCount, JobInfo, format_gres_count
 from slurm_gpu.state.journal import Journal
 
 if TYPE_CHECKING:
-    from slurm_gpu.slurm.api import SlurmAdapter
+    from slurm_gpu.slurm.api import GresAdapter, SlurmAdapter
 
 
 class FakeSlurm:
@@ -62,8 +62,55 @@ class FakeSlurm:
         self.calls.append(("drain", node, reason))
 
 
+class FakeGresSlurm(FakeSlurm):
+    """``FakeSlurm`` with count admission's node gres: Slurm's counts, what it allocated (from the jobs
+    it holds, as ``migp`` per node), the pending queue's requests, and a hook run after each update
+    (``on_update``) that tests use to land an allocation at the worst moment."""
+
+    def __init__(self, node: str):
+        super().__init__(node)
+        self.gres: List[GresCount] = []
+        self.used_extra: Dict[str, int] = {}  # allocations of jobs the fake holds no record of
+        self.pending: List[str] = []
+        self.undercount: Dict[str, int] = {}  # what Slurm forgets (seen after reconfigure)
+        self.on_update: Optional[Any] = None
+        self.updates: List[str] = []
+
+    def add_typed(self, job_id: int, profile: str, count: int = 1, state: str = "RUNNING") -> None:
+        from slurm_gpu.core.target import gres_type
+
+        tres = f"gres:migp:{gres_type(profile)}:{count}"
+        self.jobs[job_id] = JobInfo(job_id, state, (), 1000, (self.node,), f"slurm-gpu:gpu:{profile}:{count}",
+                                    tres)
+
+    def node_gres(self, node: str) -> Tuple[Tuple[GresCount, ...], Tuple[GresCount, ...]]:
+        used: Dict[str, int] = dict(self.used_extra)
+        for job in self.jobs.values():
+            if job.active:
+                for t, n in job.typed_counts_per_node("migp", node).items():
+                    used[t] = used.get(t, 0) + n
+        for t, n in self.undercount.items():
+            used[t] = max(used.get(t, 0) - n, 0)
+        return tuple(self.gres), tuple(GresCount("migp", t, n) for t, n in sorted(used.items()))
+
+    def set_gres(self, node: str, gres: Sequence[GresCount]) -> None:
+        self.gres = list(gres)
+        self.updates.append(",".join(format_gres_count(g) for g in gres if g.count))
+        self.calls.append(("gres", self.updates[-1]))
+        if self.on_update is not None:
+            self.on_update(self)
+
+    def pending_gres(self) -> Tuple[str, ...]:
+        return tuple(self.pending)
+
+    def counts(self) -> Dict[str, int]:
+        return {g.type or "": g.count for g in self.gres
+                if g.name == "migp" and g.count and g.type != "unused"}
+
+
 if TYPE_CHECKING:
     _fake_is_an_adapter: SlurmAdapter = FakeSlurm("n1")
+    _fake_has_gres: GresAdapter = FakeGresSlurm("n1")
 
 
 def counted_agent(tmp: str, gpus: int = 8, model: str = "H100-80GB", slurm: Optional[FakeSlurm] = None,

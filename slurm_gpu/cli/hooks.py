@@ -1,4 +1,5 @@
-"""``slurm-gpu prolog | epilog | task-prolog | reconcile``: Slurm's hooks and the repair command."""
+"""``slurm-gpu prolog | epilog | task-prolog | reconcile | publish``: Slurm's hooks, the repair command and
+the re-plan loop."""
 
 from __future__ import annotations
 
@@ -109,3 +110,49 @@ def reconcile(dry_run: bool, node: Optional[str], as_json: bool) -> None:
         from slurm_gpu.core.errors import EXIT_STATE
 
         sys.exit(EXIT_STATE)
+
+
+@click.command("publish")
+@click.option("--node", default=None, help="Node name (default: SLURMD_NODENAME, else the host name).")
+@click.option("--watch", "interval", type=click.FloatRange(min=0.2), default=None, metavar="SECONDS",
+              help="Repeat every SECONDS until stopped (the node's re-plan loop).")
+@json_option
+def publish(node: Optional[str], interval: Optional[float], as_json: bool) -> None:
+    """Tell Slurm what this node can host now, under the node lock.
+
+    With count admission (admission.mode: counts) this re-plans the node's target layout for the pending
+    queue's demand and publishes it as migp counts (a count is lowered before others are raised, and never
+    below what Slurm has allocated); with fit features it republishes them. Hooks do this themselves after
+    each change; --watch makes new demand reach idle nodes (the systemd unit slurm-gpu-publish runs it).
+
+    \b
+    Example:
+      slurm-gpu publish --json
+      slurm-gpu --config /etc/slurm-gpu/config.yaml publish --watch 5
+    """
+    import time
+
+    from slurm_gpu.core.errors import SlurmGpuError
+    from slurm_gpu.hooks.runtime import build_agent
+
+    agent = build_agent(get_context().config_path, node=node)
+    try:
+        while True:
+            try:
+                with agent.journal.lock():
+                    published = agent.publish_features(agent.snapshot())
+            except SlurmGpuError as exc:
+                if interval is None:
+                    raise
+                click.echo(f"{agent.node}: {exc}", err=True)  # the loop outlives a busy controller
+            else:
+                if as_json:
+                    emit_json("publish", {"node": agent.node, "published": list(published),
+                                          "updates": agent.publisher.updates})
+                elif interval is None:
+                    click.echo(f"{agent.node}: {','.join(published) or 'nothing'}")
+            if interval is None:
+                return
+            time.sleep(interval)
+    finally:
+        agent.driver.close()

@@ -35,6 +35,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "epilog": ("slurm_gpu.cli.hooks:epilog", "Slurm Epilog: destroy the job's MIG instances."),
     "task-prolog": ("slurm_gpu.cli.hooks:task_prolog", "Slurm TaskProlog: export CUDA_VISIBLE_DEVICES."),
     "reconcile": ("slurm_gpu.cli.hooks:reconcile", "Repair drift between driver, journal and Slurm."),
+    "publish": ("slurm_gpu.cli.hooks:publish", "Re-plan and publish what this node can host now."),
     "exporter": ("slurm_gpu.cli.exporter:cmd", "Export the node's MIG metrics for Prometheus."),
     "node": ("slurm_gpu.cli.node:cmd", "Install the hooks, configuration and units on this node."),
     "container": ("slurm_gpu.cli.container:cmd", "Run a container on this task's MIG instance (in a job)."),

@@ -51,14 +51,32 @@ class Options:
     constrain_cores: bool = True
     constrain_ram: bool = True
     header: bool = True  # a comment line naming the generator
-    # One start per scheduling pass: fit features are a snapshot within a pass (docs/admission.md,
-    # "Scheduling passes and races"); "" leaves SchedulerParameters to the site.
-    scheduler_parameters: str = SCHEDULER_PARAMETERS
+    # "counts": typed count gres migp, exact at Slurm's full speed; "features": fit features, exact only
+    # with one start per scheduling pass (docs/admission.md).
+    admission: str = "features"
+    # None: what the admission needs (features: one start per pass, SCHEDULER_PARAMETERS; counts:
+    # nothing); "" leaves SchedulerParameters to the site.
+    scheduler_parameters: Optional[str] = None
     # Name of the FUTURE node that keeps MIG jobs pending while every node is busy ("" for none);
     # it belongs in every partition of MIG nodes.
     placeholder: str = "slurm-gpu-placeholder"
     # slurm.conf PrologEpilogTimeout (s): well above the hooks' lock timeout plus the slowest creations.
     prolog_epilog_timeout: int = 300
+
+
+ADMISSIONS = ("counts", "features")
+
+
+def _pad_type() -> str:
+    from slurm_gpu.core.target import PAD_TYPE
+
+    return PAD_TYPE
+
+
+def scheduler_parameters(options: Options) -> str:
+    if options.scheduler_parameters is not None:
+        return options.scheduler_parameters
+    return SCHEDULER_PARAMETERS if options.admission == "features" else ""
 
 
 def templates_dir() -> Path:
@@ -109,6 +127,10 @@ def _lua_literal(value: Any) -> str:
     raise BadInputError(f"cannot write {value!r} as Lua", part=repr(value))
 
 
+def _site_features(group: NodeGroup) -> Tuple[str, ...]:
+    return tuple(group.features)
+
+
 def node_features(group: NodeGroup, max_count: int) -> Tuple[str, ...]:
     """slurm.conf ``Features=`` of a node group: the site's own, then every fit feature (dynamic nodes)."""
     from slurm_gpu.core.features import all_features
@@ -128,7 +150,7 @@ def _check(inventory: Inventory) -> None:
                     f"set type_prefix so users can tell them apart", part=gres_type)
 
 
-def job_submit_context(inventory: Inventory) -> Dict[str, Any]:
+def job_submit_context(inventory: Inventory, admission: str = "features") -> Dict[str, Any]:
     """What job_submit.lua needs to know about the cluster's dynamic MIG nodes."""
     from slurm_gpu.core.features import feature_token, node_max_counts
     from slurm_gpu.core.requests import MEMORY_TOLERANCE
@@ -163,17 +185,40 @@ def job_submit_context(inventory: Inventory) -> Dict[str, Any]:
         "tolerance": MEMORY_TOLERANCE,
         "static_types": static_types,
         "admin_comment_prefix": ADMIN_COMMENT_PREFIX,
+        "admission": admission,
+        "gres_name": "migp",
     }
+
+
+def migp_counts(group: NodeGroup) -> Dict[str, Any]:
+    """Count admission of a dynamic group: every profile's gres type with its count on an idle node (the
+    target ``core.target.choose_target`` publishes with no demand), the most each could reach, and the
+    constant total (the most instances the GPUs hold) that ``PAD_TYPE`` makes up."""
+    from slurm_gpu.core.features import node_max_counts
+    from slurm_gpu.core.geometry import GpuState, NodeState
+    from slurm_gpu.core.target import choose_target, gres_type, node_profiles
+
+    node = NodeState.of(GpuState(i, m) for i, m in enumerate(group.gpus))
+    idle = choose_target(node, {}, [])
+    total = sum(m.max_gpu_instances for m in group.gpus)
+    most = node_max_counts(group.gpus)
+    types = [{"type": gres_type(p), "count": idle.get(p, 0), "max": most[p]} for p in node_profiles(node)]
+    return {"types": types, "total": total, "pad": total - sum(idle.values())}
 
 
 def _context(inventory: Inventory, options: Options) -> Dict[str, Any]:
     from slurm_gpu import __version__
 
+    if options.admission not in ADMISSIONS:
+        raise BadInputError(f"admission must be one of {', '.join(ADMISSIONS)}, not {options.admission!r}",
+                            part=options.admission)
+    counts = options.admission == "counts"
     groups = []
     for g in inventory.groups:
         groups.append({
             "g": g,
-            "features": node_features(g, inventory.max_count_per_node),
+            "features": _site_features(g) if counts else node_features(g, inventory.max_count_per_node),
+            "migp": migp_counts(g) if counts and g.mode == "dynamic" else None,
             "static": [{"type": g.static_type(d), "files": d.files(g.dev_dir or options.dev_dir)}
                        for d in g.static_devices],
         })
@@ -185,6 +230,9 @@ def _context(inventory: Inventory, options: Options) -> Dict[str, Any]:
         "options": options,
         "has_dynamic": bool(inventory.dynamic),
         "has_static": bool(inventory.static),
+        "counts": counts,
+        "pad_type": _pad_type(),
+        "scheduler_parameters": scheduler_parameters(options),
     }
 
 
@@ -198,10 +246,21 @@ def _placeholder(inventory: Inventory, options: Options) -> Optional[Dict[str, A
     dynamic = [g for g in inventory.groups if g.mode == "dynamic"]
     if not dynamic or not options.placeholder:
         return None
-    features = sorted({f for g in dynamic for f in node_features(g, inventory.max_count_per_node)})
+    if options.admission == "counts":
+        # Every migp type at its most: a job asking for a type no node publishes now pends.
+        most: Dict[str, int] = {}
+        for g in dynamic:
+            for t in migp_counts(g)["types"]:
+                most[t["type"]] = max(most.get(t["type"], 0), t["max"])
+        features: List[str] = []
+        gres = ",".join(f"migp:{t}:{n}" for t, n in sorted(most.items()))
+    else:
+        features = sorted({f for g in dynamic for f in node_features(g, inventory.max_count_per_node)})
+        gres = f"mig:{max(g.mig_count for g in dynamic)}"
     return {
         "name": options.placeholder,
         "features": features,
+        "gres": gres,
         "mig_count": max(g.mig_count for g in dynamic),
         "cpus": max((g.cpus or 1) for g in dynamic),
         "memory_mib": max((g.memory_mib or 1) for g in dynamic),
@@ -216,7 +275,7 @@ def render(kind: str, inventory: Inventory, options: Optional[Options] = None) -
     _check(inventory)
     context = _context(inventory, options)
     if kind == "job-submit":
-        context["js"] = job_submit_context(inventory)
+        context["js"] = job_submit_context(inventory, options.admission)
     return _env().get_template(_TEMPLATES[kind]).render(**context)
 
 

@@ -24,7 +24,7 @@ docs/planner.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from slurm_gpu.core.errors import BadInputError, NoFitError, UnknownProfileError
 
@@ -39,6 +39,8 @@ __all__ = [
     "plan",
     "plan_slots",
     "plan_request",
+    "plan_counts",
+    "fits_counts",
     "capacity",
     "slot_capacity",
     "fits",
@@ -382,6 +384,28 @@ def plan_request(node: NodeState, requests: Sequence[GresRequest]) -> Tuple[Plan
         groups[sig] = (prev[0] if prev else choose, count, size)
     ordered = sorted(groups.values(), key=lambda g: -g[2])
     return _plan(_node_gpus(node), [(choose, count) for choose, count, _ in ordered])
+
+
+_Demand = List[Tuple[Callable[[_Model], Optional[_P]], int]]
+
+
+def _count_demand(node: NodeState, counts: Mapping[str, int]) -> _Demand:
+    """Profiles by name with their counts, largest first (the order :func:`_plan` places them in)."""
+    sizes = {p.name: (p.memory_slices, p.compute_slices) for g in node.gpus for p in g.model.profiles}
+    named = [(_check_name(node, n), c) for n, c in counts.items() if c]
+    named.sort(key=lambda nc: (-sizes[nc[0]][0], -sizes[nc[0]][1], nc[0]))
+    return [(_chooser_by_name(n), _positive(c, n)) for n, c in named]
+
+
+def plan_counts(node: NodeState, counts: Mapping[str, int]) -> Tuple[PlannedInstance, ...]:
+    """Placements for several profiles at once (``{profile name: count}``), largest first; each is
+    placed so that all the rest still fits. :class:`NoFitError` if they do not all fit now."""
+    return _plan(_node_gpus(node), _count_demand(node, counts))
+
+
+def fits_counts(node: NodeState, counts: Mapping[str, int]) -> bool:
+    """Whether all of ``{profile name: count}`` fit on the node together now (exact)."""
+    return _feasible([g for _, g in _node_gpus(node)], _count_demand(node, counts))
 
 
 def _positive(count: int, what: str) -> int:

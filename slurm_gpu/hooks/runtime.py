@@ -34,7 +34,7 @@ def policy_from_config(config: Any) -> Any:
     sandbox = getattr(config.driver, "sim_sandbox", None)
     caps_dir = os.path.join(sandbox, "dev", "nvidia-caps") if sandbox else DEFAULT_CAPS_DIR
     return AgentPolicy(max_count_per_node=config.policy.max_count_per_node, caps_dir=caps_dir,
-                       publish_features=config.features.publish,
+                       publish_features=config.features.publish, admission=config.admission.mode,
                        hpc_job_mapping_dir=config.monitoring.hpc_job_mapping_dir, cdi_dir=cdi_dir(config))
 
 

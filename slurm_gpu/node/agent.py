@@ -25,9 +25,9 @@ from slurm_gpu.core.ownership import match
 from slurm_gpu.core.vocab import HookAction, InstanceState, Phase
 from slurm_gpu.devices.access import DEFAULT_CAPS_DIR
 from slurm_gpu.node import cdi, hpcjobs
-from slurm_gpu.node.allocation import check_allocation, resolve_request
+from slurm_gpu.node.allocation import allocated_on, check_allocation, resolve_request
 from slurm_gpu.node.destroy import NODE_FAULT_CODES, busy_reason, create_retrying, destroy_gi
-from slurm_gpu.node.publish import FeaturePublisher, Publisher
+from slurm_gpu.node.publish import Publisher, publisher_for
 from slurm_gpu.node.snapshot import NodeSnapshot, read_snapshot
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ class AgentPolicy:
     create_busy_wait_s: float = 3.0  # retry a creation refused IN_USE (another client holds the GPU)
     create_busy_poll_s: float = 0.5
     publish_features: bool = True
+    admission: str = "features"  # "counts": migp target layout (node.publish.CountPublisher)
     hpc_job_mapping_dir: Optional[str] = None  # dcgm-exporter's job mapping files (node.hpcjobs)
     cdi_dir: Optional[str] = None  # per-job CDI specs (node.cdi)
 
@@ -121,8 +122,8 @@ class NodeAgent:
 
             catalog = load_catalog()
         self.catalog = catalog
-        self.publisher: Publisher = publisher or FeaturePublisher(
-            slurm, self.policy.max_count_per_node, self.policy.publish_features)
+        self.publisher: Publisher = publisher or publisher_for(
+            slurm, self.policy.admission, self.policy.max_count_per_node, self.policy.publish_features)
         self._profiles: Dict[str, GpuModel] = {}  # each model's driver profile table, read once
         self._after_release: Optional[NodeSnapshot] = None  # the node as the last release left it
 
@@ -132,10 +133,6 @@ class NodeAgent:
         deciding on it."""
         return read_snapshot(self.driver, self.journal, self.catalog, self.policy.enable_mig_mode,
                              self._profiles)
-
-    def node_state(self) -> Any:
-        """The node's occupancy (``core.geometry.NodeState``), journalled claims included."""
-        return self.snapshot().state()
 
     def publish_features(self, snap: Optional[NodeSnapshot] = None) -> Tuple[str, ...]:
         """Tell Slurm what the node can still host (``node.publish``); returns what was published."""
@@ -156,17 +153,17 @@ class NodeAgent:
             req = job.request()
         except SlurmGpuError as exc:
             return self._seal_or_refuse(ctx, job, f"unreadable request: {exc}")
-        slices = job.mig_slices_per_node(self.node)
+        slices, typed = allocated_on(job, self.node)
         if req is None and slices == 0:
             problems: List[str] = []
             self._seal(ctx, [], problems)  # no instance, no whole GPU of ours
             return Outcome(ctx.job_id, HookAction.NONE, "not a MIG job", problems=problems)
         if req is None:
-            return self._seal_or_refuse(ctx, job, f"mig:{slices} allocated without a recorded request")
+            return self._seal_or_refuse(ctx, job, f"{job.tres_per_node} allocated without a recorded request")
         try:
             with self.journal.lock():
                 snap = self.snapshot()
-                verdict, snap = self._decide_locked(ctx, req, slices, snap)
+                verdict, snap = self._decide_locked(ctx, req, slices, typed, snap)
                 problems = self._claim_locked(ctx, verdict, snap) if verdict.planned else []
         except LockTimeout as exc:
             # The lock's holder publishes the node when it is done: nothing to publish from here.
@@ -181,11 +178,10 @@ class NodeAgent:
             return self._requeue(ctx, job, *verdict.requeue)
         return self._create(ctx, job, verdict.planned, snap, problems)
 
-    def _decide_locked(self, ctx: JobContext, req: MigRequest, slices: int,
+    def _decide_locked(self, ctx: JobContext, req: MigRequest, slices: int, typed: Dict[str, int],
                        snap: NodeSnapshot) -> Tuple[_Verdict, NodeSnapshot]:
         """Under the lock, from one read of the node: check the request, reuse (or roll back) an earlier
         attempt, plan. Returns the verdict and the node it was made on."""
-        from slurm_gpu.core.planner import plan
         from slurm_gpu.slurm.parse import format_admin_comment
 
         here = self._catalog_models_of(snap.gpus)  # as job_submit.lua saw the models: the catalog's
@@ -193,7 +189,7 @@ class NodeAgent:
             req, most = resolve_request(req, here, self.catalog_models())
         except SlurmGpuError as exc:
             return _Verdict(refuse=f"request {format_admin_comment(req)} does not resolve: {exc}"), snap
-        why = check_allocation(req, slices, most, here, self.catalog_models(), self.node,
+        why = check_allocation(req, slices, typed, most, here, self.catalog_models(), self.node,
                                self.policy.max_count_per_node)
         if why:
             return _Verdict(refuse=why), snap
@@ -201,8 +197,8 @@ class NodeAgent:
         if done is not None:
             return _Verdict(done=done), snap
         try:
-            planned = tuple(plan(snap.state(), req.profile, req.count))
-        except NoFitError as exc:
+            planned = tuple(self.publisher.place(self.node, snap.state(), req.profile, req.count))
+        except (NoFitError, SlurmError) as exc:  # the promise has no room, or Slurm could not say it
             return _Verdict(requeue=(f"no placement for {req.count}x{req.profile} on {self.node}",
                                      str(exc) + self._mig_off_note(snap))), snap
         try:
@@ -220,7 +216,10 @@ class NodeAgent:
         self.journal.begin_prepare(ctx.job_id, ctx.uid, ctx.gid, verdict.request,
                                    [Planned.from_any(p, uuids[p.gpu_index]) for p in verdict.planned])
         problems: List[str] = []
-        self._publish_quietly(problems, snap.with_placed(verdict.planned))
+        try:
+            self.publisher.after_claim(self.node, snap.with_placed(verdict.planned).state())
+        except SlurmGpuError as exc:
+            problems.append(f"publishing: {exc}")
         return problems
 
     def _create(self, ctx: JobContext, job: JobInfo, planned: Sequence[PlannedInstance],

@@ -6,15 +6,15 @@ node's GPUs here; job_submit.lua charged it the largest slice count over the cat
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence, Tuple
 
 from slurm_gpu.core.errors import SlurmGpuError
 
 if TYPE_CHECKING:
     from slurm_gpu.core.catalog import GpuModel
-    from slurm_gpu.slurm.parse import MigRequest
+    from slurm_gpu.slurm.parse import JobInfo, MigRequest
 
-__all__ = ["resolve_request", "check_allocation"]
+__all__ = ["resolve_request", "allocated_on", "check_allocation", "check_typed_allocation"]
 
 
 def resolve_request(req: MigRequest, here: Sequence[GpuModel],
@@ -41,10 +41,23 @@ def resolve_request(req: MigRequest, here: Sequence[GpuModel],
     return req, None  # check_allocation names what this node lacks
 
 
-def check_allocation(req: MigRequest, slices: int, most: Optional[int], here: Sequence[GpuModel],
-                     catalog: Sequence[GpuModel], node: str, max_count: int) -> Optional[str]:
-    """Why Slurm's allocation of ``slices`` does not match the request (None if it does). ``most``
-    raises the upper bound for requests resolved per model (memory sizes)."""
+def allocated_on(job: JobInfo, node: str) -> Tuple[int, Dict[str, int]]:
+    """What Slurm allocated the job on ``node``: memory slices (gres ``mig``; -1 under count admission)
+    and count admission's ``migp`` counts by type."""
+    from slurm_gpu.core.target import GRES_NAME
+
+    typed = job.typed_counts_per_node(GRES_NAME, node)
+    return (-1 if typed else job.mig_slices_per_node(node)), typed
+
+
+def check_allocation(req: MigRequest, slices: int, typed: Mapping[str, int], most: Optional[int],
+                     here: Sequence[GpuModel], catalog: Sequence[GpuModel], node: str,
+                     max_count: int) -> Optional[str]:
+    """Why Slurm's allocation (``slices`` of ``mig``, or count admission's ``typed`` counts) does not
+    match the request (None if it does). ``most`` raises the upper bound for requests resolved per model
+    (memory sizes)."""
+    if typed:
+        return check_typed_allocation(req, typed, node)
     have = [m.profile(req.profile) for m in here if m.has_profile(req.profile)]
     if not have:
         return f"profile {req.profile} does not exist on the GPUs of {node}"
@@ -57,4 +70,16 @@ def check_allocation(req: MigRequest, slices: int, most: Optional[int], here: Se
     if not need <= slices <= most:
         return (f"Slurm allocated mig:{slices} on {node} but {req.count}x{req.profile} "
                 f"needs between {need} and {most} slices")
+    return None
+
+
+def check_typed_allocation(req: MigRequest, typed: Mapping[str, int], node: str) -> Optional[str]:
+    """Count admission: Slurm must have allocated exactly ``migp:<profile>:<count>`` of the request's
+    (resolved) profile on this node, nothing of another profile."""
+    from slurm_gpu.core.target import GRES_NAME, gres_type
+
+    want = {gres_type(req.profile): req.count}
+    if dict(typed) != want:
+        got = ",".join(f"{GRES_NAME}:{t}:{n}" for t, n in sorted(typed.items()))
+        return f"Slurm allocated {got} on {node} but the request is {req.count}x{req.profile}"
     return None

@@ -28,6 +28,7 @@ __all__ = [
     "PolicyConfig",
     "SlurmConfig",
     "FeaturesConfig",
+    "AdmissionConfig",
     "LogConfig",
     "MonitoringConfig",
     "ContainersConfig",
@@ -74,6 +75,12 @@ class FeaturesConfig:
 
 
 @dataclass(frozen=True)
+class AdmissionConfig:
+    # "features": fit features, exact with one start per pass; "counts": migp counts (docs/admission.md)
+    mode: str = "features"
+
+
+@dataclass(frozen=True)
 class LogConfig:
     file: Optional[str] = None
 
@@ -109,6 +116,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     lock_timeout_s: float = 30.0
     log: LogConfig = field(default_factory=LogConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
@@ -132,6 +140,7 @@ _SCHEMA: Dict[str, Any] = {
     "policy": {"name": "policy_name", "max_count_per_node": "pos_int"},
     "slurm": {"bin_dir": "path", "conf": "opt_path"},
     "features": {"publish": "bool"},
+    "admission": {"mode": ("counts", "features")},
     "lock_timeout_s": "pos_number",
     "log": {"file": "opt_path"},
     "monitoring": {"hpc_job_mapping_dir": "opt_path"},
@@ -257,6 +266,7 @@ def parse_config(
         "policy": PolicyConfig,
         "slurm": SlurmConfig,
         "features": FeaturesConfig,
+        "admission": AdmissionConfig,
         "log": LogConfig,
         "monitoring": MonitoringConfig,
         "containers": ContainersConfig,

@@ -1,24 +1,62 @@
-"""What a node tells Slurm about the MIG instances it can still host: the one replaceable piece of
-admission on the node side. ``FeaturePublisher`` sets the fit features ``mig.<profile>.<k>``; any object
-with ``publish(node, state)`` may stand in for it (``NodeAgent(publisher=...)``)."""
+"""What a node tells Slurm about the MIG instances it can still host, and where the Prolog may put a
+job's instances under that promise: the one replaceable piece of admission on the node side.
+
+- ``CountPublisher`` (``admission.mode: counts``): typed count-only gres ``migp:<profile>:<n>``, a target
+  layout Slurm consumes exactly within a scheduling pass (``core.target``); needs no start limit.
+- ``FeaturePublisher`` (``admission.mode: features``): fit features ``mig.<profile>.<k>``, exact only with
+  one start per scheduling pass.
+
+Any object with the ``Publisher`` methods may stand in (``NodeAgent(publisher=...)``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Protocol, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Protocol, Sequence, Tuple
 
 from slurm_gpu.core.features import active_features, all_features, is_fit_feature
-from slurm_gpu.core.planner import capacity
+from slurm_gpu.core.planner import capacity, plan
+from slurm_gpu.core.target import (
+    GRES_NAME,
+    PAD_TYPE,
+    choose_target,
+    gres_type,
+    held,
+    lowered,
+    node_profiles,
+    place,
+    profile_of_type,
+    total_slots,
+)
+from slurm_gpu.slurm.parse import GresCount, parse_gres_counts
 
 if TYPE_CHECKING:
     from slurm_gpu.core.geometry import NodeState
-    from slurm_gpu.slurm.api import SlurmAdapter
+    from slurm_gpu.core.planner import PlannedInstance
+    from slurm_gpu.slurm.api import GresAdapter, SlurmAdapter
 
-__all__ = ["Publisher", "FeaturePublisher"]
+__all__ = ["Publisher", "FeaturePublisher", "CountPublisher", "publisher_for", "demand_of", "ADMISSION_MODES",
+           "ADMISSION_COUNTS", "ADMISSION_FEATURES"]
+
+ADMISSION_COUNTS = "counts"
+ADMISSION_FEATURES = "features"
+ADMISSION_MODES = (ADMISSION_COUNTS, ADMISSION_FEATURES)
+
+# Re-plans after a race (an allocation landed while a count was lowered) before giving up for this call.
+_REPLANS = 3
 
 
 class Publisher(Protocol):
+    updates: int  # times this object changed what Slurm has (the hooks log it, the exporter counts)
+
     def publish(self, node: str, state: NodeState) -> Tuple[str, ...]:
         """Tell Slurm what ``state`` can still host (under the node lock); returns what was published."""
+        ...
+
+    def after_claim(self, node: str, state: NodeState) -> None:
+        """A Prolog claimed placements (``state`` includes them), under the node lock."""
+        ...
+
+    def place(self, node: str, state: NodeState, profile: str, count: int) -> Tuple[PlannedInstance, ...]:
+        """Where ``count`` instances of ``profile`` go now (``NoFitError`` if the promise has no room)."""
         ...
 
 
@@ -47,6 +85,117 @@ class FeaturePublisher:
             self.slurm.set_features(node, new_avail, new_active)
             self.updates += 1
         return fit_active
+
+    def after_claim(self, node: str, state: NodeState) -> None:
+        self.publish(node, state)  # the claimed slices are gone from every fit feature now
+
+    def place(self, node: str, state: NodeState, profile: str, count: int) -> Tuple[PlannedInstance, ...]:
+        return plan(state, profile, count)
+
+
+class CountPublisher:
+    """Publishes the node's target layout as ``migp`` counts (``core.target``), following the demand of
+    the pending queue; keeps every other gres of the node as it is."""
+
+    def __init__(self, slurm: GresAdapter, follow_queue: bool = True):
+        self.slurm = slurm
+        self.follow_queue = follow_queue
+        self.updates = 0
+        self.replans = 0  # races seen: an allocation landed while a count was lowered
+
+    def _read(self, node: str, state: NodeState) -> _View:
+        configured, used = self.slurm.node_gres(node)
+        alloc = _typed(used)
+        # After `scontrol reconfigure` or a slurmctld restart, Slurm 22.05 was seen counting fewer migp
+        # allocated than the running jobs hold (2 jobs, GresUsed 1): it is published that much lower, so
+        # that what Slurm sees free stays exactly the promise.
+        under = {p: n - alloc.get(p, 0) for p, n in held(state).items() if n > alloc.get(p, 0)}
+        promised = _typed(configured)
+        for p, n in under.items():
+            promised[p] = promised.get(p, 0) + n
+        return _View([g for g in configured if g.name != GRES_NAME], promised, alloc, under)
+
+    def publish(self, node: str, state: NodeState) -> Tuple[str, ...]:
+        view = self._read(node, state)
+        current = view.promised
+        demand = demand_of(self.slurm.pending_gres()) if self.follow_queue else []
+        have = held(state)
+        for _ in range(_REPLANS):
+            claims = {p: n - have.get(p, 0) for p, n in view.alloc.items() if n > have.get(p, 0)}
+            target = choose_target(state, claims, demand)
+            if _same(current, target):
+                return _terms(current)
+            low = lowered(current, target)
+            if not _same(low, current):
+                self._set(node, state, view, low)
+                current = low
+                view = self._read(node, state)
+                if any(n > low.get(p, 0) - view.under.get(p, 0) for p, n in view.alloc.items()):
+                    self.replans += 1  # Slurm allocated on a count we were giving up: plan again
+                    continue
+            self._set(node, state, view, target)
+            return _terms(target)
+        return _terms(current)
+
+    def _set(self, node: str, state: NodeState, view: _View, counts: Dict[str, int]) -> None:
+        # Every profile of the node stays listed (0 when none is promised): the type list never changes;
+        # the padding keeps the total what slurmd reports when it registers.
+        typed = [GresCount(GRES_NAME, gres_type(p), max(counts.get(p, 0) - view.under.get(p, 0), 0))
+                 for p in node_profiles(state)]
+        pad = total_slots(state) - sum(g.count for g in typed)
+        self.slurm.set_gres(node, list(view.others) + typed + [GresCount(GRES_NAME, PAD_TYPE, max(pad, 0))])
+        self.updates += 1
+
+    def after_claim(self, node: str, state: NodeState) -> None:
+        return None  # a claim fills a promised slot: the counts stay what they are
+
+    def place(self, node: str, state: NodeState, profile: str, count: int) -> Tuple[PlannedInstance, ...]:
+        return place(state, self._read(node, state).promised, profile, count)
+
+
+class _View(NamedTuple):
+    """One read of the node's gres: the other gres names, the counts as promised (published plus what
+    Slurm undercounts), Slurm's allocated counts, and the undercount per profile."""
+
+    others: List[GresCount]
+    promised: Dict[str, int]
+    alloc: Dict[str, int]
+    under: Dict[str, int]
+
+
+def publisher_for(slurm: SlurmAdapter, admission: str, max_count_per_node: int,
+                  enabled: bool = True) -> Publisher:
+    """The publisher of an ``admission.mode``."""
+    if admission == ADMISSION_COUNTS:
+        return CountPublisher(slurm)  # type: ignore[arg-type]  # SlurmCli is both adapters
+    return FeaturePublisher(slurm, max_count_per_node, enabled)
+
+
+def demand_of(requests: Sequence[str]) -> List[Tuple[str, int]]:
+    """``(profile, count)`` per pending request naming ``migp`` types, in the order given."""
+    out: List[Tuple[str, int]] = []
+    for text in requests:
+        for g in parse_gres_counts(text):
+            if g.name == GRES_NAME and g.type and g.type != PAD_TYPE:
+                out.append((profile_of_type(g.type), g.count))
+    return out
+
+
+def _typed(terms: Sequence[GresCount]) -> Dict[str, int]:
+    out: Dict[str, int] = {}
+    for g in terms:
+        if g.name == GRES_NAME and g.type and g.type != PAD_TYPE:
+            name = profile_of_type(g.type)
+            out[name] = out.get(name, 0) + g.count
+    return out
+
+
+def _same(a: Dict[str, int], b: Dict[str, int]) -> bool:
+    return {k: v for k, v in a.items() if v} == {k: v for k, v in b.items() if v}
+
+
+def _terms(counts: Dict[str, int]) -> Tuple[str, ...]:
+    return tuple(f"{GRES_NAME}:{gres_type(p)}:{n}" for p, n in sorted(counts.items()) if n)
 
 
 def _merged(current: Sequence[str], fit: Sequence[str]) -> List[str]:

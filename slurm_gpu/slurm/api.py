@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Protocol, Tuple
+from typing import Dict, Iterable, Protocol, Sequence, Tuple
 
-from slurm_gpu.slurm.parse import JobInfo
+from slurm_gpu.slurm.parse import GresCount, JobInfo
 
-__all__ = ["SlurmAdapter"]
+__all__ = ["SlurmAdapter", "GresAdapter"]
 
 
 class SlurmAdapter(Protocol):
@@ -31,3 +31,19 @@ class SlurmAdapter(Protocol):
     def hold(self, job_id: int, reason: str, admin_comment: str) -> None: ...
 
     def cancel(self, job_id: int, reason: str, admin_comment: str) -> None: ...
+
+
+class GresAdapter(Protocol):
+    """What count admission (``node.publish.CountPublisher``) asks of Slurm besides ``SlurmAdapter``."""
+
+    def node_gres(self, node: str) -> Tuple[Tuple[GresCount, ...], Tuple[GresCount, ...]]:
+        """(configured, allocated) gres of ``node``, typed terms as Slurm keeps them."""
+        ...
+
+    def set_gres(self, node: str, gres: Sequence[GresCount]) -> None:
+        """Replace the node's whole gres list (every name the node has must be in it)."""
+        ...
+
+    def pending_gres(self) -> Tuple[str, ...]:
+        """The per-node gres request of every pending job, highest priority first."""
+        ...

@@ -26,7 +26,15 @@ import subprocess
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from slurm_gpu.core.errors import SlurmError
-from slurm_gpu.slurm.parse import ACTIVE_STATES, JobInfo, job_by_id, parse_job_state
+from slurm_gpu.slurm.parse import (
+    ACTIVE_STATES,
+    GresCount,
+    JobInfo,
+    format_gres_count,
+    job_by_id,
+    parse_gres_counts,
+    parse_job_state,
+)
 
 __all__ = ["SlurmCli", "REQUEUE_MARK", "REFUSE_MARK"]
 
@@ -112,10 +120,22 @@ class SlurmCli:
         out = self._run("squeue", ["--noheader", "--states", "PENDING", "--format", "%f"])
         return tuple(line.strip() for line in out.splitlines() if line.strip())
 
+    def _node_fields(self, node: str, details: bool = False) -> Dict[str, str]:
+        """``scontrol show node`` text as key -> value; only Slurm's own keys are read (the node's Reason
+        and Comment are admins' text, never looked at). ``details`` (``-d``) adds ``GresUsed``."""
+        from slurm_gpu.slurm.parse import parse_scontrol_pairs
+
+        fields: Dict[str, str] = {}
+        args = ["show", "node", "-d", node] if details else ["show", "node", node]
+        for line in self._run("scontrol", args).splitlines():
+            for k, v in parse_scontrol_pairs(line.strip()).items():
+                fields.setdefault(k, v)
+        return fields
+
     def node_features(self, node: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
         """``(available, active)`` features of ``node``: JSON from 24.11, ``scontrol show node`` text before
         (node features are set by admins and slurm-gpu only; no user writes on those lines)."""
-        from slurm_gpu.slurm.parse import node_features_from_json, parse_scontrol_pairs
+        from slurm_gpu.slurm.parse import node_features_from_json
 
         if self.version() >= JSON_PINNED_SINCE:
             out = self._run("scontrol", ["show", "node", JSON_PINNED, node])
@@ -123,12 +143,23 @@ class SlurmCli:
                 return node_features_from_json(json.loads(out), node)
             except ValueError as exc:
                 raise SlurmError(f"Slurm printed no JSON for node {node}: {exc}") from exc
-        fields: Dict[str, str] = {}
-        for line in self._run("scontrol", ["show", "node", node]).splitlines():
-            for k, v in parse_scontrol_pairs(line.strip()).items():
-                fields.setdefault(k, v)
+        fields = self._node_fields(node)
         available = _feature_list(fields.get("AvailableFeatures", ""))
         return available, _feature_list(fields.get("ActiveFeatures", ""))
+
+    def node_gres(self, node: str) -> Tuple[Tuple[GresCount, ...], Tuple[GresCount, ...]]:
+        """``(configured, allocated)`` gres of ``node`` (``Gres=``, ``GresUsed=``)."""
+        fields = self._node_fields(node, details=True)
+        if "GresUsed" not in fields:  # never decide on a missing count: 0 would free every slot
+            raise SlurmError(f"scontrol show node -d {node} printed no GresUsed")
+        return parse_gres_counts(fields.get("Gres", "")), parse_gres_counts(fields["GresUsed"])
+
+    def pending_gres(self) -> Tuple[str, ...]:
+        """The gres request per node (``squeue %b``) of every pending job (each array task on its own),
+        highest priority first."""
+        out = self._run("squeue", ["--noheader", "--array", "--states", "PENDING", "--sort", "-p,i",
+                                   "--format", "%b"])
+        return tuple(line.strip() for line in out.splitlines() if line.strip() not in ("", "N/A", "(null)"))
 
     # -- writes ---------------------------------------------------------------------------------------
     def set_features(self, node: str, available: Iterable[str], active: Iterable[str]) -> None:
@@ -140,6 +171,11 @@ class SlurmCli:
             raise SlurmError(f"active features not available on {node}: {sorted(missing)}")
         self._run("scontrol", ["update", f"nodename={node}", f"availablefeatures={','.join(avail)}",
                                f"activefeatures={','.join(act)}"])
+
+    def set_gres(self, node: str, gres: Sequence[GresCount]) -> None:
+        """Replace the node's gres counts live (count-only gres: no device files, no slurmd restart)."""
+        text = ",".join(format_gres_count(g) for g in gres)
+        self._run("scontrol", ["update", f"nodename={node}", f"gres={text}"])
 
     def drain(self, node: str, reason: str) -> None:
         """Take ``node`` out of service with ``reason`` (shown by ``sinfo -R``); running jobs go on."""

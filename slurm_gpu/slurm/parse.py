@@ -107,12 +107,22 @@ class JobInfo:
     def request(self) -> Optional[MigRequest]:
         return parse_admin_comment(self.admin_comment)
 
-    def mig_slices_per_node(self, node: Optional[str] = None) -> int:
-        """Slices Slurm allocated on ``node`` (detail when known, else the per-node request)."""
+    def _gres_on(self, node: Optional[str]) -> Tuple[GresCount, ...]:
+        """What Slurm allocated on ``node`` (detail when known, else the per-node request)."""
         text = self.gres_by_node.get(node, "") if node else ""
-        if not text:
-            text = self.tres_per_node
-        return gres_total(parse_gres_counts(text), "mig")
+        return parse_gres_counts(text or self.tres_per_node)
+
+    def mig_slices_per_node(self, node: Optional[str] = None) -> int:
+        """Memory slices (gres ``mig``) Slurm allocated on ``node``."""
+        return gres_total(self._gres_on(node), "mig")
+
+    def typed_counts_per_node(self, name: str, node: Optional[str] = None) -> Dict[str, int]:
+        """``{type: count}`` of the typed gres ``name`` (count admission's ``migp``) on ``node``."""
+        out: Dict[str, int] = {}
+        for g in self._gres_on(node):
+            if g.name == name and g.type:
+                out[g.type] = out.get(g.type, 0) + g.count
+        return out
 
 
 def _parse_term(term: str, raw: str) -> Optional[GresCount]:
@@ -138,6 +148,11 @@ def parse_gres_counts(text: Optional[str]) -> Tuple[GresCount, ...]:
         if parsed is not None:
             out.append(parsed)
     return tuple(out)
+
+
+def format_gres_count(g: GresCount) -> str:
+    """A gres term as ``scontrol update ... gres=`` takes it: ``name[:type]:count``."""
+    return f"{g.name}:{g.type}:{g.count}" if g.type else f"{g.name}:{g.count}"
 
 
 def gres_total(counts: Sequence[GresCount], name: str) -> int:

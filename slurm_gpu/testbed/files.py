@@ -119,6 +119,7 @@ def _hook_config(spec: ClusterSpec) -> str:
         f"state_dir: {d}/{{node}}/state\n"
         f"policy:\n  max_count_per_node: {spec.max_count_per_node}\n"
         f"slurm:\n  conf: {spec.conf}\n"
+        f"admission:\n  mode: {spec.admission}\n"
     )
 
 
@@ -168,7 +169,7 @@ def write_config(spec: ClusterSpec) -> Dict[str, str]:
         hooks[key] = path if with_hooks else None
     options = confgen.Options(prolog=hooks["prolog"], epilog=hooks["epilog"],
                               task_prolog=hooks["task_prolog"], constrain_cores=False, constrain_ram=False,
-                              scheduler_parameters=spec.scheduler_parameters)
+                              scheduler_parameters=spec.scheduler_parameters, admission=spec.admission)
     if not spec.cgroups:
         options = dataclasses.replace(options, proctrack_type="proctrack/linuxproc", task_plugin="task/none")
     init_gpus(spec)  # first: a static node's gres come from the layout made on its GPUs

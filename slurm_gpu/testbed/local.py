@@ -12,6 +12,7 @@ import os
 import pwd
 import signal
 import subprocess
+import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -130,7 +131,56 @@ def up(spec: ClusterSpec, timeout: float = 60) -> Dict[str, Any]:
         started[f"slurmd:{node}"] = _wait_pid_file(pids[f"slurmd:{node}"], 15)
     atomic_write(os.path.join(spec.dir, PIDS_FILE), json.dumps(started) + "\n", mode=0o644)
     wait_idle(spec, timeout)
+    if spec.admission == "counts" and wired_hooks(spec):
+        _start_publishers(spec)
     return status(spec)
+
+
+def _publisher_pid_file(spec: ClusterSpec, node: str) -> str:
+    return os.path.join(spec.dir, node, "publish.pid")
+
+
+def _start_publishers(spec: ClusterSpec) -> None:
+    """One ``slurm-gpu publish --watch`` per node (what the systemd unit slurm-gpu-publish runs on a real
+    node): new demand reaches idle nodes within ``publish_interval_s``."""
+    env = spec.env()
+    env["SLURM_GPU_CONFIG"] = os.path.join(spec.dir, "config.yaml")
+    for node in node_names(spec):
+        log = open(os.path.join(spec.dir, node, "publish.log"), "ab")  # noqa: SIM115 - the child keeps it
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - fixed argv
+                [sys.executable, "-m", "slurm_gpu", "publish", "--node", node, "--watch",
+                 str(spec.publish_interval_s)], env=env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            log.close()
+        atomic_write(_publisher_pid_file(spec, node), f"{proc.pid}\n", mode=0o644)
+
+
+def _stop_publishers(spec: ClusterSpec) -> None:
+    for node in node_names(spec):
+        path = _publisher_pid_file(spec, node)
+        pid = _read_pid(path)
+        if pid and _is_publisher(pid, spec):
+            _signal(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(pid):
+                _signal(pid, signal.SIGKILL)
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def _is_publisher(pid: int, spec: ClusterSpec) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            env = fh.read().split(b"\0")
+    except OSError:
+        return False
+    return b"publish" in argv and f"SLURM_CONF={spec.conf}".encode() in env
 
 
 def wait_idle(spec: ClusterSpec, timeout: float = 60) -> None:
@@ -209,6 +259,7 @@ def processes(spec: ClusterSpec) -> Dict[str, int]:
 
 def down(spec: ClusterSpec, timeout: float = 20) -> Dict[str, Any]:
     """Cancel the cluster's jobs and stop every daemon it started (and unmount its root); idempotent."""
+    _stop_publishers(spec)
     running = processes(spec)
     if running:
         _stop_daemons(spec, running, timeout)

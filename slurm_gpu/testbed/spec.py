@@ -48,6 +48,8 @@ class ClusterSpec:
     # False: proctrack/linuxproc and task/none, for containers that lack the privileges of Slurm's cgroup
     # plugins (docker-slurm/); jobs then get no device cgroup (docs/cluster.md)
     cgroups: bool = True
+    admission: str = "features"  # "counts": migp counts and a `slurm-gpu publish --watch` per node
+    publish_interval_s: float = 2.0
 
     @property
     def name(self) -> str:
@@ -85,6 +87,9 @@ def validate(spec: ClusterSpec) -> None:
     if spec.slurm not in SLURM_VERSIONS:
         raise BadInputError(f"--slurm must be one of {', '.join(SLURM_VERSIONS)}, not {spec.slurm!r}",
                             part=spec.slurm)
+    if spec.admission not in ("counts", "features"):
+        raise BadInputError(f"--admission must be counts or features, not {spec.admission!r}",
+                            part=spec.admission)
     if spec.mode not in MODES:
         raise BadInputError(f"--mode must be {' or '.join(MODES)}, not {spec.mode!r}", part=spec.mode)
     if (spec.mode == "static") != bool(spec.layout):

@@ -119,3 +119,23 @@ def test_cli_bad_inventory_exit_code(tmp_path, capsys):
     bad.write_text("version: 1\nnodes: [{names: a, gpus: H100-80GB, extra: 1}]\n")
     assert run(["config", "gres", "--inventory", str(bad)]) == 3
     assert "unknown keys extra" in capsys.readouterr().err
+
+
+def test_count_admission_files_carry_no_start_limit_and_a_constant_migp_total():
+    nodes = [{"names": "g[1-4]", "gpus": "H100-80GB:8", "cpus": 64}]
+    inv = inventory_from_dict({"version": 1, "nodes": nodes})
+    opts = confgen.Options(admission="counts")
+    slurm, gres = confgen.render("slurm", inv, opts), confgen.render("gres", inv, opts)
+    assert "GresTypes=gpu,migp" in slurm and "SchedulerParameters" not in slurm
+    node = next(line for line in slurm.splitlines() if line.startswith("NodeName=g[1-4]"))
+    terms = dict(t.split(":", 1)[1].rsplit(":", 1) for t in node.split("Gres=")[1].split()[0].split(","))
+    assert terms["7g.80gb"] == "8" and sum(int(v) for v in terms.values()) == 56  # 8 GPUs x 7 instances
+    assert "Features=" not in node
+    assert "NodeName=g[1-4] Name=migp Type=unused Count=56" in gres
+    assert "Name=mig " not in gres
+    placeholder = next(line for line in slurm.splitlines() if "State=FUTURE" in line)
+    assert "migp:1g.10gb:56" in placeholder and "Features" not in placeholder
+    # Fit features keep their start limit unless the site sets its own.
+    assert "SchedulerParameters=sched_max_job_start=1" in confgen.render("slurm", inv, confgen.Options())
+    with pytest.raises(BadInputError, match="admission"):
+        confgen.render("slurm", inv, confgen.Options(admission="fast"))

@@ -38,12 +38,12 @@ def _inventory(nodes):
     return inventory_from_dict({"version": 1, "nodes": nodes})
 
 
-def translate(tmp_path, inventory, cases):
+def translate(tmp_path, inventory, cases, admission="features"):
     """Run SG.translate of the rendered script on (tres_per_node, features) pairs."""
     if LUA is None:
         pytest.skip("lua5.1 not installed")
     script = tmp_path / "job_submit.lua"
-    script.write_text(confgen.render("job-submit", inventory))
+    script.write_text(confgen.render("job-submit", inventory, confgen.Options(admission=admission)))
     driver = tmp_path / "driver.lua"
     driver.write_text(DRIVER)
     data = tmp_path / "cases.tsv"
@@ -65,6 +65,26 @@ def test_profile_forms_of_22_05_and_24_11(tmp_path, text):
     assert r["admin_comment"] == "slurm-gpu:gpu:3g.40gb:2"
     prefix = text[:5] if text.startswith("gres") else ""
     assert r["tres"] == prefix + "mig:8"
+
+
+def test_count_admission_asks_for_the_typed_count_and_keeps_the_constraint(tmp_path):
+    cases = [("gres:gpu:3g.40gb:2", None), ("gres/gpu:1g.10gb+me", "ib"), ("gpu:2", None), ("gpu:20gb", None),
+             ("gres:migp:1g.10gb:1", None), ("gres:gpu:9g.1gb", None)]
+    r = translate(tmp_path, _inventory(H100_NODES), cases, admission="counts")
+    assert r[0] == {"tres": "gres:migp:3g.40gb:2", "constraint": None,
+                    "admin_comment": "slurm-gpu:gpu:3g.40gb:2"}
+    assert r[1] == {"tres": "gres/migp:1g.10gb_me:1", "constraint": "ib",
+                    "admin_comment": "slurm-gpu:gpu:1g.10gb+me:1"}
+    assert r[2]["tres"] == "migp:7g.80gb:2" and r[2]["admin_comment"] == "slurm-gpu:gpu:7g.80gb:2"
+    assert r[3]["tres"] == "migp:1g.20gb:1"
+    assert "managed by slurm-gpu" in r[4]["error"]
+    assert "unknown MIG profile" in r[5]["error"]
+
+
+def test_count_admission_refuses_a_size_that_means_two_profiles(tmp_path):
+    nodes = [{"names": "a1", "gpus": "H100-80GB:1"}, {"names": "b1", "gpus": "A100-40GB:1"}]
+    [r] = translate(tmp_path, _inventory(nodes), [("gpu:1", None)], admission="counts")
+    assert "different MIG profiles" in r["error"] and "7g.80gb" in r["error"]
 
 
 def test_other_gres_kept_and_user_constraint_anded(tmp_path):

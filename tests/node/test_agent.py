@@ -174,7 +174,7 @@ def test_driver_profile_table_wins_over_the_catalog(tmp_path):
         body["gpus"][0]["profile_overrides"] = {"9": {"placements": [[4, 4]], "max_instances": 1}, "20": None}
     agent = NodeAgent("n1", open_driver("sim", sim_state=state), Journal(str(tmp_path / "j"), boot_id="b"),
                       FakeSlurm("n1"), AgentPolicy(cgroup_root=None))
-    model = agent.node_state().gpus[0].model
+    model = agent.snapshot().state().gpus[0].model
     assert model.profile("3g.40gb").placements == ((4, 4),) and not model.has_profile("1g.10gb+me")
     agent.slurm.add(40, "3g.40gb", 1, slices=4)
     assert agent.prepare(ctx(40)).action == "created"
@@ -203,7 +203,7 @@ def test_release_after_prolog_died_half_way(node):
     # Intent journalled, first instance created, then the prolog died.
     from slurm_gpu.core.planner import plan
 
-    planned = plan(node.node_state(), "2g.20gb", 2)
+    planned = plan(node.snapshot().state(), "2g.20gb", 2)
     uuids = {g.index: g.uuid for g in node.driver.gpus()}
     from slurm_gpu.state.records import Planned
 
@@ -263,7 +263,7 @@ def test_planned_but_uncreated_placements_are_not_reused(node):
     from slurm_gpu.core.planner import plan
     from slurm_gpu.state.records import Planned
 
-    planned = plan(node.node_state(), "7g.80gb", 2)
+    planned = plan(node.snapshot().state(), "7g.80gb", 2)
     uuids = {g.index: g.uuid for g in node.driver.gpus()}
     node.journal.begin_prepare("70", 1000, 1000, "x",
                                [Planned.from_any(p, uuids[p.gpu_index]) for p in planned])
@@ -327,7 +327,7 @@ def test_reconcile_adopts_an_unrecorded_instance_of_a_running_job(node):
     from slurm_gpu.core.planner import plan
     from slurm_gpu.state.records import Planned
 
-    planned = plan(node.node_state(), "1g.10gb", 1)
+    planned = plan(node.snapshot().state(), "1g.10gb", 1)
     uuids = {g.index: g.uuid for g in node.driver.gpus()}
     node.journal.begin_prepare("100", 1000, 1000, "slurm-gpu:gpu:1g.10gb:1",
                                [Planned.from_any(p, uuids[p.gpu_index]) for p in planned])

@@ -1,0 +1,153 @@
+"""Count admission: the per-profile counts a node publishes as typed count-only gres
+(``migp:<profile>:<count>``), chosen so that *any* set of allocations Slurm makes within them fits.
+
+A node's published counts ``T`` are its *target layout*: ``T[p]`` counts the instances of ``p`` the node
+holds plus the free slots of ``p`` it promises. The one invariant (``consistent``) is that the
+promised slots, ``outstanding(T) = T - held``, all fit in the free space *together*. Then:
+
+- Slurm never allocates more than ``T[p]`` of ``p``, so every allocation has a promised slot;
+- the Prolog places an instance where the rest of the promise still fits (``planner.plan_counts``), and
+  the Epilog's destroy frees exactly a promised slot again: neither changes ``T``, so a job's start and
+  end cost no update of Slurm at all;
+- only a change of the target (demand moved) is published, and a lowered count is published *before*
+  the raised ones and checked against Slurm's allocations (``lowered``), so a job allocated in between
+  keeps its slot.
+
+Pure: the caller reads Slurm and the node and publishes.
+
+>>> from slurm_gpu.core.catalog import load_catalog
+>>> from slurm_gpu.core.geometry import NodeState
+>>> node = NodeState.empty(load_catalog().model("H100-80GB"), 1)
+>>> choose_target(node, {}, [("1g.10gb", 3)])
+{'1g.10gb': 3, '4g.40gb': 1}
+>>> consistent({'7g.80gb': 1, '1g.10gb': 1}, node)
+False
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Sequence, Tuple
+
+from slurm_gpu.core.errors import NoFitError
+from slurm_gpu.core.features import feature_token, profile_from_token
+from slurm_gpu.core.planner import fits_counts, plan_counts
+
+if TYPE_CHECKING:  # pragma: no cover
+    from slurm_gpu.core.geometry import NodeState
+    from slurm_gpu.core.planner import PlannedInstance
+
+__all__ = ["GRES_NAME", "PAD_TYPE", "total_slots", "held", "outstanding", "consistent", "choose_target",
+           "place", "lowered", "gres_type", "profile_of_type", "node_profiles"]
+
+GRES_NAME = "migp"  # the typed count-only gres: one type per profile, no device files
+# The type no job asks for: it pads a node's migp total to a constant (``total_slots``), so slurmd's count at
+# registration always equals the controller's and a restart with jobs running leaves the node valid.
+PAD_TYPE = "unused"
+
+
+def total_slots(node: NodeState) -> int:
+    """The node's constant migp total: the most GPU instances its GPUs can hold together."""
+    return sum(g.model.max_gpu_instances for g in node.gpus)
+
+
+def gres_type(profile_name: str) -> str:
+    """The gres type of a profile (``1g.10gb+me`` -> ``1g.10gb_me``: Slurm type names take no ``+``)."""
+    return feature_token(profile_name)
+
+
+def profile_of_type(type_name: str) -> str:
+    return profile_from_token(type_name)
+
+
+def node_profiles(node: NodeState) -> Tuple[str, ...]:
+    """Every profile name of the node's models (the gres types it declares), sorted."""
+    return tuple(sorted({p.name for g in node.gpus for p in g.model.profiles}))
+
+
+def held(node: NodeState) -> Dict[str, int]:
+    """Instances (and journalled claims) per profile name on the node's MIG GPUs."""
+    out: Dict[str, int] = {}
+    for g in node.gpus:
+        for s in g.slots:
+            name = g.model.profile_by_id(s.profile_id).name
+            out[name] = out.get(name, 0) + 1
+    return out
+
+
+def outstanding(counts: Mapping[str, int], node: NodeState) -> Dict[str, int]:
+    """The promised free slots: ``counts`` less what the node holds (negative where it holds more)."""
+    have = held(node)
+    names = set(counts) | set(have)
+    return {n: counts.get(n, 0) - have.get(n, 0) for n in sorted(names) if counts.get(n, 0) - have.get(n, 0)}
+
+
+def consistent(counts: Mapping[str, int], node: NodeState) -> bool:
+    """The invariant: the node holds no more than ``counts`` of any profile, and every promised slot
+    fits in the free space together with all the others."""
+    rest = outstanding(counts, node)
+    if any(v < 0 for v in rest.values()):
+        return False
+    known = set(node_profiles(node))
+    return all(n in known for n in rest) and fits_counts(node, rest)
+
+
+def choose_target(node: NodeState, claims: Mapping[str, int], demand: Sequence[Tuple[str, int]],
+                  fill: bool = True) -> Dict[str, int]:
+    """The counts to publish: what the node holds, then ``claims`` (allocated by Slurm, not yet created:
+    they must fit), then each ``(profile, count)`` of ``demand`` in order where it still fits (the
+    queue's requests, highest priority first), then, with ``fill``, the largest base profiles into what
+    is left (so idle capacity stays allocatable). Raises :class:`NoFitError` if the claims do not fit."""
+    known = set(node_profiles(node))
+    extra: Dict[str, int] = {n: c for n, c in claims.items() if c > 0}
+    if extra and not fits_counts(node, extra):
+        raise NoFitError(f"allocated instances {extra} no longer fit on the node")
+    for name, count in demand:
+        if name in known and count > 0:
+            _add_if_fits(node, extra, name, count)
+    if fill:
+        for name in _base_largest_first(node):
+            while _add_if_fits(node, extra, name, 1):
+                pass
+    counts = held(node)
+    for name, c in extra.items():
+        counts[name] = counts.get(name, 0) + c
+    return {n: counts[n] for n in sorted(counts) if counts[n]}
+
+
+def _add_if_fits(node: NodeState, extra: Dict[str, int], name: str, count: int) -> bool:
+    trial = dict(extra)
+    trial[name] = trial.get(name, 0) + count
+    if not fits_counts(node, trial):
+        return False
+    extra[name] = trial[name]
+    return True
+
+
+def _base_largest_first(node: NodeState) -> List[str]:
+    seen: Dict[str, Tuple[int, int]] = {}
+    for g in node.gpus:
+        for p in g.model.profiles:
+            if p.is_base:
+                seen[p.name] = (p.memory_slices, p.compute_slices)
+    return sorted(seen, key=lambda n: (-seen[n][0], -seen[n][1], n))
+
+
+def place(node: NodeState, counts: Mapping[str, int], profile_name: str,
+          count: int) -> Tuple[PlannedInstance, ...]:
+    """Where the Prolog puts ``count`` instances of ``profile_name`` under published ``counts``: slots of
+    one packing of *every* promised slot, so whatever is left of the promise still fits (a witness: the
+    rest of that packing). :class:`NoFitError` when the promise has too few such slots."""
+    known = set(node_profiles(node))
+    rest = {n: c for n, c in outstanding(counts, node).items() if c > 0 and n in known}
+    if rest.get(profile_name, 0) < count:
+        raise NoFitError(f"{count} x {profile_name} exceed the {rest.get(profile_name, 0)} "
+                         f"promised free slot(s) of the published counts")
+    planned = plan_counts(node, rest)
+    return tuple(p for p in planned if p.profile_name == profile_name)[:count]
+
+
+def lowered(current: Mapping[str, int], target: Mapping[str, int]) -> Dict[str, int]:
+    """Per profile the smaller of the current and the target count: what is published first, so that
+    no allocation made meanwhile can rest on a slot the target gives up."""
+    names: Iterable[str] = sorted(set(current) | set(target))
+    return {n: min(current.get(n, 0), target.get(n, 0)) for n in names}

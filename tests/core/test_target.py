@@ -1,0 +1,116 @@
+"""Count admission's target layout (slurm_gpu.core.target): whatever Slurm allocates within the published
+counts fits, and the Prolog's placements keep the rest of the promise placeable."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Dict
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slurm_gpu.core import target
+from slurm_gpu.core.catalog import load_catalog
+from slurm_gpu.core.errors import NoFitError
+from slurm_gpu.core.geometry import NodeState
+from slurm_gpu.core.planner import fits_counts, plan
+
+CATALOG = load_catalog()
+MODELS = ("H100-80GB", "A100-40GB", "A30-24GB")
+
+
+def _node(model: str, gpus: int, seed: int, fill: int) -> NodeState:
+    """A node with ``fill`` random instances placed by the planner (a state the agent could reach)."""
+    rng = random.Random(seed)
+    node = NodeState.empty(CATALOG.model(model), gpus)
+    names = [p.name for p in CATALOG.model(model).base_profiles()]
+    for _ in range(fill):
+        try:
+            for p in plan(node, rng.choice(names), 1):
+                node = node.place(p.gpu_index, p.profile_name, p.start)
+        except NoFitError:
+            continue
+    return node
+
+
+def _random_demand(model: str, seed: int):
+    rng = random.Random(seed * 7 + 1)
+    names = [p.name for p in CATALOG.model(model).profiles]
+    return [(rng.choice(names), rng.randint(1, 3)) for _ in range(rng.randint(0, 6))]
+
+
+@settings(max_examples=60, deadline=None)
+@given(model=st.sampled_from(MODELS), gpus=st.integers(1, 3), seed=st.integers(0, 10_000),
+       fill=st.integers(0, 6))
+def test_every_allocation_within_the_counts_fits(model: str, gpus: int, seed: int, fill: int) -> None:
+    node = _node(model, gpus, seed, fill)
+    counts = target.choose_target(node, {}, _random_demand(model, seed))
+    assert target.consistent(counts, node)
+    rest = target.outstanding(counts, node)
+    assert all(v >= 0 for v in rest.values())
+    # Slurm may allocate any sub-multiset of the promise: each must fit (exhaustive when small).
+    names = sorted(rest)
+    for take in itertools.islice(itertools.product(*(range(rest[n] + 1) for n in names)), 400):
+        assert fits_counts(node, {n: k for n, k in zip(names, take) if k})
+
+
+@settings(max_examples=40, deadline=None)
+@given(model=st.sampled_from(MODELS), gpus=st.integers(1, 3), seed=st.integers(0, 10_000))
+def test_placing_within_the_promise_keeps_it(model: str, gpus: int, seed: int) -> None:
+    """Prologs in any order, each placing where ``target.place`` says: the invariant holds after each."""
+    rng = random.Random(seed)
+    node = _node(model, gpus, seed, rng.randint(0, 3))
+    counts = target.choose_target(node, {}, _random_demand(model, seed))
+    while True:
+        rest = {n: c for n, c in target.outstanding(counts, node).items() if c > 0}
+        if not rest:
+            break
+        name = rng.choice(sorted(rest))
+        (p,) = target.place(node, counts, name, 1)
+        node = node.place(p.gpu_index, p.profile_name, p.start)
+        assert target.consistent(counts, node)
+    assert target.held(node) == {n: c for n, c in counts.items() if c}
+
+
+def test_claims_come_first_and_demand_follows_the_queue() -> None:
+    node = NodeState.empty(CATALOG.model("H100-80GB"), 2)
+    counts = target.choose_target(node, {"3g.40gb": 2}, [("1g.10gb", 5), ("7g.80gb", 1)])
+    assert counts["3g.40gb"] >= 2 and counts["1g.10gb"] >= 5
+    assert counts.get("7g.80gb", 0) == 0  # the queue's 7g no longer fits after what came first
+    with pytest.raises(NoFitError):
+        target.choose_target(node, {"7g.80gb": 3}, [])
+
+
+def test_an_idle_node_offers_its_largest_profiles() -> None:
+    node = NodeState.empty(CATALOG.model("H100-80GB"), 8)
+    assert target.choose_target(node, {}, []) == {"7g.80gb": 8}
+    assert target.choose_target(node, {}, [], fill=False) == {}
+
+
+def test_place_refuses_beyond_the_promise() -> None:
+    node = NodeState.empty(CATALOG.model("H100-80GB"), 1)
+    counts: Dict[str, int] = {"3g.40gb": 1, "1g.10gb": 4}
+    with pytest.raises(NoFitError, match="exceed the 1 promised"):
+        target.place(node, counts, "3g.40gb", 2)
+    # The first 1g must leave room for the promised 3g: never at a start that splits both halves.
+    (p,) = target.place(node, counts, "1g.10gb", 1)
+    after = node.place(p.gpu_index, p.profile_name, p.start)
+    assert target.consistent(counts, after)
+
+
+def test_lowered_is_the_smaller_count_of_every_profile() -> None:
+    assert target.lowered({"1g.10gb": 3, "7g.80gb": 1}, {"1g.10gb": 1, "3g.40gb": 2}) == {
+        "1g.10gb": 1, "3g.40gb": 0, "7g.80gb": 0}
+
+
+def test_counts_the_node_holds_more_of_are_inconsistent() -> None:
+    node = NodeState.empty(CATALOG.model("H100-80GB"), 1)
+    (p,) = plan(node, "3g.40gb", 1)
+    node = node.place(p.gpu_index, p.profile_name, p.start)
+    assert not target.consistent({}, node)
+    assert target.consistent({"3g.40gb": 1}, node)
+    assert target.total_slots(node) == 7
+    assert target.gres_type("1g.10gb+me") == "1g.10gb_me"
+    assert target.profile_of_type("1g.10gb_me") == "1g.10gb+me"

@@ -1,0 +1,117 @@
+"""Count admission on one node (``node.publish.CountPublisher`` in the agent): the target follows the queue,
+a lowered count is published before the raised ones, a race keeps the allocated slot, a job's start and end
+change no count, and what Slurm undercounts is published that much lower."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from slurm_gpu.core import target
+from slurm_gpu.devices import simstate
+from slurm_gpu.devices.open import open_driver
+from slurm_gpu.node.agent import AgentPolicy, JobContext, NodeAgent
+from slurm_gpu.state.journal import Journal
+from tests.fakes import FakeGresSlurm
+
+
+@pytest.fixture
+def node(tmp_path):
+    state = str(tmp_path / "sim.json")
+    simstate.init_state(state, [("H100-80GB", 2)], sandbox=str(tmp_path / "sb"))
+    policy = AgentPolicy(release_wait_s=0.3, release_poll_s=0.05, cgroup_root=None, admission="counts",
+                         caps_dir=str(tmp_path / "sb/dev/nvidia-caps"))
+    journal = Journal(str(tmp_path / "state"), boot_id="b")
+    agent = NodeAgent("n1", open_driver("sim", sim_state=state), journal, FakeGresSlurm("n1"), policy)
+    yield agent
+    agent.driver.close()
+
+
+def ctx(job_id):
+    return JobContext(str(job_id), os.getuid(), os.getgid())
+
+
+def publish(agent):
+    with agent.journal.lock():
+        return agent.publish_features(agent.snapshot())
+
+
+def test_idle_node_offers_whole_gpus_then_follows_the_queue(node):
+    publish(node)
+    assert node.slurm.counts() == {"7g.80gb": 2}
+    assert [g for g in node.slurm.gres if g.type == "unused"][0].count == 12  # constant total 14
+    node.slurm.pending = ["gres:migp:1g.10gb:2", "gres:migp:3g.40gb:1"]
+    publish(node)
+    counts = node.slurm.counts()
+    assert counts["1g.10gb"] >= 2 and counts["3g.40gb"] >= 1
+    assert sum(g.count for g in node.slurm.gres if g.name == "migp") == 14
+    # Lowered first: the whole GPU it gives up is gone before any new slot appears.
+    assert node.slurm.updates[-2] == "migp:7g.80gb:1,migp:unused:13"
+
+
+def test_a_jobs_start_and_end_change_no_count(node):
+    node.slurm.pending = ["gres:migp:1g.10gb:1", "gres:migp:1g.10gb:1"]
+    publish(node)
+    node.slurm.pending = []
+    before = list(node.slurm.updates)
+    node.slurm.add_typed(5, "1g.10gb")
+    out = node.prepare(ctx(5))
+    assert out.action == "created", out
+    assert node.slurm.updates == before
+    assert node.release(ctx(5)).action == "released"
+    # While its epilog runs Slurm still counts the job: its slot stays promised until the next re-plan.
+    assert node.slurm.counts().get("1g.10gb", 0) >= 1
+    node.slurm.jobs[5] = type(node.slurm.jobs[5])(5, "COMPLETED", (), 1000, ("n1",))
+    publish(node)
+    assert node.slurm.counts() == {"7g.80gb": 2}
+
+
+def test_allocated_slots_survive_a_replan_and_a_race(node):
+    node.slurm.pending = ["gres:migp:3g.40gb:1"] * 4
+    publish(node)
+    assert node.slurm.counts().get("3g.40gb") == 4
+    # Two are allocated (prolog not yet run); the queue is gone. The re-plan must keep both.
+    node.slurm.add_typed(1, "3g.40gb")
+    node.slurm.add_typed(2, "3g.40gb")
+    node.slurm.pending = []
+
+    def allocate_while_lowering(fake):  # a third lands between the lowering and the raise
+        fake.on_update = None
+        fake.add_typed(3, "3g.40gb")
+
+    node.slurm.on_update = allocate_while_lowering
+    publish(node)
+    assert node.publisher.replans == 1
+    assert node.slurm.counts().get("3g.40gb", 0) >= 3
+    for job in (1, 2, 3):
+        assert node.prepare(ctx(job)).action == "created"
+    assert target.held(node.snapshot().state()) == {"3g.40gb": 3}
+
+
+def test_undercounted_allocations_are_published_lower(node):
+    node.slurm.pending = ["gres:migp:1g.10gb:1"] * 2
+    publish(node)
+    node.slurm.add_typed(1, "1g.10gb")
+    node.slurm.add_typed(2, "1g.10gb")
+    assert node.prepare(ctx(1)).action == "created" and node.prepare(ctx(2)).action == "created"
+    node.slurm.pending = []
+    publish(node)
+    before = node.slurm.counts()
+    node.slurm.undercount = {"1g.10gb": 1}  # GresUsed after `scontrol reconfigure`: 1 of 2
+    publish(node)
+    after = node.slurm.counts()
+    assert after["1g.10gb"] == before["1g.10gb"] - 1  # what Slurm sees free stays the promise
+    after.pop("1g.10gb")
+    before.pop("1g.10gb")
+    assert after == before
+
+
+def test_prolog_refuses_an_allocation_of_another_profile(node):
+    publish(node)
+    node.slurm.add_typed(9, "7g.80gb")
+    job = node.slurm.jobs[9]
+    node.slurm.jobs[9] = type(job)(**{**job.__dict__, "admin_comment": "slurm-gpu:gpu:1g.10gb:1"})
+    out = node.prepare(ctx(9))
+    assert out.action == "refused" and "migp:7g.80gb:1" in out.message
+    assert node.driver.instances() == []
