@@ -160,11 +160,16 @@ class NodeAgent:
             return Outcome(ctx.job_id, HookAction.NONE, "not a MIG job", problems=problems)
         if req is None:
             return self._seal_or_refuse(ctx, job, f"{job.tres_per_node} allocated without a recorded request")
+        # Counts: an ending job's slot is free in Slurm before its Epilog ran: wait for that, not requeue.
+        deadline = time.monotonic() + self.publisher.wait_for_release_s
         try:
-            with self.journal.lock():
-                snap = self.snapshot()
-                verdict, snap = self._decide_locked(ctx, req, slices, typed, snap)
-                problems = self._claim_locked(ctx, verdict, snap) if verdict.planned else []
+            while True:
+                with self.journal.lock():
+                    verdict, snap = self._decide_locked(ctx, req, slices, typed, self.snapshot())
+                    problems = self._claim_locked(ctx, verdict, snap) if verdict.planned else []
+                if not verdict.requeue[0] or time.monotonic() >= deadline:
+                    break
+                time.sleep(self.policy.create_busy_poll_s)
         except LockTimeout as exc:
             # The lock's holder publishes the node when it is done: nothing to publish from here.
             return self._requeue(ctx, job, f"node lock of {self.node} busy", str(exc), publish=False)
@@ -184,7 +189,7 @@ class NodeAgent:
         attempt, plan. Returns the verdict and the node it was made on."""
         from slurm_gpu.slurm.parse import format_admin_comment
 
-        here = self._catalog_models_of(snap.gpus)  # as job_submit.lua saw the models: the catalog's
+        here = self.catalog_models(snap.gpus)  # as job_submit.lua saw the models: the catalog's
         try:
             req, most = resolve_request(req, here, self.catalog_models())
         except SlurmGpuError as exc:
@@ -265,11 +270,10 @@ class NodeAgent:
             detail += f"; sealed {cgroup}"
         return Outcome(ctx.job_id, HookAction.CREATED, detail, mig_uuids, problems)
 
-    def catalog_models(self) -> List[GpuModel]:
-        return [self.catalog.model(k) for k in self.catalog.keys()]
-
-    def _catalog_models_of(self, gpus: Sequence[GpuInfo]) -> List[GpuModel]:
-        return [self.catalog.model(g.model) for g in gpus if g.model is not None]
+    def catalog_models(self, gpus: Optional[Sequence[GpuInfo]] = None) -> List[GpuModel]:
+        """The catalog's models (of ``gpus`` only, in their order, when given)."""
+        keys = self.catalog.keys() if gpus is None else [g.model for g in gpus if g.model is not None]
+        return [self.catalog.model(k) for k in keys]
 
     def _already_prepared(self, ctx: JobContext,
                           snap: NodeSnapshot) -> Tuple[Optional[Outcome], NodeSnapshot]:
@@ -293,10 +297,8 @@ class NodeAgent:
         """Name the GPUs a hook will not switch to MIG mode (Ampere needs a reset: an admin's job)."""
         off = [f"GPU {g.index} ({g.model})" for g in snap.gpus
                if not g.mig_current and snap.models[g.index].mode_change_requires_reset]
-        if not off:
-            return ""
         return (f"; {', '.join(off)} not in MIG mode and needs a GPU reset to enable it "
-                "(nvidia-smi -i <index> -mig 1, then reset the idle GPU)")
+                "(nvidia-smi -i <index> -mig 1, then reset the idle GPU)") if off else ""
 
     def _enable_mig(self, planned: Sequence[PlannedInstance], snap: NodeSnapshot) -> None:
         wanted = {p.gpu_index for p in planned}

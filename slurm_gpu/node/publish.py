@@ -46,6 +46,7 @@ _REPLANS = 3
 
 class Publisher(Protocol):
     updates: int  # times this object changed what Slurm has (the hooks log it, the exporter counts)
+    wait_for_release_s: float  # how long a Prolog with no room waits for other jobs' Epilogs
 
     def publish(self, node: str, state: NodeState) -> Tuple[str, ...]:
         """Tell Slurm what ``state`` can still host (under the node lock); returns what was published."""
@@ -67,6 +68,7 @@ class FeaturePublisher:
         self.slurm = slurm
         self.max_count = max_count_per_node
         self.enabled = enabled
+        self.wait_for_release_s = 0.0  # a stale feature is a race: requeue at once
         self.updates = 0  # times this object changed Slurm's features (the hooks log it, the exporter counts)
 
     def fit_features(self, state: NodeState) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
@@ -100,6 +102,7 @@ class CountPublisher:
     def __init__(self, slurm: GresAdapter, follow_queue: bool = True):
         self.slurm = slurm
         self.follow_queue = follow_queue
+        self.wait_for_release_s = 30.0  # Slurm counts a slot free once the job ends, before its Epilog
         self.updates = 0
         self.replans = 0  # races seen: an allocation landed while a count was lowered
 
