@@ -37,13 +37,17 @@ CGROUP_CHOICES = {"auto": "autodetect", "v1": "cgroup/v1", "v2": "cgroup/v2"}
 @click.option("--cgroup", "cgroup_version", type=click.Choice(CGROUP_CHOICES), default="auto",
               show_default=True, help="cgroup.conf CgroupPlugin: v1, v2 (unified hierarchy: Debian 12, "
               "RHEL 9) or Slurm's autodetect.")
+@click.option("--admission", type=click.Choice(("features", "counts")), default="features", show_default=True,
+              help="features: fit features with one start per pass; counts: migp counts, no start limit "
+              "(docs/admission.md; the nodes' config.yaml must say the same).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write files into this folder.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON document: each file name with its text (with --out: the paths written).")
 def cmd(kind: str, inventory_path: Optional[str], gpus: Optional[str], from_driver: bool,
         driver_kind: Optional[str], sim_state: Optional[str], mode: str, node_names: Optional[str],
         dev_dir: Optional[str], max_count: Optional[int], prolog: Optional[str], epilog: Optional[str],
-        task_prolog: Optional[str], cgroup_version: str, out_dir: Optional[str], as_json: bool) -> None:
+        task_prolog: Optional[str], cgroup_version: str, admission: str, out_dir: Optional[str],
+        as_json: bool) -> None:
     """Render gres.conf, slurm.conf lines, cgroup.conf or job_submit.lua.
 
     \b
@@ -52,6 +56,7 @@ def cmd(kind: str, inventory_path: Optional[str], gpus: Optional[str], from_driv
       slurm-gpu config slurm --gpus H100-80GB:8 --nodes 'gpu[01-16]'
       slurm-gpu config gres --from-driver --mode static
       slurm-gpu config cgroup --gpus H100-80GB:8 --cgroup v2
+      slurm-gpu config all --gpus H100-80GB:8 --nodes 'gpu[01-16]' --admission counts
     """
     import dataclasses
 
@@ -76,7 +81,8 @@ def cmd(kind: str, inventory_path: Optional[str], gpus: Optional[str], from_driv
     if max_count:
         inventory = dataclasses.replace(inventory, max_count_per_node=max_count)
     options = confgen.Options(prolog=prolog, epilog=epilog, task_prolog=task_prolog,
-                              dev_dir=dev_dir or "/dev", cgroup_plugin=CGROUP_CHOICES[cgroup_version])
+                              dev_dir=dev_dir or "/dev", cgroup_plugin=CGROUP_CHOICES[cgroup_version],
+                              admission=admission)
     kinds = confgen.KINDS if kind == "all" else (kind,)
     files = {confgen.FILENAMES[k]: confgen.render(k, inventory, options) for k in kinds}
     _emit(files, out_dir, as_json)
