@@ -9,6 +9,7 @@ import click
 from slurm_gpu.cli.main import driver_options, get_context
 from slurm_gpu.cli.output import emit_json
 from slurm_gpu.confgen.inventory import MODES
+from slurm_gpu.core.vocab import ADMISSION_MODES
 
 KIND_CHOICES = ("gres", "slurm", "cgroup", "job-submit", "all")
 CGROUP_CHOICES = {"auto": "autodetect", "v1": "cgroup/v1", "v2": "cgroup/v2"}
@@ -37,7 +38,7 @@ CGROUP_CHOICES = {"auto": "autodetect", "v1": "cgroup/v1", "v2": "cgroup/v2"}
 @click.option("--cgroup", "cgroup_version", type=click.Choice(CGROUP_CHOICES), default="auto",
               show_default=True, help="cgroup.conf CgroupPlugin: v1, v2 (unified hierarchy: Debian 12, "
               "RHEL 9) or Slurm's autodetect.")
-@click.option("--admission", type=click.Choice(("features", "counts")), default="features", show_default=True,
+@click.option("--admission", type=click.Choice(ADMISSION_MODES), default="features", show_default=True,
               help="features: fit features with one start per pass; counts: migp counts, no start limit "
               "(docs/admission.md; the nodes' config.yaml must say the same).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write files into this folder.")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from slurm_gpu.core.errors import BadInputError
+from slurm_gpu.core.vocab import ADMISSION_MODES, Admission
 
 if TYPE_CHECKING:
     import jinja2
@@ -64,13 +65,6 @@ class Options:
     prolog_epilog_timeout: int = 300
 
 
-ADMISSIONS = ("counts", "features")
-
-
-def _pad_type() -> str:
-    from slurm_gpu.core.target import PAD_TYPE
-
-    return PAD_TYPE
 
 
 def scheduler_parameters(options: Options) -> str:
@@ -196,23 +190,23 @@ def migp_counts(group: NodeGroup) -> Dict[str, Any]:
     constant total (the most instances the GPUs hold) that ``PAD_TYPE`` makes up."""
     from slurm_gpu.core.features import node_max_counts
     from slurm_gpu.core.geometry import GpuState, NodeState
-    from slurm_gpu.core.target import choose_target, gres_type, node_profiles
+    from slurm_gpu.core.target import PAD_TYPE, choose_target, gres_type, node_profiles, total_slots
 
     node = NodeState.of(GpuState(i, m) for i, m in enumerate(group.gpus))
     idle = choose_target(node, {}, [])
-    total = sum(m.max_gpu_instances for m in group.gpus)
+    total = total_slots(node)
     most = node_max_counts(group.gpus)
     types = [{"type": gres_type(p), "count": idle.get(p, 0), "max": most[p]} for p in node_profiles(node)]
-    return {"types": types, "total": total, "pad": total - sum(idle.values())}
+    return {"types": types, "total": total, "pad": total - sum(idle.values()), "pad_type": PAD_TYPE}
 
 
 def _context(inventory: Inventory, options: Options) -> Dict[str, Any]:
     from slurm_gpu import __version__
 
-    if options.admission not in ADMISSIONS:
-        raise BadInputError(f"admission must be one of {', '.join(ADMISSIONS)}, not {options.admission!r}",
-                            part=options.admission)
-    counts = options.admission == "counts"
+    if options.admission not in ADMISSION_MODES:
+        raise BadInputError(f"admission must be one of {', '.join(ADMISSION_MODES)}, "
+                            f"not {options.admission!r}", part=options.admission)
+    counts = options.admission == Admission.COUNTS
     groups = []
     for g in inventory.groups:
         groups.append({
@@ -231,7 +225,6 @@ def _context(inventory: Inventory, options: Options) -> Dict[str, Any]:
         "has_dynamic": bool(inventory.dynamic),
         "has_static": bool(inventory.static),
         "counts": counts,
-        "pad_type": _pad_type(),
         "scheduler_parameters": scheduler_parameters(options),
     }
 
@@ -246,7 +239,7 @@ def _placeholder(inventory: Inventory, options: Options) -> Optional[Dict[str, A
     dynamic = [g for g in inventory.groups if g.mode == "dynamic"]
     if not dynamic or not options.placeholder:
         return None
-    if options.admission == "counts":
+    if options.admission == Admission.COUNTS:
         # Every migp type at its most: a job asking for a type no node publishes now pends.
         most: Dict[str, int] = {}
         for g in dynamic:

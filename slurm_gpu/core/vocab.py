@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["Phase", "InstanceState", "Repair", "HookAction"]
+__all__ = ["Phase", "InstanceState", "Repair", "HookAction", "Admission", "ADMISSION_MODES"]
 
 
 class _Word(str, Enum):
@@ -59,3 +59,14 @@ class HookAction(_Word):
     CANCELLED = "cancelled"  # could not be requeued (interactive): cancelled rather than run without GPUs
     RELEASED = "released"
     PARTIAL = "partial"  # left for reconcile
+
+
+class Admission(_Word):
+    """How MIG requests get through Slurm (config.yaml ``admission.mode``, ``slurm-gpu config --admission``;
+    docs/admission.md)."""
+
+    COUNTS = "counts"  # typed count gres migp:<profile>:<n>, a target layout: no start limit
+    FEATURES = "features"  # fit features mig.<profile>.<k>: exact with one start per scheduling pass
+
+
+ADMISSION_MODES = tuple(str(a) for a in Admission)

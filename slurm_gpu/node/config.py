@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from slurm_gpu.core.errors import ConfigError
+from slurm_gpu.core.vocab import ADMISSION_MODES
 from slurm_gpu.devices.api import DRIVER_KINDS
 from slurm_gpu.node import CONFIG_ENV, DEFAULT_CONFIG_PATH
 
@@ -140,7 +141,7 @@ _SCHEMA: Dict[str, Any] = {
     "policy": {"name": "policy_name", "max_count_per_node": "pos_int"},
     "slurm": {"bin_dir": "path", "conf": "opt_path"},
     "features": {"publish": "bool"},
-    "admission": {"mode": ("counts", "features")},
+    "admission": {"mode": ADMISSION_MODES},
     "lock_timeout_s": "pos_number",
     "log": {"file": "opt_path"},
     "monitoring": {"hpc_job_mapping_dir": "opt_path"},

@@ -26,6 +26,7 @@ from slurm_gpu.core.target import (
     profile_of_type,
     total_slots,
 )
+from slurm_gpu.core.vocab import Admission
 from slurm_gpu.slurm.parse import GresCount, parse_gres_counts
 
 if TYPE_CHECKING:
@@ -33,12 +34,7 @@ if TYPE_CHECKING:
     from slurm_gpu.core.planner import PlannedInstance
     from slurm_gpu.slurm.api import GresAdapter, SlurmAdapter
 
-__all__ = ["Publisher", "FeaturePublisher", "CountPublisher", "publisher_for", "demand_of", "ADMISSION_MODES",
-           "ADMISSION_COUNTS", "ADMISSION_FEATURES"]
-
-ADMISSION_COUNTS = "counts"
-ADMISSION_FEATURES = "features"
-ADMISSION_MODES = (ADMISSION_COUNTS, ADMISSION_FEATURES)
+__all__ = ["Publisher", "FeaturePublisher", "CountPublisher", "publisher_for", "demand_of"]
 
 # Re-plans after a race (an allocation landed while a count was lowered) before giving up for this call.
 _REPLANS = 3
@@ -169,27 +165,26 @@ class _View(NamedTuple):
 def publisher_for(slurm: SlurmAdapter, admission: str, max_count_per_node: int,
                   enabled: bool = True) -> Publisher:
     """The publisher of an ``admission.mode``."""
-    if admission == ADMISSION_COUNTS:
+    if admission == Admission.COUNTS:
         return CountPublisher(slurm)  # type: ignore[arg-type]  # SlurmCli is both adapters
     return FeaturePublisher(slurm, max_count_per_node, enabled)
 
 
 def demand_of(requests: Sequence[str]) -> List[Tuple[str, int]]:
     """``(profile, count)`` per pending request naming ``migp`` types, in the order given."""
-    out: List[Tuple[str, int]] = []
-    for text in requests:
-        for g in parse_gres_counts(text):
-            if g.name == GRES_NAME and g.type and g.type != PAD_TYPE:
-                out.append((profile_of_type(g.type), g.count))
-    return out
+    return [pc for text in requests for pc in _profile_counts(parse_gres_counts(text))]
+
+
+def _profile_counts(terms: Sequence[GresCount]) -> List[Tuple[str, int]]:
+    """``(profile, count)`` of every ``migp`` term of a profile (the padding type is none)."""
+    return [(profile_of_type(g.type), g.count) for g in terms
+            if g.name == GRES_NAME and g.type and g.type != PAD_TYPE]
 
 
 def _typed(terms: Sequence[GresCount]) -> Dict[str, int]:
     out: Dict[str, int] = {}
-    for g in terms:
-        if g.name == GRES_NAME and g.type and g.type != PAD_TYPE:
-            name = profile_of_type(g.type)
-            out[name] = out.get(name, 0) + g.count
+    for name, count in _profile_counts(terms):
+        out[name] = out.get(name, 0) + count
     return out
 
 

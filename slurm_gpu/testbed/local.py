@@ -17,6 +17,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from slurm_gpu.core.errors import SlurmError
+from slurm_gpu.core.vocab import Admission
 from slurm_gpu.state.fsutil import atomic_write
 from slurm_gpu.testbed import rooted
 from slurm_gpu.testbed.files import wired_hooks, write_config
@@ -131,7 +132,7 @@ def up(spec: ClusterSpec, timeout: float = 60) -> Dict[str, Any]:
         started[f"slurmd:{node}"] = _wait_pid_file(pids[f"slurmd:{node}"], 15)
     atomic_write(os.path.join(spec.dir, PIDS_FILE), json.dumps(started) + "\n", mode=0o644)
     wait_idle(spec, timeout)
-    if spec.admission == "counts" and wired_hooks(spec):
+    if spec.admission == Admission.COUNTS and wired_hooks(spec):
         _start_publishers(spec)
     return status(spec)
 

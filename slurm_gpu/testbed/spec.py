@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 
 from slurm_gpu.confgen.inventory import MODES, gpu_models
 from slurm_gpu.core.errors import BadInputError
+from slurm_gpu.core.vocab import ADMISSION_MODES
 from slurm_gpu.state.fsutil import atomic_write
 
 __all__ = ["ClusterSpec", "node_names", "validate", "save_spec", "load_spec", "DEFAULT_DIR",
@@ -87,9 +88,9 @@ def validate(spec: ClusterSpec) -> None:
     if spec.slurm not in SLURM_VERSIONS:
         raise BadInputError(f"--slurm must be one of {', '.join(SLURM_VERSIONS)}, not {spec.slurm!r}",
                             part=spec.slurm)
-    if spec.admission not in ("counts", "features"):
-        raise BadInputError(f"--admission must be counts or features, not {spec.admission!r}",
-                            part=spec.admission)
+    if spec.admission not in ADMISSION_MODES:
+        raise BadInputError(f"--admission must be one of {', '.join(ADMISSION_MODES)}, "
+                            f"not {spec.admission!r}", part=spec.admission)
     if spec.mode not in MODES:
         raise BadInputError(f"--mode must be {' or '.join(MODES)}, not {spec.mode!r}", part=spec.mode)
     if (spec.mode == "static") != bool(spec.layout):
