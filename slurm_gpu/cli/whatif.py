@@ -4,7 +4,6 @@ slurm-gpu's default and the ideal bound on the site's own history."""
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any, Callable, Optional
 
 import click
@@ -16,18 +15,9 @@ from slurm_gpu.cli.trace import convert_sacct, sacct_options
 
 def _progress(label: str) -> Optional[Callable[[int, int], None]]:
     """A progress bar per scenario on stderr when it is a terminal."""
-    if not sys.stderr.isatty():
-        return None
+    from slurm_gpu.simulate.engine import stderr_progress
 
-    def show(done: int, total: int) -> None:
-        width = 30
-        filled = width * done // max(total, 1)
-        sys.stderr.write(f"\r{label:>8} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} jobs")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return show
+    return stderr_progress(label, width=30)
 
 
 @click.command("whatif")

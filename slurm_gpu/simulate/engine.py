@@ -431,15 +431,15 @@ def simulate(
     return Simulation(trace, cluster, policy, config).run()
 
 
-def stderr_progress() -> Optional[Callable[[int, int], None]]:
-    """A one-line progress bar on stderr, only when it is a terminal."""
+def stderr_progress(label: str = "", width: int = 40) -> Optional[Callable[[int, int], None]]:
+    """A one-line progress bar on stderr (after ``label``, right-aligned to 8), only on a terminal."""
     if not sys.stderr.isatty():
         return None
+    head = f"{label:>8} " if label else ""
 
     def show(done: int, total: int) -> None:
-        width = 40
         filled = width * done // max(total, 1)
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} jobs")
+        sys.stderr.write(f"\r{head}[{'#' * filled}{'.' * (width - filled)}] {done}/{total} jobs")
         if done >= total:
             sys.stderr.write("\n")
         sys.stderr.flush()
