@@ -222,6 +222,17 @@ def test_the_seal_is_enforced_by_the_kernel_for_each_job(tmp_path, v2_root):
         assert not os.path.exists(os.path.join(os.path.dirname(job_dir), f"job_{job}"))
 
 
+def _attach_like_slurm(cgroup: str, denied) -> None:
+    """What Slurm's cgroup/v2 attaches for gres with device files: its own program, BPF_F_ALLOW_OVERRIDE."""
+    prog = ebpf.load(ebpf.deny_program(denied), "Slurm_Cgroup_v2")
+    cg = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        ebpf.attach(cg, prog, flags=ebpf.BPF_F_ALLOW_OVERRIDE)
+    finally:
+        os.close(cg)
+        os.close(prog)
+
+
 def test_slurms_own_programs_below_the_job_add_to_the_seal_and_one_on_it_is_named(tmp_path, v2_root):
     os.mknod(str(tmp_path / "gpu0"), 0o20666, os.makedev(195, 0))
     os.mknod(str(tmp_path / "gpu1"), 0o20666, os.makedev(195, 1))
@@ -229,26 +240,13 @@ def test_slurms_own_programs_below_the_job_add_to_the_seal_and_one_on_it_is_name
     job = access.seal("60", 0, [(195, 0)], v2_root, node="n1")
     step = os.path.join(job, "step_0", "user")
     os.makedirs(step)
-    # What Slurm's cgroup/v2 does for a step with gres device files: its own program, BPF_F_ALLOW_OVERRIDE.
-    slurm_prog = ebpf.load(ebpf.deny_program([(195, 1)]), "Slurm_Cgroup_v2")
-    cg = os.open(step, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        ebpf.attach(cg, slurm_prog, flags=ebpf.BPF_F_ALLOW_OVERRIDE)
-    finally:
-        os.close(cg)
-        os.close(slurm_prog)
+    _attach_like_slurm(step, [(195, 1)])
     seen = _open_in(step, [str(tmp_path / "gpu0"), str(tmp_path / "gpu1")])
     assert seen == {str(tmp_path / "gpu0"): errno.EPERM, str(tmp_path / "gpu1"): errno.EPERM}
     # Slurm's program on job_<id> itself (gres with File= on a node): the seal says why it cannot join.
     other = os.path.join(scope, "job_61")
     os.mkdir(other)
-    slurm_prog = ebpf.load(ebpf.deny_program([(195, 1)]), "Slurm_Cgroup_v2")
-    cg = os.open(other, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        ebpf.attach(cg, slurm_prog, flags=ebpf.BPF_F_ALLOW_OVERRIDE)
-    finally:
-        os.close(cg)
-        os.close(slurm_prog)
+    _attach_like_slurm(other, [(195, 1)])
     with pytest.raises(StateError, match="without BPF_F_ALLOW_MULTI"):
         access.seal("61", 0, [(195, 0)], v2_root, node="n1")
     for path in (step, os.path.dirname(step), job, other):
