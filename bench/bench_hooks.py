@@ -2,10 +2,13 @@
 same run (so figures compare across machines).
 
 - prolog / epilog: the whole hook process as the shipped prolog.d/epilog.d scripts start it
-  (``slurm-gpu-hook prolog|epilog`` next to the interpreter: interpreter, imports, configuration,
-  journal, planning, simulated driver, a stand-in ``scontrol`` that answers at once: controller and
-  driver latency excluded), for a stream of 1g.10gb/2g.20gb/3g.40gb jobs filling the node then leaving;
-- the same through the CLI (``slurm-gpu prolog|epilog``, click loaded), a second round of the stream;
+  (``slurm-gpu-hook prolog|epilog`` next to the interpreter) with the hook server running, as a node
+  that ran ``slurm-gpu node install`` has it (slurm-gpu-hooks.service): the client process, the served
+  child's configuration, journal, planning, simulated driver and a stand-in ``scontrol`` that answers at
+  once (controller and driver latency excluded), for a stream of 1g.10gb/2g.20gb/3g.40gb jobs filling
+  the node then leaving;
+- the same without a server (the hook imports and runs everything in its own process), a second round;
+- the same through the CLI (``slurm-gpu prolog|epilog``, click loaded), a third round of the stream;
 - the same use cases in-process (``NodeAgent.prepare``/``release``) without interpreter start-up;
 - TaskProlog: one task's ``/usr/bin/python3 -I -S task_prolog.py`` (the form slurm.conf runs).
 
@@ -94,15 +97,17 @@ def main() -> int:
     bindir.mkdir()
     jobs_file = tmp / "jobs.txt"
     profiles = [("1g.10gb", 1, 1), ("2g.20gb", 1, 2), ("3g.40gb", 1, 4), ("1g.10gb", 2, 2)]
-    jobs = [(1000 + n, *profiles[n % len(profiles)]) for n in range(args.jobs * 3)]
+    jobs = [(1000 + n, *profiles[n % len(profiles)]) for n in range(args.jobs * 4)]
     jobs_file.write_text("".join(f"{j} {p} {c} {s}\n" for j, p, c, s in jobs))
     (bindir / "scontrol").write_text(FAKE_SCONTROL.format(jobs=jobs_file, uid=os.getuid()))
     (bindir / "scontrol").chmod(0o755)
     config = tmp / "config.yaml"
     config.write_text(f"version: 1\ndriver:\n  kind: sim\n  sim_state: {state}\n  sim_sandbox: {tmp / 'sb'}\n"
                       f"state_dir: {tmp / 'state'}\nslurm:\n  bin_dir: {bindir}\n")
+    sock = tmp / "run" / "hooks.sock"
     env = {"PATH": "/usr/bin:/bin", "SLURM_GPU_CONFIG": str(config), "SLURMD_NODENAME": "bench",
-           "SLURM_JOB_UID": str(os.getuid()), "SLURM_JOB_GID": str(os.getgid())}
+           "SLURM_JOB_UID": str(os.getuid()), "SLURM_JOB_GID": str(os.getgid()),
+           "SLURM_GPU_HOOK_SOCKET": str(sock)}
 
     # Each sample is paired with a baseline run just before it: ratios stay meaningful on a busy machine.
     # The hooks run under the package's interpreter, the TaskProlog under the system one: each is
@@ -115,21 +120,33 @@ def main() -> int:
     scratch = str(tmp)  # not the repository: the hooks import the installed package
     package = subprocess.run([sys.executable, "-c", "import slurm_gpu; print(slurm_gpu.__file__)"],
                              cwd=scratch, capture_output=True, text=True, check=True).stdout.strip()
-    # Three rounds of the same stream: hook entry, CLI, in-process.
-    first, by_cli, second = jobs[: args.jobs], jobs[args.jobs: args.jobs * 2], jobs[args.jobs * 2:]
+    # Four rounds of the same stream: served, hook entry alone, CLI, in-process.
+    n = args.jobs
+    served, first, by_cli, second = jobs[:n], jobs[n: 2 * n], jobs[2 * n: 3 * n], jobs[3 * n:]
 
-    def run_hook(cmd, name, job):
-        return paired([*cmd, name], {**env, "SLURM_JOB_ID": str(job)}, base_cmd, cwd=scratch)
+    def run_hook(cmd, name, job, **extra):
+        return paired([*cmd, name], {**env, "SLURM_JOB_ID": str(job), **extra}, base_cmd, cwd=scratch)
 
-    pro = [run_hook(hook, "prolog", j) for j, *_ in first]
-    epi = [run_hook(hook, "epilog", j) for j, *_ in first]
+    server = subprocess.Popen([*hook, "serve", "--socket", str(sock)], env=env, cwd=scratch,
+                              stderr=subprocess.DEVNULL)
+    while not sock.exists():
+        assert server.poll() is None, "the hook server did not start"
+        time.sleep(0.02)
+    try:
+        srv_pro = [run_hook(hook, "prolog", j) for j, *_ in served]
+        srv_epi = [run_hook(hook, "epilog", j) for j, *_ in served]
+    finally:
+        server.terminate()
+        server.wait()
+    pro = [run_hook(hook, "prolog", j, SLURM_GPU_HOOK_SOCKET="none") for j, *_ in first]
+    epi = [run_hook(hook, "epilog", j, SLURM_GPU_HOOK_SOCKET="none") for j, *_ in first]
     cli_pro = [run_hook(cli, "prolog", j) for j, *_ in by_cli]
     cli_epi = [run_hook(cli, "epilog", j) for j, *_ in by_cli]
     left = open_driver("sim", sim_state=str(state)).instances()
     assert not left, f"instances left after the epilogs: {left}"
     log = (tmp / "state" / "hooks.log").read_text()
     created = log.count('"action":"created"')
-    assert created == len(first) + len(by_cli), f"{created} prologs created instances: {log[-2000:]}"
+    assert created == len(served) + len(first) + len(by_cli), f"{created} prologs created: {log[-2000:]}"
 
     # In-process: the use cases alone, same stream.
     agent = NodeAgent("bench", open_driver("sim", sim_state=str(state)), Journal(str(tmp / "state")),
@@ -159,14 +176,16 @@ def main() -> int:
         cpu = statistics.median(p[0][1] / p[1][1] for p in pairs)
         print(f"{name:42} median {secs * 1000:7.1f} ms = {ratio:5.2f} x -c pass (CPU time {cpu:5.2f} x)")
 
-    base_ms = statistics.median(p[1][0] for p in pro) * 1000
+    base_ms = statistics.median(p[1][0] for p in srv_pro) * 1000
     sys_ms = statistics.median(p[1][0] for p in tp) * 1000
     print(f"8 x H100 simulated node, {args.jobs} jobs per round; {sys.executable} -c pass median "
           f"{base_ms:.1f} ms; {sys_python} -c pass median {sys_ms:.1f} ms")
     print(f"hooks: {' '.join(hook)} prolog|epilog; package {package}")
     print("ratios: medians of each run over the <interpreter> -c pass run just before it")
-    row("prolog hook process (slurm-gpu-hook)", pro)
-    row("epilog hook process (slurm-gpu-hook)", epi)
+    row("prolog hook process, hook server (shipped)", srv_pro)
+    row("epilog hook process, hook server (shipped)", srv_epi)
+    row("prolog hook process, no server", pro)
+    row("epilog hook process, no server", epi)
     row("prolog via the CLI (slurm-gpu prolog)", cli_pro)
     row("epilog via the CLI (slurm-gpu epilog)", cli_epi)
     med_base = (statistics.median(b[0] for b in inproc_base), statistics.median(b[1] for b in inproc_base))

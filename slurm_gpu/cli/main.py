@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import click
 
+from slurm_gpu.core.errors import DEBUG_ENV
 from slurm_gpu.node import CONFIG_ENV  # the package's constants only: --help loads no module of it
 
 # name -> ("module:attr", one-line help shown by `slurm-gpu --help` without importing the module)
@@ -40,8 +41,6 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "node": ("slurm_gpu.cli.node:cmd", "Install the hooks, configuration and units on this node."),
     "container": ("slurm_gpu.cli.container:cmd", "Run a container on this task's MIG instance (in a job)."),
 }
-
-DEBUG_ENV = "SLURM_GPU_DEBUG"
 
 
 class LazyGroup(click.Group):

@@ -20,6 +20,8 @@ EXIT_DRIVER = 5  # the GPU driver (NVML, real or simulated) refused or failed
 EXIT_STATE = 6  # the journal or the simulated driver's state file is corrupt, foreign or locked
 EXIT_CONFIG = 7  # the configuration file is missing, malformed or has unknown keys
 EXIT_SLURM = 8  # the Slurm controller could not be asked, or answered something unexpected
+# Set (not "" or "0"): an unexpected error shows its traceback instead of one line (CLI and hooks).
+DEBUG_ENV = "SLURM_GPU_DEBUG"
 
 
 class SlurmGpuError(Exception):

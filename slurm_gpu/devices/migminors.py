@@ -14,7 +14,7 @@ cannot (configuration generated for another node, the simulator writing its own 
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 __all__ = [
     "DEFAULT_MIG_MINORS",
@@ -83,6 +83,7 @@ class MigMinors:
     def __init__(self, path: Optional[str] = DEFAULT_MIG_MINORS):
         self.path = path
         self._minors: Optional[Dict[str, int]] = None
+        self._by_gpu: Optional[Dict[str, Tuple[int, ...]]] = None
 
     def _table(self) -> Dict[str, int]:
         if self._minors is None:
@@ -95,5 +96,11 @@ class MigMinors:
 
     def of_gpu(self, gpu_minor: int) -> Tuple[int, ...]:
         """Every GPU- and compute-instance minor reserved for GPU ``gpu_minor``, sorted."""
-        prefix = f"gpu{int(gpu_minor)}/"
-        return tuple(sorted(m for k, m in self._table().items() if k.startswith(prefix)))
+        if self._by_gpu is None:  # one pass over the file's ~1,100 lines, not one per GPU
+            grouped: Dict[str, List[int]] = {}
+            for key, minor in self._table().items():
+                head, slash, _ = key.partition("/")
+                if slash:
+                    grouped.setdefault(head, []).append(minor)
+            self._by_gpu = {head: tuple(sorted(minors)) for head, minors in grouped.items()}
+        return self._by_gpu.get(f"gpu{int(gpu_minor)}", ())

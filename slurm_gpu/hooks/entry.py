@@ -1,26 +1,36 @@
-"""``slurm-gpu-hook prolog|epilog``: the entry point Slurm's root hooks run, without click.
+"""``slurm-gpu-hook prolog|epilog|serve``: the entry point Slurm's root hooks run, without click.
 
 Slurm starts a Prolog and an Epilog process for every job, so this entry imports only ``sys``, ``os``
-and the one hook it runs (``python3 -m slurm_gpu.hooks.entry prolog`` is the same). ``slurm-gpu prolog``
-and ``slurm-gpu epilog`` (the CLI, for people) run the same code. Exit codes are the CLI's: the hook's
-own (0, or 1 for a broken node), 2 for a bad command line, 1 for an unexpected error (one line on
-stderr; ``SLURM_GPU_DEBUG=1`` shows the traceback instead), 130 when interrupted.
+and the one hook it runs (``python3 -m slurm_gpu.hooks.entry prolog`` is the same). When a hook server
+(``slurm-gpu-hook serve``, ``slurm_gpu.hooks.server``) listens on ``$SLURM_GPU_HOOK_SOCKET`` (default
+``/run/slurm-gpu/hooks.sock``; empty or ``none``: never ask one), the hook runs in a child forked from it,
+already imported, with this process's environment and standard streams; when none answers, it runs here.
+``slurm-gpu prolog`` and ``slurm-gpu epilog`` (the CLI, for people) run the same code in-process. Exit
+codes: the hook's (``slurm_gpu.hooks.dispatch``), 2 for a bad command line.
 """
 
 from __future__ import annotations
 
-import os
 import sys
+
+from slurm_gpu.hooks.dispatch import HOOKS
 
 TYPE_CHECKING = False  # typing is not imported just for annotations
 if TYPE_CHECKING:
-    from typing import List, Optional, Sequence, Tuple
+    from typing import Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["main", "HOOKS"]
+__all__ = ["main"]
 
-HOOKS = ("prolog", "epilog")
-USAGE = "usage: slurm-gpu-hook [--config PATH] prolog|epilog"
-DEBUG_ENV = "SLURM_GPU_DEBUG"  # the CLI's variable (slurm_gpu.cli.main.DEBUG_ENV)
+USAGE = ("usage: slurm-gpu-hook [--config PATH] prolog|epilog\n"
+         "       slurm-gpu-hook serve [--socket PATH]")
+HELP = """
+Run by Slurm as root: prolog creates the job's MIG instances, epilog destroys them (docs/hooks.md).
+serve: the resident hook server (systemd unit slurm-gpu-hooks.service) the hooks start from, imported.
+
+Examples:
+  SLURM_JOB_ID=42 SLURMD_NODENAME=node1 slurm-gpu-hook prolog
+  slurm-gpu-hook serve --socket /run/slurm-gpu/hooks.sock
+"""
 
 
 class _Usage(Exception):
@@ -28,63 +38,64 @@ class _Usage(Exception):
 
 
 def _parse(args: Sequence[str]) -> Tuple[Optional[str], Optional[str]]:
-    """``(hook, config_path)`` from ``[--config PATH] HOOK``; ``(None, None)`` for ``--help``."""
-    hook: Optional[str] = None
-    config: Optional[str] = None
+    """``(command, value)``: ``(hook, config_path)`` from ``[--config PATH] HOOK``, ``("serve",
+    socket_path)`` from ``serve [--socket PATH]``; ``(None, None)`` for ``--help``."""
+    command: Optional[str] = None
+    options: Dict[str, Optional[str]] = {"--config": None, "--socket": None}
     rest: List[str] = list(args)
     while rest:
         arg = rest.pop(0)
+        name, eq, value = arg.partition("=")
         if arg in ("-h", "--help"):
             return None, None
-        if arg == "--config":
-            if not rest:
-                raise _Usage("--config needs a PATH")
-            config = rest.pop(0)
-        elif arg.startswith("--config="):
-            config = arg[len("--config="):]
-        elif arg in HOOKS and hook is None:
-            hook = arg
+        if name in options:
+            if not eq:
+                if not rest:
+                    raise _Usage(f"{name} needs a PATH")
+                value = rest.pop(0)
+            options[name] = value
+        elif arg in (*HOOKS, "serve") and command is None:
+            command = arg
         else:
             raise _Usage(f"unexpected argument {arg!r}")
-    if hook is None:
-        raise _Usage("name the hook: prolog or epilog")
-    return hook, config or None
+    if command is None:
+        raise _Usage("name the hook: prolog or epilog (or serve)")
+    wrong = "--config" if command == "serve" else "--socket"
+    if options[wrong] is not None:
+        raise _Usage(f"{wrong} does not go with {command}")
+    return command, options["--socket" if command == "serve" else "--config"] or None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the hook named in ``argv`` (default ``sys.argv[1:]``) and return its exit code."""
+    """Run what ``argv`` (default ``sys.argv[1:]``) names and return its exit code."""
     try:
-        hook, config = _parse(sys.argv[1:] if argv is None else argv)
+        command, value = _parse(sys.argv[1:] if argv is None else argv)
     except _Usage as exc:
         from slurm_gpu.core.errors import EXIT_USAGE
 
         sys.stderr.write(f"{USAGE}\nslurm-gpu-hook: error: {exc}\n")
         return EXIT_USAGE
-    if hook is None:
-        sys.stdout.write(f"{USAGE}\n\nRun by Slurm as root: prolog creates the job's MIG instances, epilog "
-                         "destroys them (docs/hooks.md).\n")
+    if command is None:
+        sys.stdout.write(f"{USAGE}\n{HELP}")
         return 0
-    try:
-        if hook == "prolog":
-            from slurm_gpu.hooks.prolog import main as run
-        else:
-            from slurm_gpu.hooks.epilog import main as run
-        return run(config)
-    except KeyboardInterrupt:
-        sys.stderr.write("slurm-gpu: error: interrupted\n")
-        return 130
-    except Exception as exc:
-        # As the CLI maps errors (slurm_gpu.cli.main): one line in slurmd's log, not a traceback.
-        from slurm_gpu.core.errors import EXIT_ERROR, SlurmGpuError
+    if command == "serve":
+        from slurm_gpu.core.errors import SlurmGpuError
+        from slurm_gpu.hooks.client import DEFAULT_SOCKET
+        from slurm_gpu.hooks.server import serve
 
-        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
-            raise
-        if isinstance(exc, SlurmGpuError):
-            sys.stderr.write(f"slurm-gpu: error: {exc}\n")
-            return exc.exit_code
-        sys.stderr.write(f"slurm-gpu: error: internal error: {type(exc).__name__}: {exc} "
-                         f"(set {DEBUG_ENV}=1 for a traceback)\n")
-        return EXIT_ERROR
+        try:
+            return serve(value or DEFAULT_SOCKET)
+        except (SlurmGpuError, OSError) as exc:
+            sys.stderr.write(f"slurm-gpu-hook serve: error: {exc}\n")
+            return getattr(exc, "exit_code", 1)
+    from slurm_gpu.hooks.client import via_server
+
+    code = via_server(command, value)
+    if code is not None:
+        return code
+    from slurm_gpu.hooks.dispatch import run_hook
+
+    return run_hook(command, value)
 
 
 if __name__ == "__main__":

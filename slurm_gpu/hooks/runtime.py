@@ -14,7 +14,15 @@ if TYPE_CHECKING:
 # Every user of this module builds an agent (prolog, epilog, reconcile): nothing is saved by deferring it.
 from slurm_gpu.node.agent import NodeAgent
 
-__all__ = ["HookAgent", "build_agent", "log_event", "policy_from_config", "run_job_hook"]
+__all__ = ["HookAgent", "build_agent", "log_event", "policy_from_config", "run_job_hook", "served_by"]
+
+_served_by = 0  # the hook server's pid in a hook it serves (slurm_gpu.hooks.server): its log lines say so
+
+
+def served_by(pid: int) -> None:
+    """Mark this process as a hook the server ``pid`` runs."""
+    global _served_by
+    _served_by = pid
 
 
 class HookAgent(NodeAgent):
@@ -81,9 +89,12 @@ class FailedDriver:
 
 def log_event(agent: Any, hook: str, record: Mapping[str, Any]) -> None:
     """One JSON line per hook run: to the configured log file, else ``<state_dir>/hooks.log``. It carries
-    the run's NVML create/destroy times and errors (``nvml``) and how often it changed the node's features
-    in Slurm (``capacity_updates``): the exporter's histograms and counters come from these lines."""
+    the run's NVML create/destroy times and errors (``nvml``), how often it changed the node's features
+    in Slurm (``capacity_updates``; the exporter's histograms and counters come from these lines) and,
+    when the hook server ran it, that server's pid (``served_by``)."""
     line = {"time": round(time.time(), 3), "hook": hook, "node": getattr(agent, "node", None), **record}
+    if _served_by:
+        line["served_by"] = _served_by
     call_log = getattr(agent, "call_log", None)
     if call_log:
         line["nvml"] = call_log.to_dict()

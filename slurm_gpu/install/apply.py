@@ -196,6 +196,7 @@ def _next_steps(opts: InstallOptions, changed: List[str]) -> List[str]:
     if not opts.systemd_dir or not any(p.startswith(opts.systemd_dir + "/") for p in changed):
         return []
     return ["systemctl daemon-reload", "systemctl start slurm-gpu-reconcile.timer",
+            "systemctl restart slurm-gpu-hooks.service   # hooks start from it (new code after an upgrade)",
             "systemctl restart slurmd   # picks up the drop-in (HWLOC_COMPONENTS, reconcile at start)"]
 
 

@@ -11,9 +11,10 @@ virtual environment ``/opt/slurm-gpu``:
   ``/etc/slurm/task-prolog.d/slurm-gpu``: the hook scripts, every path absolute (Slurm runs them without
   PATH);
 - ``/etc/slurm-gpu/config.yaml`` (0644, root; checked by the configuration loader) and the state directory;
-- ``/etc/systemd/system/slurm-gpu-reconcile.{service,timer}`` (enabled through ``timers.target.wants``) and
-  the slurmd drop-in ``slurmd.service.d/slurm-gpu.conf``: ``HWLOC_COMPONENTS=-opencl`` and a reconcile
-  before slurmd starts.
+- ``/etc/systemd/system/slurm-gpu-reconcile.{service,timer}`` (enabled through ``timers.target.wants``),
+  ``slurm-gpu-hooks.service`` (the hook server the Prolog and Epilog start from; enabled through
+  ``multi-user.target.wants``) and the slurmd drop-in ``slurmd.service.d/slurm-gpu.conf``:
+  ``HWLOC_COMPONENTS=-opencl`` and a reconcile before slurmd starts.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ DEFAULT_SYSTEMD_DIR = "/etc/systemd/system"
 DEFAULT_STATE_DIR = "/var/lib/slurm-gpu"
 SERVICE = "slurm-gpu-reconcile.service"
 TIMER = "slurm-gpu-reconcile.timer"
+HOOKS_SERVICE = "slurm-gpu-hooks.service"
 DROP_IN = "slurmd.service.d/slurm-gpu.conf"
-UNITS = (SERVICE, TIMER, DROP_IN, "timers.target.wants/" + TIMER)
+UNITS = (SERVICE, TIMER, HOOKS_SERVICE, DROP_IN, "timers.target.wants/" + TIMER,
+         "multi-user.target.wants/" + HOOKS_SERVICE)
 # Files of the package the copy carries: sources and data, never bytecode.
 _COPIED_SUFFIXES = (".py", ".json", ".j2", ".lua")
 
@@ -163,13 +166,29 @@ def _units(opts: InstallOptions, systemd_dir: str) -> List[Item]:
         "# (IN_USE); reconcile before slurmd starts, so a crash's leftovers never reach a new job.\n"
         "[Service]\nEnvironment=HWLOC_COMPONENTS=-opencl\n" + env + f"ExecStartPre=-{reconcile}\n"
     )
+    server = " ".join(_entry(opts, "slurm-gpu-hook") + ["serve"])
+    hooks = (
+        "[Unit]\n"
+        "Description=slurm-gpu hook server: each Prolog/Epilog starts from it already imported\n"
+        "Before=slurmd.service\n\n"
+        "[Service]\nType=simple\n" + env + f"ExecStart={server}\n"
+        # /run/slurm-gpu (0700) holds the socket; a hook that runs when the server stops or restarts
+        # (an upgrade) finishes in its own process; without the server, hooks run in-process.
+        "RuntimeDirectory=slurm-gpu\nRuntimeDirectoryMode=0700\nKillMode=process\nRestart=on-failure\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
     wants = os.path.join(systemd_dir, "timers.target.wants")
+    multi_user = os.path.join(systemd_dir, "multi-user.target.wants")
     return [
         Item(os.path.join(systemd_dir, SERVICE), "file", 0o644, service.encode(), what="reconcile unit"),
         Item(os.path.join(systemd_dir, TIMER), "file", 0o644, timer.encode(), what="reconcile timer"),
+        Item(os.path.join(systemd_dir, HOOKS_SERVICE), "file", 0o644, hooks.encode(),
+             what="hook server unit"),
         Item(os.path.join(systemd_dir, DROP_IN), "file", 0o644, drop_in.encode(), what="slurmd drop-in"),
         Item(os.path.join(wants, TIMER), "link", data=os.path.join(systemd_dir, TIMER).encode(),
              what="timer enabled"),
+        Item(os.path.join(multi_user, HOOKS_SERVICE), "link",
+             data=os.path.join(systemd_dir, HOOKS_SERVICE).encode(), what="hook server enabled"),
     ]
 
 

@@ -18,7 +18,7 @@ from slurm_gpu.confgen.inventory import Inventory, NodeGroup, gpu_models
 from slurm_gpu.devices.open import open_driver
 from slurm_gpu.devices.simstate import init_state
 from slurm_gpu.state.fsutil import atomic_write
-from slurm_gpu.testbed import rooted
+from slurm_gpu.testbed import hookserver, rooted
 from slurm_gpu.testbed.layouts import apply_layout
 from slurm_gpu.testbed.spec import ClusterSpec, node_names, save_spec
 
@@ -148,6 +148,7 @@ def _hook_script(spec: ClusterSpec, command: str) -> str:
         "#!/bin/sh\n"
         f"export SLURM_GPU_CONFIG={spec.dir}/config.yaml\n"
         f"export SLURM_CONF={spec.conf}\n"
+        f"export SLURM_GPU_HOOK_SOCKET={hookserver.socket_path(spec)}\n"
         f"{runtime['env']}"
         f"exec {runtime['python']} -m {module} {command} \"$@\"\n"
     )
@@ -169,7 +170,8 @@ def write_config(spec: ClusterSpec) -> Dict[str, str]:
         hooks[key] = path if with_hooks else None
     options = confgen.Options(prolog=hooks["prolog"], epilog=hooks["epilog"],
                               task_prolog=hooks["task_prolog"], constrain_cores=False, constrain_ram=False,
-                              scheduler_parameters=spec.scheduler_parameters, admission=spec.admission)
+                              scheduler_parameters=spec.scheduler_parameters, admission=spec.admission,
+                              slurm_version=spec.slurm)
     if not spec.cgroups:
         options = dataclasses.replace(options, proctrack_type="proctrack/linuxproc", task_plugin="task/none")
     init_gpus(spec)  # first: a static node's gres come from the layout made on its GPUs

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from slurm_gpu.core.errors import SlurmError
 from slurm_gpu.core.vocab import Admission
 from slurm_gpu.state.fsutil import atomic_write
-from slurm_gpu.testbed import rooted
+from slurm_gpu.testbed import hookserver, rooted
 from slurm_gpu.testbed.files import wired_hooks, write_config
 from slurm_gpu.testbed.spec import ClusterSpec, node_names, validate
 
@@ -123,6 +123,8 @@ def up(spec: ClusterSpec, timeout: float = 60) -> Dict[str, Any]:
     else:
         ensure_munge()
     write_config(spec)
+    if wired_hooks(spec):
+        hookserver.start(spec)
     pids = _pid_files(spec)
     _run(["slurmctld", "-f", spec.conf], spec)
     for node in node_names(spec):
@@ -264,6 +266,8 @@ def down(spec: ClusterSpec, timeout: float = 20) -> Dict[str, Any]:
     running = processes(spec)
     if running:
         _stop_daemons(spec, running, timeout)
+    if hookserver.stop(spec):
+        running["hook-server"] = 0
     stopped = sorted(running)
     if rooted.in_root(spec):
         stopped += rooted.stop(spec)

@@ -137,6 +137,11 @@ def test_one_1g_instance_in_batch_step_and_srun_tasks(cl):
     tasks = dict(re.findall(r"task(\d)=(\S*)", text))
     assert tasks == {str(n): batch for n in range(4)}
     wait_for(lambda: not instances(cl, node), 20, "instance destroyed")
+    # Both hooks ran in children of the cluster's hook server (what slurm-gpu-hooks.service is on a node).
+    log = (node_dir(cl, node) / "state" / "hooks.log").read_text()
+    lines = [json.loads(line) for line in log.splitlines()]
+    served = {line["hook"]: line.get("served_by") for line in lines if line.get("job_id") == j}
+    assert set(served) == {"prolog", "epilog"} and all(served.values()), served
 
 
 def test_two_3g_instances_map_tasks_modulo(cl):

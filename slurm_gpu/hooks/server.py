@@ -1,0 +1,288 @@
+"""``slurm-gpu-hook serve``: a resident root process from which every Prolog and Epilog starts imported.
+
+A hook's own work takes a few tens of milliseconds; starting Python, importing the package and building
+its types takes several times that, for every job. The server pays that once: it imports everything a
+hook needs, then for each request forks a child that *is* the hook process it stands in for. The child
+takes the request's environment, working directory and umask and the client's stdin, stdout and stderr
+(passed as file descriptors), runs the same code as ``slurm-gpu-hook prolog|epilog`` would in its own
+process (its own locks, its own driver session: NVML is opened after the fork, never inherited), and
+sends the exit status back. The client (``slurm_gpu.hooks.client``) runs the hook in its own process
+whenever no server answers, so the server speeds hooks up and is never needed for them to work.
+
+Only a peer of the server's own uid (root on a node) is served (``SO_PEERCRED``); the socket is created
+0600 in a 0700 directory. A client of another install (package path or version) is told ``stale`` and
+runs in-process; when the package's files change under the server (an upgrade in place), the request at
+hand is told the same and the server executes itself anew. The parent never reads GPUs, the journal or
+Slurm; a hook that runs when the server stops finishes in its own process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import struct
+import sys
+from typing import Dict, List, Optional, Tuple
+
+from slurm_gpu.core.errors import BadInputError, StateError
+from slurm_gpu.hooks.client import DEFAULT_SOCKET, PROTOCOL, STALE, package_id
+from slurm_gpu.hooks.dispatch import HOOKS, run_hook
+
+__all__ = ["serve", "parse_request", "Request"]
+
+MAX_REQUEST = 1 << 20  # argv and a hook's environment are a few KiB
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+# What a hook imports (measured: the modules a prolog and an epilog load), loaded once in the server so
+# that each child starts with them; one missing here (pynvml on a simulated node) is skipped.
+_PRELOAD = (
+    "slurm_gpu.hooks.runtime",
+    "slurm_gpu.hooks.prolog",
+    "slurm_gpu.hooks.epilog",
+    "slurm_gpu.devices.open",
+    "slurm_gpu.devices.nvml",
+    "slurm_gpu.devices.simnvml",
+    "slurm_gpu.devices.calllog",
+    "slurm_gpu.node.config",
+    "slurm_gpu.node.containers",
+    "slurm_gpu.node.publish",
+    "slurm_gpu.slurm.client",
+    "slurm_gpu.state.journal",
+    "yaml",
+    "pynvml",
+    "ctypes.util",
+    "hashlib",
+    "datetime",
+    "base64",
+)
+
+
+class Request:
+    """One hook run asked of the server (the fields of ``slurm_gpu.hooks.client.encode_request``)."""
+
+    def __init__(self, package: str, hook: str, config: Optional[str], cwd: bytes, umask: int,
+                 fds: List[int], env: Dict[bytes, bytes]):
+        self.package, self.hook, self.config = package, hook, config
+        self.cwd, self.umask, self.fds, self.env = cwd, umask, fds, env
+
+
+def parse_request(data: bytes, passed: int) -> Request:
+    """The request in ``data`` (header and body), sent with ``passed`` file descriptors; BadInputError
+    naming what is wrong."""
+    head, _, rest = data.partition(b"\n")
+    if head != PROTOCOL:
+        raise BadInputError(f"not a {PROTOCOL.decode()} request")
+    size, _, body = rest.partition(b"\n")
+    if not size.isdigit() or int(size) != len(body):
+        raise BadInputError("request length does not match its header")
+    fields = body.split(b"\0")
+    if len(fields) < 6:
+        raise BadInputError(f"request has {len(fields)} fields, fewer than 6")
+    package, hook, config, cwd, umask, targets = fields[:6]
+    if hook.decode(errors="replace") not in HOOKS:
+        raise BadInputError(f"request names no hook: {hook[:40]!r}")
+    try:
+        mask = int(umask, 8)
+        fds = [int(fd) for fd in targets.split(b",")] if targets else []
+    except ValueError:
+        raise BadInputError("request has a malformed umask or descriptor list") from None
+    if len(fds) != passed or len(set(fds)) != len(fds) or any(fd not in (0, 1, 2) for fd in fds):
+        raise BadInputError("request names other file descriptors than it passed")
+    env = {}
+    for entry in fields[6:]:
+        key, eq, value = entry.partition(b"=")
+        if not eq or not key:
+            raise BadInputError("malformed environment entry in request")
+        env[key] = value
+    return Request(os.fsdecode(package), hook.decode(), os.fsdecode(config) or None, cwd, mask, fds, env)
+
+
+def _listen(path: str) -> socket.socket:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    if os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise BadInputError(f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # left by a server that died
+        else:
+            raise StateError(f"another hook server is serving {path}")
+        finally:
+            probe.close()
+    # Bound and listening under a temporary name, then renamed: whoever sees the path can connect.
+    fresh = f"{path}.{os.getpid()}"
+    if os.path.lexists(fresh):
+        os.unlink(fresh)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # the socket is 0600 from the moment it exists
+    try:
+        listener.bind(fresh)
+    finally:
+        os.umask(old)
+    listener.listen(128)
+    os.rename(fresh, path)
+    return listener
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    _pid, uid, _gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    return uid
+
+
+def _sources() -> Dict[str, int]:
+    """The package's loaded modules' files and their modification times."""
+    import slurm_gpu
+
+    root = os.path.dirname(os.path.abspath(slurm_gpu.__file__)) + os.sep
+    out = {}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None) or ""
+        if path.startswith(root):
+            try:
+                out[path] = os.stat(path).st_mtime_ns
+            except OSError:
+                out[path] = -1
+    return out
+
+
+def _changed(sources: Dict[str, int]) -> bool:
+    for path, mtime in sources.items():
+        try:
+            if os.stat(path).st_mtime_ns != mtime:
+                return True
+        except OSError:
+            return True
+    return False
+
+
+def serve(path: str = DEFAULT_SOCKET) -> int:
+    """Serve hook requests on ``path`` until SIGTERM or SIGINT; returns 0. When the package's files change
+    (an upgrade in place), the request at hand is told ``stale`` and the server starts itself anew."""
+    import importlib
+
+    for name in _PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    package = package_id()
+    sources = _sources()
+    listener = _listen(path)
+    identity = os.stat(path).st_ino
+    # Children are reaped by the kernel; each child restores the default before it runs a hook.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop)
+    sys.stderr.write(f"slurm-gpu-hook: serving {path} ({package})\n")
+    sys.stderr.flush()
+    renew = False
+    try:
+        while True:
+            conn, _ = listener.accept()
+            if _peer_uid(conn) not in (0, os.geteuid()):
+                conn.close()
+                continue
+            if _changed(sources):
+                conn.sendall(STALE + b"\n")  # that hook runs in its own process, on the new code
+                conn.close()
+                renew = True
+                break
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child's coverage is the hook tests'
+                code = 1
+                try:
+                    listener.close()
+                    code = _child(conn, package)
+                finally:
+                    os._exit(code)  # never back into this loop, whatever the hook raised
+            conn.close()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.close()
+        try:
+            if os.stat(path).st_ino == identity:
+                os.unlink(path)
+        except OSError:
+            pass
+    if renew:
+        sys.stderr.write("slurm-gpu-hook: the package changed; starting anew\n")
+        sys.stderr.flush()
+        argv = [sys.executable, "-m", "slurm_gpu.hooks.entry", "serve", "--socket", path]
+        os.execv(sys.executable, argv)  # noqa: S606 - fixed argv, no shell
+    return 0
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _receive(conn: socket.socket) -> Tuple[bytes, List[int]]:
+    """The whole request and the file descriptors that came with it."""
+    conn.settimeout(10)
+    data, fds = b"", []
+    while True:
+        chunk, ancdata, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(3 * 4))
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % 4
+                fds += list(struct.unpack(f"{usable // 4}i", payload[:usable]))
+        data += chunk
+        head, sep, rest = data.partition(b"\n")
+        size, sep2, body = rest.partition(b"\n")
+        if sep and sep2 and size.isdigit() and len(body) >= int(size):
+            return data, fds
+        if not chunk or len(data) > MAX_REQUEST:
+            for fd in fds:
+                os.close(fd)
+            raise BadInputError("incomplete or oversized request")
+
+
+def _adopt(fds: List[int], targets: List[int]) -> None:
+    """Make the received ``fds`` this process's ``targets`` (0-2); first moved above 2, so that no
+    dup2 overwrites a received descriptor not yet adopted."""
+    import fcntl
+
+    high = [fd if fd > 2 else fcntl.fcntl(fd, fcntl.F_DUPFD, 3) for fd in fds]
+    for target, fd in zip(targets, high):
+        os.dup2(fd, target)
+        os.close(fd)
+
+
+def _child(conn: socket.socket, package: str) -> int:  # pragma: no cover - runs in the forked child
+    """Become the hook process the request describes, run the hook, send its exit status."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    code = 1
+    try:
+        data, fds = _receive(conn)
+        req = parse_request(data, len(fds))
+        if req.package != package:
+            conn.sendall(STALE + b"\n")
+            return 0
+        _adopt(fds, req.fds)
+        os.environb.clear()
+        os.environb.update(req.env)
+        os.umask(req.umask)
+        try:
+            os.chdir(req.cwd)
+        except OSError:
+            os.chdir("/")
+        from slurm_gpu.hooks.runtime import served_by
+
+        served_by(os.getppid())
+        code = run_hook(req.hook, req.config)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        conn.sendall(b"%d\n" % code)
+    except Exception as exc:  # noqa: BLE001 - a child never returns into the server's loop
+        sys.stderr.write(f"slurm-gpu-hook: server: {type(exc).__name__}: {exc}\n")
+        sys.stderr.flush()
+    return code

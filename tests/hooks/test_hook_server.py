@@ -1,0 +1,195 @@
+"""The hook server (``slurm-gpu-hook serve``) as the Prolog and Epilog use it: requests over its socket, the
+client's environment and streams in the served hook, the fallbacks to an in-process hook, and what it
+refuses. The real-cluster suite runs every job's hooks through it (the local cluster starts one)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from slurm_gpu.devices import simstate
+from slurm_gpu.hooks import client
+
+REPO = Path(__file__).resolve().parents[2]
+AGENT = "slurm_gpu.node.agent"
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A configured simulated node whose controller cannot be asked: a prolog fails at its Slurm read,
+    after the configuration, driver and journal were built, with its log line (naming the node) on stderr."""
+    state = tmp_path / "gpus.json"
+    simstate.init_state(str(state), [("H100-80GB", 2)], sandbox=str(tmp_path / "sb"))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"version: 1\ndriver:\n  kind: sim\n  sim_state: {state}\n"
+                      f"  sim_sandbox: {tmp_path / 'sb'}\nstate_dir: {tmp_path / 'state'}\n"
+                      f"slurm:\n  bin_dir: {tmp_path / 'no-slurm'}\n")
+    return tmp_path, str(config)
+
+
+def _env(tmp_path, config, sock, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PYTHON"))}
+    env.update(SLURM_GPU_CONFIG=config, SLURM_GPU_HOOK_SOCKET=str(sock), SLURMD_NODENAME="n1",
+               SLURM_JOB_UID=str(os.getuid()), SLURM_JOB_GID=str(os.getgid()), **extra)
+    return env
+
+
+class Server:
+    def __init__(self, sock: Path, env, cwd=REPO, pythonpath=None):
+        self.sock = sock
+        env = dict(env)
+        if pythonpath:
+            env["PYTHONPATH"] = pythonpath
+        self.log = open(sock.parent.parent / "server.log", "ab")  # noqa: SIM115 - closed by stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", "slurm_gpu.hooks.entry", "serve", "--socket",
+                                      str(sock)], env=env, cwd=cwd, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert self.proc.poll() is None and time.monotonic() < deadline, self.text()
+            time.sleep(0.02)
+
+    def text(self):
+        self.log.flush()
+        return (self.sock.parent.parent / "server.log").read_text()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+
+@pytest.fixture
+def server(node):
+    tmp, config = node
+    srv = Server(tmp / "run" / "hooks.sock", _env(tmp, config, "none"))
+    yield srv
+    srv.stop()
+
+
+IMPORTED = ("import atexit, sys\n"
+            "atexit.register(lambda: sys.stderr.write('AGENT %s\\n' % ('" + AGENT + "' in sys.modules)))\n"
+            "from slurm_gpu.hooks.entry import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+
+
+def hook(env, *args, cwd=REPO):
+    """A hook process as Slurm starts it; its stderr ends with whether it imported the node agent."""
+    return subprocess.run([sys.executable, "-c", IMPORTED, *args], env=env, capture_output=True, text=True,
+                          timeout=60, cwd=cwd)
+
+
+def test_a_served_hook_runs_in_the_server_with_the_clients_environment_and_streams(node, server):
+    tmp, config = node
+    for name in ("n41", "n42"):
+        env = _env(tmp, config, server.sock, SLURM_JOB_ID="41")
+        env["SLURMD_NODENAME"] = name
+        proc = hook(env, "prolog")
+        # The hook ran (it reached the Slurm read as this request's node, and said so on this stderr) and
+        # its exit status came back, yet this process never imported the node agent: the server ran it.
+        assert proc.returncode == 1, proc.stderr
+        assert f'"node":"{name}"' in proc.stderr and "no-slurm" in proc.stderr, proc.stderr
+        assert f'"served_by":{server.proc.pid}' in proc.stderr
+        assert proc.stderr.rstrip().endswith("AGENT False"), proc.stderr
+    assert server.proc.poll() is None
+
+
+def test_without_a_server_the_hook_runs_in_its_own_process(node):
+    tmp, config = node
+    for sock in (tmp / "nothing-here.sock", "none", ""):
+        proc = hook(_env(tmp, config, sock, SLURM_JOB_ID="43"), "prolog")
+        assert proc.returncode == 1 and "no-slurm" in proc.stderr and "served_by" not in proc.stderr
+        assert proc.stderr.rstrip().endswith("AGENT True"), proc.stderr
+
+
+def test_usage_errors_and_help_never_reach_the_server(node, server):
+    tmp, config = node
+    env = _env(tmp, config, server.sock)
+    assert hook(env, "--socket", "x", "prolog").returncode == 2
+    assert hook(env, "serve", "--config", "x").returncode == 2
+    out = hook(env, "--help")
+    assert out.returncode == 0 and "slurm-gpu-hook serve" in out.stdout and "Examples" in out.stdout
+
+
+def test_many_hooks_at_once_are_each_served(node, server):
+    tmp, config = node
+    procs = [subprocess.Popen([sys.executable, "-m", "slurm_gpu.hooks.entry", "prolog"],
+                              env=_env(tmp, config, server.sock, SLURM_JOB_ID=str(100 + i)),
+                              stderr=subprocess.PIPE, text=True, cwd=REPO) for i in range(8)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1 and "no-slurm" in err, err
+
+
+def test_another_install_or_a_malformed_request_gets_no_status_and_the_server_goes_on(node, server):
+    tmp, config = node
+    request = client.encode_request("prolog", None, b"/", 0o22, [], {b"SLURM_JOB_ID": b"7"}, "/elsewhere@0")
+    assert client._exchange(str(server.sock), request, []) == client.STALE + b"\n"
+    for bad in (b"GET / HTTP/1.0\n\n", client.PROTOCOL + b"\n5\nab", request.replace(b"prolog", b"reboot")):
+        assert client._exchange(str(server.sock), bad, []) == b""
+    proc = hook(_env(tmp, config, server.sock, SLURM_JOB_ID="44"), "prolog")
+    assert "no-slurm" in proc.stderr and proc.stderr.rstrip().endswith("AGENT False"), proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another user")
+def test_only_the_servers_own_user_is_served(node):
+    tmp, config = node
+    base = Path(tempfile.mkdtemp(prefix="sg-hooks-"))  # pytest's tmp is private to root: not reachable
+    try:
+        os.chmod(base, 0o755)
+        srv = Server(base / "run" / "hooks.sock", _env(tmp, config, "none"))
+        assert oct(srv.sock.stat().st_mode & 0o777) == "0o600"
+        assert oct(srv.sock.parent.stat().st_mode & 0o777) == "0o700"
+        # Opened up by hand, the socket still serves nobody but root: the peer's uid is checked.
+        os.chmod(srv.sock.parent, 0o755)
+        os.chmod(srv.sock, 0o666)
+        probe = ("import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n"
+                 "try:\n    s.sendall(b'x')\n    print(repr(s.recv(64)))\n"
+                 "except (ConnectionResetError, BrokenPipeError):\n    print(repr(b''))\n")
+        out = subprocess.run(["/usr/bin/python3", "-c", probe, str(srv.sock)], user=65534,
+                             capture_output=True, text=True, timeout=30)
+        assert out.stdout.strip() == "b''", out.stderr
+        srv.stop()
+    finally:
+        shutil.rmtree(base)
+
+
+def test_a_second_server_on_the_same_socket_is_refused_and_sigterm_removes_it(node, server):
+    tmp, config = node
+    second = subprocess.run([sys.executable, "-m", "slurm_gpu.hooks.entry", "serve", "--socket",
+                             str(server.sock)], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert second.returncode != 0 and "another hook server" in second.stderr
+    server.stop()
+    assert server.proc.returncode == 0 and not server.sock.exists()
+
+
+def test_a_server_whose_package_changed_starts_anew_on_the_new_code(node, tmp_path):
+    tmp, config = node
+    copy = tmp_path / "site"
+    shutil.copytree(REPO / "slurm_gpu", copy / "slurm_gpu", ignore=shutil.ignore_patterns("__pycache__"))
+    sock = tmp / "run2" / "hooks.sock"
+    env = _env(tmp, config, sock, SLURM_JOB_ID="45", PYTHONPATH=str(copy))
+    srv = Server(sock, env, cwd=tmp_path, pythonpath=str(copy))
+    try:
+        first = srv.proc.pid
+        assert hook(env, "prolog", cwd=tmp_path).stderr.rstrip().endswith("AGENT False")
+        dispatch = copy / "slurm_gpu" / "hooks" / "dispatch.py"
+        os.utime(dispatch, ns=(time.time_ns(), time.time_ns()))  # an upgrade in place
+        stale = hook(env, "prolog", cwd=tmp_path)
+        assert "no-slurm" in stale.stderr and stale.stderr.rstrip().endswith("AGENT True"), stale.stderr
+        deadline = time.monotonic() + 30
+        while "starting anew" not in srv.text() or not sock.exists():
+            assert time.monotonic() < deadline, srv.text()
+            time.sleep(0.05)
+        assert srv.proc.pid == first and srv.proc.poll() is None  # the same process, executed anew
+        assert hook(env, "prolog", cwd=tmp_path).stderr.rstrip().endswith("AGENT False")
+    finally:
+        srv.stop()
