@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Optional, Tuple
 
 import click
@@ -41,14 +42,17 @@ CGROUP_CHOICES = {"auto": "autodetect", "v1": "cgroup/v1", "v2": "cgroup/v2"}
 @click.option("--admission", type=click.Choice(ADMISSION_MODES), default="features", show_default=True,
               help="features: fit features with one start per pass; counts: migp counts, no start limit "
               "(docs/admission.md; the nodes' config.yaml must say the same).")
+@click.option("--slurm-version", help="The Slurm release the files are for, e.g. 24.11 [default: the local "
+              "`scontrol --version`, else 22.05]. job_submit.lua admits `srun --gres=gpu:<profile>` "
+              "allocations from 24.11 on.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write files into this folder.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON document: each file name with its text (with --out: the paths written).")
 def cmd(kind: str, inventory_path: Optional[str], gpus: Optional[str], from_driver: bool,
         driver_kind: Optional[str], sim_state: Optional[str], mode: str, node_names: Optional[str],
         dev_dir: Optional[str], max_count: Optional[int], prolog: Optional[str], epilog: Optional[str],
-        task_prolog: Optional[str], cgroup_version: str, admission: str, out_dir: Optional[str],
-        as_json: bool) -> None:
+        task_prolog: Optional[str], cgroup_version: str, admission: str, slurm_version: Optional[str],
+        out_dir: Optional[str], as_json: bool) -> None:
     """Render gres.conf, slurm.conf lines, cgroup.conf or job_submit.lua.
 
     \b
@@ -83,10 +87,32 @@ def cmd(kind: str, inventory_path: Optional[str], gpus: Optional[str], from_driv
         inventory = dataclasses.replace(inventory, max_count_per_node=max_count)
     options = confgen.Options(prolog=prolog, epilog=epilog, task_prolog=task_prolog,
                               dev_dir=dev_dir or "/dev", cgroup_plugin=CGROUP_CHOICES[cgroup_version],
-                              admission=admission)
+                              admission=admission, slurm_version=_slurm_version(slurm_version))
     kinds = confgen.KINDS if kind == "all" else (kind,)
     files = {confgen.FILENAMES[k]: confgen.render(k, inventory, options) for k in kinds}
     _emit(files, out_dir, as_json)
+
+
+def _slurm_version(given: Optional[str]) -> str:
+    """``--slurm-version``, checked; else the local scontrol's release; else 22.05 (its limits are the
+    safe side: srun-made MIG allocations are refused with a pointer to salloc)."""
+    import shutil
+
+    from slurm_gpu.confgen.render import slurm_release
+    from slurm_gpu.core.errors import SlurmError
+    from slurm_gpu.slurm.client import SlurmCli
+
+    if given:
+        slurm_release(given)
+        return given
+    scontrol = shutil.which("scontrol")
+    if scontrol:
+        try:
+            major, minor = SlurmCli(os.path.dirname(scontrol)).version()
+            return f"{major}.{minor:02d}"
+        except SlurmError:
+            pass
+    return "22.05"
 
 
 def _emit(files: Dict[str, str], out_dir: Optional[str], as_json: bool) -> None:

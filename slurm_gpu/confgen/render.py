@@ -63,8 +63,25 @@ class Options:
     placeholder: str = "slurm-gpu-placeholder"
     # slurm.conf PrologEpilogTimeout (s): well above the hooks' lock timeout plus the slowest creations.
     prolog_epilog_timeout: int = 300
+    # The Slurm release the files are for ("MAJOR.MINOR"): job_submit.lua admits MIG allocations made by
+    # srun itself only where that release runs their step (SRUN_ALLOCATIONS_SINCE).
+    slurm_version: str = "22.05"
 
 
+
+
+# Measured on real Slurm: 24.11 and 26.05 run the step of `srun --gres=gpu:<profile> cmd` on the rewritten
+# allocation; 22.05's step asks for the gpu gres again and fails, so job_submit.lua refuses it there (and,
+# untested, on 23.02-24.05), pointing to salloc or sbatch.
+SRUN_ALLOCATIONS_SINCE = (24, 11)
+
+
+def slurm_release(text: str) -> Tuple[int, int]:
+    """``(major, minor)`` of a release such as ``24.11`` or ``24.11.1``; BadInputError otherwise."""
+    parts = text.strip().split(".")
+    if len(parts) < 2 or not all(p.isdigit() for p in parts[:2]):
+        raise BadInputError(f"not a Slurm release (MAJOR.MINOR, e.g. 24.11): {text!r}", part=text)
+    return int(parts[0]), int(parts[1])
 
 
 def scheduler_parameters(options: Options) -> str:
@@ -144,7 +161,8 @@ def _check(inventory: Inventory) -> None:
                     f"set type_prefix so users can tell them apart", part=gres_type)
 
 
-def job_submit_context(inventory: Inventory, admission: str = "features") -> Dict[str, Any]:
+def job_submit_context(inventory: Inventory, admission: str = "features",
+                       slurm_version: str = "22.05") -> Dict[str, Any]:
     """What job_submit.lua needs to know about the cluster's dynamic MIG nodes."""
     from slurm_gpu.core.features import feature_token, node_max_counts
     from slurm_gpu.core.requests import MEMORY_TOLERANCE
@@ -181,6 +199,7 @@ def job_submit_context(inventory: Inventory, admission: str = "features") -> Dic
         "admin_comment_prefix": ADMIN_COMMENT_PREFIX,
         "admission": admission,
         "gres_name": "migp",
+        "srun_allocations": slurm_release(slurm_version) >= SRUN_ALLOCATIONS_SINCE,
     }
 
 
@@ -268,7 +287,7 @@ def render(kind: str, inventory: Inventory, options: Optional[Options] = None) -
     _check(inventory)
     context = _context(inventory, options)
     if kind == "job-submit":
-        context["js"] = job_submit_context(inventory, options.admission)
+        context["js"] = job_submit_context(inventory, options.admission, options.slurm_version)
     return _env().get_template(_TEMPLATES[kind]).render(**context)
 
 

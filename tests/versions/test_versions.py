@@ -231,6 +231,21 @@ def test_batch_and_srun_steps_get_the_instance_made_and_destroyed(vcluster):
     vcluster.wait_no_instances()
 
 
+@pytest.mark.parametrize("tool", ["salloc", "srun"])
+def test_interactive_allocations_get_the_instance_in_every_task(vcluster, tool):
+    """``salloc --gres=gpu:<profile> srun ...`` and ``srun --gres=gpu:<profile> ...`` (an allocation srun
+    makes itself): both run their tasks on the job's instance here (22.05 refuses the second)."""
+    echo = ["sh", "-c", "echo task $SLURM_PROCID $CUDA_VISIBLE_DEVICES"]
+    args = ([tool, "-n2", f"--gres=gpu:{PROFILE}", "srun", "-n2", *echo] if tool == "salloc"
+            else [tool, "-n2", f"--gres=gpu:{PROFILE}", *echo])
+    proc = vcluster.run(args, user="sgtest1", timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    tasks = dict(line.split()[1:3] for line in proc.stdout.splitlines() if line.startswith("task"))
+    assert set(tasks) == {"0", "1"} and len(set(tasks.values())) == 1, proc.stdout
+    assert _mig_uuids(proc.stdout), proc.stdout
+    vcluster.wait_no_instances()
+
+
 def test_two_instances_one_per_task(vcluster):
     job = vcluster.submit("-n2", f"--gres=gpu:{PROFILE}:2",
                           wrap='srun -n2 sh -c "echo task \\$SLURM_LOCALID \\$CUDA_VISIBLE_DEVICES"')
