@@ -18,6 +18,7 @@ Slurm; a hook that runs when the server stops finishes in its own process.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -172,6 +173,10 @@ def serve(path: str = DEFAULT_SOCKET) -> int:
             pass
     package = package_id()
     sources = _sources()
+    # What is loaded now is shared with every child: frozen, the collector never walks it, so a child does
+    # not copy those pages on write (a child runs for milliseconds and exits, collecting nothing).
+    gc.collect()
+    gc.freeze()
     listener = _listen(path)
     identity = os.stat(path).st_ino
     # Children are reaped by the kernel; each child restores the default before it runs a hook.
@@ -257,6 +262,7 @@ def _adopt(fds: List[int], targets: List[int]) -> None:
 
 def _child(conn: socket.socket, package: str) -> int:  # pragma: no cover - runs in the forked child
     """Become the hook process the request describes, run the hook, send its exit status."""
+    gc.disable()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
