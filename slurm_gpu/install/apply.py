@@ -195,9 +195,12 @@ def install(opts: InstallOptions, dry_run: bool = False) -> Dict[str, Any]:
 def _next_steps(opts: InstallOptions, changed: List[str]) -> List[str]:
     if not opts.systemd_dir or not any(p.startswith(opts.systemd_dir + "/") for p in changed):
         return []
-    return ["systemctl daemon-reload", "systemctl start slurm-gpu-reconcile.timer",
-            "systemctl restart slurm-gpu-hooks.service   # hooks start from it (new code after an upgrade)",
-            "systemctl restart slurmd   # picks up the drop-in (HWLOC_COMPONENTS, reconcile at start)"]
+    steps = ["systemctl daemon-reload", "systemctl start slurm-gpu-reconcile.timer",
+             "systemctl restart slurm-gpu-hooks.service   # hooks start from it (new code after an upgrade)"]
+    if any(p.endswith("multi-user.target.wants/slurm-gpu-publish.service") for p in changed):
+        steps.append("systemctl start slurm-gpu-publish.service   # count admission: follows the queue")
+    slurmd = "systemctl restart slurmd   # picks up the drop-in (HWLOC_COMPONENTS, reconcile at start)"
+    return [*steps, slurmd]
 
 
 def uninstall(opts: InstallOptions, dry_run: bool = False) -> Dict[str, Any]:

@@ -13,8 +13,9 @@ virtual environment ``/opt/slurm-gpu``:
 - ``/etc/slurm-gpu/config.yaml`` (0644, root; checked by the configuration loader) and the state directory;
 - ``/etc/systemd/system/slurm-gpu-reconcile.{service,timer}`` (enabled through ``timers.target.wants``),
   ``slurm-gpu-hooks.service`` (the hook server the Prolog and Epilog start from; enabled through
-  ``multi-user.target.wants``) and the slurmd drop-in ``slurmd.service.d/slurm-gpu.conf``:
-  ``HWLOC_COMPONENTS=-opencl`` and a reconcile before slurmd starts.
+  ``multi-user.target.wants``), ``slurm-gpu-publish.service`` (``slurm-gpu publish --watch``; enabled
+  when the configuration's admission is ``counts``) and the slurmd drop-in
+  ``slurmd.service.d/slurm-gpu.conf``: ``HWLOC_COMPONENTS=-opencl`` and a reconcile before slurmd starts.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import slurm_gpu
+from slurm_gpu.core.vocab import Admission
 from slurm_gpu.node import DEFAULT_CONFIG_PATH
 
 __all__ = ["InstallOptions", "Item", "items", "hook_paths", "package_copy", "default_config",
@@ -37,9 +39,11 @@ DEFAULT_STATE_DIR = "/var/lib/slurm-gpu"
 SERVICE = "slurm-gpu-reconcile.service"
 TIMER = "slurm-gpu-reconcile.timer"
 HOOKS_SERVICE = "slurm-gpu-hooks.service"
+PUBLISH_SERVICE = "slurm-gpu-publish.service"
 DROP_IN = "slurmd.service.d/slurm-gpu.conf"
-UNITS = (SERVICE, TIMER, HOOKS_SERVICE, DROP_IN, "timers.target.wants/" + TIMER,
-         "multi-user.target.wants/" + HOOKS_SERVICE)
+UNITS = (SERVICE, TIMER, HOOKS_SERVICE, PUBLISH_SERVICE, DROP_IN, "timers.target.wants/" + TIMER,
+         "multi-user.target.wants/" + HOOKS_SERVICE, "multi-user.target.wants/" + PUBLISH_SERVICE)
+PUBLISH_INTERVAL_S = 5  # slurm-gpu-publish: how soon new demand reaches an idle node under count admission
 # Files of the package the copy carries: sources and data, never bytecode.
 _COPIED_SUFFIXES = (".py", ".json", ".j2", ".lua")
 
@@ -147,7 +151,19 @@ def _task_prolog(opts: InstallOptions, state_dir: str) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _units(opts: InstallOptions, systemd_dir: str) -> List[Item]:
+def _admission(config_text: str) -> str:
+    """The configuration's admission mode (the text is already checked by the loader)."""
+    import yaml
+
+    from slurm_gpu.node.config import AdmissionConfig
+
+    data = yaml.safe_load(config_text) or {}
+    section = data.get("admission") if isinstance(data, dict) else None
+    mode = section.get("mode") if isinstance(section, dict) else None
+    return str(mode or AdmissionConfig().mode)
+
+
+def _units(opts: InstallOptions, systemd_dir: str, admission: str) -> List[Item]:
     reconcile = " ".join(_entry(opts, "slurm-gpu") + ["reconcile"])
     env = f"Environment=SLURM_GPU_CONFIG={opts.config_path}\n"
     service = (
@@ -177,13 +193,28 @@ def _units(opts: InstallOptions, systemd_dir: str) -> List[Item]:
         "RuntimeDirectory=slurm-gpu\nRuntimeDirectoryMode=0700\nKillMode=process\nRestart=on-failure\n\n"
         "[Install]\nWantedBy=multi-user.target\n"
     )
+    watch = " ".join(_entry(opts, "slurm-gpu") + ["publish", "--watch", str(PUBLISH_INTERVAL_S)])
+    publish = (
+        "[Unit]\n"
+        "Description=slurm-gpu publish: follow the queue with this node's migp counts (count admission)\n"
+        "After=network-online.target munge.service slurmd.service\n\n"
+        "[Service]\nType=simple\n" + env + f"ExecStart={watch}\nRestart=on-failure\nRestartSec=5\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
     wants = os.path.join(systemd_dir, "timers.target.wants")
     multi_user = os.path.join(systemd_dir, "multi-user.target.wants")
-    return [
+    enabled = []
+    if admission == Admission.COUNTS:  # fit features are republished by the hooks: no loop needed
+        enabled.append(Item(os.path.join(multi_user, PUBLISH_SERVICE), "link",
+                            data=os.path.join(systemd_dir, PUBLISH_SERVICE).encode(),
+                            what="publish loop enabled"))
+    return enabled + [
         Item(os.path.join(systemd_dir, SERVICE), "file", 0o644, service.encode(), what="reconcile unit"),
         Item(os.path.join(systemd_dir, TIMER), "file", 0o644, timer.encode(), what="reconcile timer"),
         Item(os.path.join(systemd_dir, HOOKS_SERVICE), "file", 0o644, hooks.encode(),
              what="hook server unit"),
+        Item(os.path.join(systemd_dir, PUBLISH_SERVICE), "file", 0o644, publish.encode(),
+             what="publish loop unit"),
         Item(os.path.join(systemd_dir, DROP_IN), "file", 0o644, drop_in.encode(), what="slurmd drop-in"),
         Item(os.path.join(wants, TIMER), "link", data=os.path.join(systemd_dir, TIMER).encode(),
              what="timer enabled"),
@@ -216,5 +247,5 @@ def items(opts: InstallOptions, config_text: str, state_dir: str) -> List[Item]:
         # The TaskProlog (job user) walks <state_dir>/tasks/<uid>/: traversable, each user's file private.
         out.append(Item(state_dir, "dir", 0o755, what="state directory", keep=True))
     if opts.systemd_dir:
-        out += _units(opts, opts.systemd_dir)
+        out += _units(opts, opts.systemd_dir, _admission(config_text))
     return out
