@@ -186,27 +186,15 @@ def serve(path: str = DEFAULT_SOCKET) -> int:
     sys.stderr.flush()
     renew = False
     try:
-        while True:
+        while not renew:
             conn, _ = listener.accept()
-            if _peer_uid(conn) not in (0, os.geteuid()):
+            try:
+                renew = _dispatch(conn, listener, sources, package)
+            except OSError as exc:  # a peer gone, no memory to fork: that hook runs in its own process
+                sys.stderr.write(f"slurm-gpu-hook: serve: {exc}\n")
+                sys.stderr.flush()
+            finally:
                 conn.close()
-                continue
-            if _changed(sources):
-                conn.sendall(STALE + b"\n")  # that hook runs in its own process, on the new code
-                conn.close()
-                renew = True
-                break
-            sys.stdout.flush()
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child's coverage is the hook tests'
-                code = 1
-                try:
-                    listener.close()
-                    code = _child(conn, package)
-                finally:
-                    os._exit(code)  # never back into this loop, whatever the hook raised
-            conn.close()
     except KeyboardInterrupt:
         pass
     finally:
@@ -222,6 +210,25 @@ def serve(path: str = DEFAULT_SOCKET) -> int:
         argv = [sys.executable, "-m", "slurm_gpu.hooks.entry", "serve", "--socket", path]
         os.execv(sys.executable, argv)  # noqa: S606 - fixed argv, no shell
     return 0
+
+
+def _dispatch(conn: socket.socket, listener: socket.socket, sources: Dict[str, int], package: str) -> bool:
+    """Hand one connection to a forked child; True when the package changed and the server must renew."""
+    if _peer_uid(conn) not in (0, os.geteuid()):
+        return False
+    if _changed(sources):
+        conn.sendall(STALE + b"\n")  # that hook runs in its own process, on the new code
+        return True
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork() == 0:  # pragma: no cover - the child's coverage is the hook tests'
+        code = 1
+        try:
+            listener.close()
+            code = _child(conn, package)
+        finally:
+            os._exit(code)  # never back into the server's loop, whatever the hook raised
+    return False
 
 
 def _stop(signum: int, frame: object) -> None:

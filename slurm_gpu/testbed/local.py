@@ -252,7 +252,9 @@ def processes(spec: ClusterSpec) -> Dict[str, int]:
     for name, path in _pid_files(spec).items():
         # A daemon removes its pid file when it starts to shut down: the pids recorded at `up` still count.
         for pid in (_read_pid(path), recorded.get(name)):
-            if pid and _alive(pid) and _comm(pid) == name.split(":")[0]:
+            # Debian's daemons are slurmctld-wlm and slurmd-wlm behind their links: a 24.11 reconfigure
+            # re-executes the daemon under that name.
+            if pid and _alive(pid) and _comm(pid) in (name.split(":")[0], name.split(":")[0] + "-wlm"):
                 out[name] = pid
                 break
     for pid in _our_stepds(spec):

@@ -164,11 +164,25 @@ def vcluster(request):
         yield VCluster(spec=spec, nodes=node_names(spec), out=out)
     finally:
         local.down(spec)
-        left = local.processes(spec)
+        left = {**local.processes(spec), **_naming(spec.conf)}
         mounts = _mounts_below(directory)
         if not os.environ.get("SLURM_GPU_KEEP_CLUSTER"):
             rooted.remove(spec)
     assert not left and not mounts, f"left behind: processes {left}, mounts {mounts}"
+
+
+def _naming(conf: str) -> Dict[str, int]:
+    """Every process whose command line names this cluster's slurm.conf, whatever it is called."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if entry.isdigit() and os.fsencode(conf) in argv:
+            found[argv[0].decode(errors="replace") + ":" + entry] = int(entry)
+    return found
 
 
 def _mounts_below(directory: str) -> List[str]:
@@ -244,6 +258,25 @@ def test_interactive_allocations_get_the_instance_in_every_task(vcluster, tool):
     assert set(tasks) == {"0", "1"} and len(set(tasks.values())) == 1, proc.stdout
     assert _mig_uuids(proc.stdout), proc.stdout
     vcluster.wait_no_instances()
+
+
+def test_a_reconfigure_keeps_the_daemons_known_to_the_cluster(vcluster):
+    """24.11 and later re-execute slurmctld and slurmd on ``scontrol reconfigure``, under Debian's names
+    (slurmctld-wlm, slurmd-wlm): the cluster still finds them, so ``down`` stops them."""
+    from slurm_gpu.testbed import local
+
+    vcluster.run(["scontrol", "reconfigure"], check=True)
+    deadline = time.monotonic() + 30
+    while True:
+        found = local.processes(vcluster.spec)
+        daemons = {k for k in found if not k.startswith("slurmstepd")}
+        pids = {found[k] for k in daemons}
+        if daemons == {"slurmctld", *(f"slurmd:{n}" for n in vcluster.nodes)} and \
+                set(_naming(vcluster.spec.conf).values()) <= pids | {found.get("slurmstepd", 0)}:
+            break
+        assert time.monotonic() < deadline, (found, _naming(vcluster.spec.conf))
+        time.sleep(0.5)
+    assert vcluster.run(["sinfo", "-h", "-o", "%t"], check=True).stdout.strip()
 
 
 def test_two_instances_one_per_task(vcluster):
