@@ -111,7 +111,7 @@ def start_cluster(nodes: int = 2, gpus: str = "H100-80GB:4", prefix: str = "sg-t
 
     directory = tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")
     os.chmod(directory, 0o755)
-    spec = ClusterSpec(dir=directory, nodes=nodes, gpus=gpus, port_base=free_port_base(nodes + 2),
+    spec = ClusterSpec(dir=directory, nodes=nodes, gpus=gpus, port_base=free_port_base(nodes + 3),
                        **fields)
     try:
         local.up(spec)

@@ -103,6 +103,8 @@ def cmd() -> None:
     help="Slurm version: 22.05 is the host's packages; 24.11 (Debian trixie) and 26.05 (sid) run in a "
     "cached Debian root (built on first use, about a minute; docs/cluster.md).",
 )
+@click.option("--accounting", is_flag=True,
+              help="Run a real slurmdbd over the cluster's own MariaDB, so sacct works (Slurm 22.05).")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for idle nodes.")
 @json_option
 def up_cmd(
@@ -116,6 +118,7 @@ def up_cmd(
     hooks: Optional[bool],
     scheduler: str,
     slurm_version: str,
+    accounting: bool,
     timeout: float,
     as_json: bool,
 ) -> None:
@@ -126,6 +129,7 @@ def up_cmd(
       slurm-gpu cluster up --nodes 2 --gpus H100-80GB:4 --dir /var/tmp/slurm-gpu-cluster --port-base 17000
       slurm-gpu cluster up --nodes 2 --gpus "H100-80GB:1;A100-40GB:1" --json
       slurm-gpu cluster up --slurm 26.05 --dir /var/tmp/sg-2605 --port-base 17400
+      slurm-gpu cluster up --accounting && sacct -X -o JobID,AllocTRES%60,AdminComment%40
     """
     import os
 
@@ -146,6 +150,7 @@ def up_cmd(
             confgen.SCHEDULER_PARAMETERS if scheduler == "shipped" else TEST_SCHEDULER_PARAMETERS
         ),
         slurm=slurm_version,
+        accounting=accounting,
     )
     result = local.up(spec, timeout=timeout)
     if as_json:

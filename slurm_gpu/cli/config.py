@@ -45,6 +45,8 @@ CGROUP_CHOICES = {"auto": "autodetect", "v1": "cgroup/v1", "v2": "cgroup/v2"}
 @click.option("--slurm-version", help="The Slurm release the files are for, e.g. 24.11 [default: the local "
               "`scontrol --version`, else 22.05]. job_submit.lua admits `srun --gres=gpu:<profile>` "
               "allocations from 24.11 on.")
+@click.option("--accounting", is_flag=True, help="The cluster runs slurmdbd: add AccountingStorageTRES so "
+              "sacct records each MIG job's profile (counts) or slices (features).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write files into this folder.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON document: each file name with its text (with --out: the paths written).")
@@ -52,7 +54,7 @@ def cmd(kind: str, inventory_path: Optional[str], gpus: Optional[str], from_driv
         driver_kind: Optional[str], sim_state: Optional[str], mode: str, node_names: Optional[str],
         dev_dir: Optional[str], max_count: Optional[int], prolog: Optional[str], epilog: Optional[str],
         task_prolog: Optional[str], cgroup_version: str, admission: str, slurm_version: Optional[str],
-        out_dir: Optional[str], as_json: bool) -> None:
+        accounting: bool, out_dir: Optional[str], as_json: bool) -> None:
     """Render gres.conf, slurm.conf lines, cgroup.conf or job_submit.lua.
 
     \b
@@ -87,7 +89,8 @@ def cmd(kind: str, inventory_path: Optional[str], gpus: Optional[str], from_driv
         inventory = dataclasses.replace(inventory, max_count_per_node=max_count)
     options = confgen.Options(prolog=prolog, epilog=epilog, task_prolog=task_prolog,
                               dev_dir=dev_dir or "/dev", cgroup_plugin=CGROUP_CHOICES[cgroup_version],
-                              admission=admission, slurm_version=_slurm_version(slurm_version))
+                              admission=admission, slurm_version=_slurm_version(slurm_version),
+                              accounting=accounting)
     kinds = confgen.KINDS if kind == "all" else (kind,)
     files = {confgen.FILENAMES[k]: confgen.render(k, inventory, options) for k in kinds}
     _emit(files, out_dir, as_json)

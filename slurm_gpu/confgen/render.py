@@ -66,6 +66,9 @@ class Options:
     # The Slurm release the files are for ("MAJOR.MINOR"): job_submit.lua admits MIG allocations made by
     # srun itself only where that release runs their step (SRUN_ALLOCATIONS_SINCE).
     slurm_version: str = "22.05"
+    # The site runs slurmdbd: AccountingStorageTRES records each MIG job's profile or slices (slurmctld
+    # refuses to start with a gres TRES and no slurmdbd, so it is left out otherwise).
+    accounting: bool = False
 
 
 
@@ -245,7 +248,21 @@ def _context(inventory: Inventory, options: Options) -> Dict[str, Any]:
         "has_static": bool(inventory.static),
         "counts": counts,
         "scheduler_parameters": scheduler_parameters(options),
+        "accounting_tres": accounting_tres(groups, counts) if options.accounting else [],
     }
+
+
+def accounting_tres(groups: List[Dict[str, Any]], counts: bool) -> List[str]:
+    """The gres that slurmdbd records per job (``AccountingStorageTRES``): under count admission every
+    migp type, so ``sacct``'s AllocTRES names each job's profile (``gres/migp:1g.10gb=1``); under fit
+    features the mig slices (the profile is in the job's AdminComment, ``slurm-gpu:gpu:<profile>:<N>``)."""
+    dynamic = [item for item in groups if item["g"].mode == "dynamic"]
+    if not dynamic:
+        return []
+    if not counts:
+        return ["gres/mig"]
+    types = {t["type"] for item in dynamic for t in item["migp"]["types"]}
+    return ["gres/migp", *(f"gres/migp:{t}" for t in sorted(types))]
 
 
 def _placeholder(inventory: Inventory, options: Options) -> Optional[Dict[str, Any]]:

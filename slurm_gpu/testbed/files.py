@@ -18,7 +18,7 @@ from slurm_gpu.confgen.inventory import Inventory, NodeGroup, gpu_models
 from slurm_gpu.devices.open import open_driver
 from slurm_gpu.devices.simstate import init_state
 from slurm_gpu.state.fsutil import atomic_write
-from slurm_gpu.testbed import hookserver, rooted
+from slurm_gpu.testbed import accounting, hookserver, rooted
 from slurm_gpu.testbed.layouts import apply_layout
 from slurm_gpu.testbed.spec import ClusterSpec, node_names, save_spec
 
@@ -75,8 +75,8 @@ def _base_conf(spec: ClusterSpec, host: str) -> str:
         "SlurmdTimeout=60",
         "ReturnToService=2",
         "MpiDefault=none",
-        "JobAcctGatherType=jobacct_gather/none",
-        "AccountingStorageType=accounting_storage/none",
+        *(accounting.slurm_conf_lines(spec) if spec.accounting else
+          ["JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none"]),
         "JobCompType=jobcomp/none",
         "",
     ]
@@ -171,7 +171,7 @@ def write_config(spec: ClusterSpec) -> Dict[str, str]:
     options = confgen.Options(prolog=hooks["prolog"], epilog=hooks["epilog"],
                               task_prolog=hooks["task_prolog"], constrain_cores=False, constrain_ram=False,
                               scheduler_parameters=spec.scheduler_parameters, admission=spec.admission,
-                              slurm_version=spec.slurm)
+                              slurm_version=spec.slurm, accounting=spec.accounting)
     if not spec.cgroups:
         options = dataclasses.replace(options, proctrack_type="proctrack/linuxproc", task_plugin="task/none")
     init_gpus(spec)  # first: a static node's gres come from the layout made on its GPUs

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from slurm_gpu.core.errors import SlurmError
 from slurm_gpu.core.vocab import Admission
 from slurm_gpu.state.fsutil import atomic_write
-from slurm_gpu.testbed import hookserver, rooted
+from slurm_gpu.testbed import accounting, hookserver, rooted
 from slurm_gpu.testbed.files import wired_hooks, write_config
 from slurm_gpu.testbed.spec import ClusterSpec, node_names, validate
 
@@ -123,6 +123,8 @@ def up(spec: ClusterSpec, timeout: float = 60) -> Dict[str, Any]:
     else:
         ensure_munge()
     write_config(spec)
+    if spec.accounting:
+        accounting.start(spec)
     if wired_hooks(spec):
         hookserver.start(spec)
     pids = _pid_files(spec)
@@ -134,6 +136,8 @@ def up(spec: ClusterSpec, timeout: float = 60) -> Dict[str, Any]:
         started[f"slurmd:{node}"] = _wait_pid_file(pids[f"slurmd:{node}"], 15)
     atomic_write(os.path.join(spec.dir, PIDS_FILE), json.dumps(started) + "\n", mode=0o644)
     wait_idle(spec, timeout)
+    if spec.accounting:
+        accounting.register(spec, list(TEST_USERS))
     if spec.admission == Admission.COUNTS and wired_hooks(spec):
         _start_publishers(spec)
     return status(spec)
@@ -270,7 +274,7 @@ def down(spec: ClusterSpec, timeout: float = 20) -> Dict[str, Any]:
         _stop_daemons(spec, running, timeout)
     if hookserver.stop(spec):
         running["hook-server"] = 0
-    stopped = sorted(running)
+    stopped = sorted(running) + accounting.stop(spec)
     if rooted.in_root(spec):
         stopped += rooted.stop(spec)
     return {"stopped": stopped, "dir": spec.dir}

@@ -51,6 +51,8 @@ class ClusterSpec:
     cgroups: bool = True
     admission: str = "features"  # "counts": migp counts and a `slurm-gpu publish --watch` per node
     publish_interval_s: float = 2.0
+    # A real slurmdbd over the cluster's own MariaDB (slurm_gpu.testbed.accounting): sacct works
+    accounting: bool = False
 
     @property
     def name(self) -> str:
@@ -77,11 +79,21 @@ def node_names(spec: ClusterSpec) -> List[str]:
     return [f"{spec.name}n{i}" for i in range(1, spec.nodes + 1)]
 
 
+def dbd_port(spec: ClusterSpec) -> int:
+    """slurmdbd's port: after the nodes' (``port_base + i``)."""
+    return spec.port_base + spec.nodes + 1
+
+
+def db_port(spec: ClusterSpec) -> int:
+    """The accounting's MariaDB port (127.0.0.1 only)."""
+    return spec.port_base + spec.nodes + 2
+
+
 def validate(spec: ClusterSpec) -> None:
     """BadInputError (or UnknownModelError) for a spec that cannot start, before anything starts."""
     if not 1 <= spec.nodes <= 64:
         raise BadInputError(f"--nodes must be 1..64, not {spec.nodes}", part=str(spec.nodes))
-    if not 1024 <= spec.port_base <= 65535 - spec.nodes - 1:
+    if not 1024 <= spec.port_base <= 65535 - spec.nodes - 2:
         raise BadInputError(f"--port-base {spec.port_base} out of range", part=str(spec.port_base))
     if not os.path.isabs(spec.dir):
         raise BadInputError(f"--dir must be an absolute path: {spec.dir}", part=spec.dir)
@@ -95,6 +107,9 @@ def validate(spec: ClusterSpec) -> None:
         raise BadInputError(f"--mode must be {' or '.join(MODES)}, not {spec.mode!r}", part=spec.mode)
     if (spec.mode == "static") != bool(spec.layout):
         raise BadInputError("--layout goes with --mode static, and static needs a layout", part=spec.layout)
+    if spec.accounting and spec.slurm != HOST_SLURM:
+        raise BadInputError(f"--accounting runs on the host's Slurm {HOST_SLURM} only, not {spec.slurm}",
+                            part=spec.slurm)
     for i in range(1, spec.nodes + 1):
         gpu_models(spec.node_gpus(i))  # unknown models fail before anything starts
 

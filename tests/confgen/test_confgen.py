@@ -139,3 +139,26 @@ def test_count_admission_files_carry_no_start_limit_and_a_constant_migp_total():
     assert "SchedulerParameters=sched_max_job_start=1" in confgen.render("slurm", inv, confgen.Options())
     with pytest.raises(BadInputError, match="admission"):
         confgen.render("slurm", inv, confgen.Options(admission="fast"))
+
+
+@pytest.mark.parametrize("admission, expected", [
+    ("counts", "AccountingStorageTRES=gres/migp,gres/migp:1g.10gb,gres/migp:1g.10gb_me,gres/migp:1g.20gb,"
+               "gres/migp:2g.20gb,gres/migp:3g.40gb,gres/migp:4g.40gb,gres/migp:7g.80gb"),
+    ("features", "AccountingStorageTRES=gres/mig"),
+])
+def test_accounting_tres_only_for_a_cluster_with_slurmdbd(admission, expected):
+    # slurmctld refuses to start with a gres TRES and no slurmdbd: the line is opt-in.
+    inv = inventory_from_dict({"version": 1, "nodes": [{"names": "n1", "gpus": "H100-80GB:2"}]})
+    plain = confgen.render("slurm", inv, confgen.Options(admission=admission))
+    assert "AccountingStorageTRES" not in plain
+    text = confgen.render("slurm", inv, confgen.Options(admission=admission, accounting=True))
+    assert expected in text.splitlines()
+
+
+def test_slurm_release_is_checked_and_decides_srun_allocations():
+    inv = inventory_from_dict({"version": 1, "nodes": [{"names": "n1", "gpus": "H100-80GB:2"}]})
+    for version, allowed in (("22.05", "false"), ("24.11", "true"), ("26.05.5", "true")):
+        lua = confgen.render("job-submit", inv, confgen.Options(slurm_version=version))
+        assert f"SG.srun_allocations = {allowed}" in lua
+    with pytest.raises(BadInputError, match="not a Slurm release"):
+        confgen.render("job-submit", inv, confgen.Options(slurm_version="latest"))
