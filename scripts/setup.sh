@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
     python3 python3-venv python3-dev
     munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins
-    # the local cluster's accounting (tests/cluster/test_accounting.py): its own MariaDB, a real slurmdbd
+    # the local cluster's accounting (tests/cluster/test_cluster_accounting.py): its own MariaDB, a real slurmdbd
     slurmdbd mariadb-server
     lua5.1
     prometheus

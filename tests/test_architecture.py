@@ -135,3 +135,13 @@ def test_no_module_over_500_lines():
     long = {str(p.relative_to(REPO)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_test_modules_have_unique_basenames():
+    # tests/ has no __init__.py files, so pytest imports each test module by its basename: two files of
+    # one name anywhere under tests/ stop the whole collection ("import file mismatch").
+    seen: Dict[str, List[str]] = {}
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        if "fixtures" not in path.parts:
+            seen.setdefault(path.name, []).append(str(path.relative_to(REPO)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
