@@ -60,8 +60,7 @@ def timed(fn, node, names, rounds, clear=False):
     for i in range(rounds):
         name = names[i % len(names)]
         if clear:
-            planner._gpus.clear()
-            planner._fit_memo.clear()
+            planner.clear_caches()
         t0 = time.perf_counter_ns()
         try:
             fn(node, name)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from slurm_gpu.core.errors import BadInputError, NoFitError, UnknownProfileError
+from slurm_gpu.core.packing import clear_packings, feasible
 
 if TYPE_CHECKING:  # pragma: no cover
     from slurm_gpu.core.catalog import GpuModel
@@ -45,6 +46,7 @@ __all__ = [
     "slot_capacity",
     "fits",
     "room",
+    "clear_caches",
 ]
 
 _ME_ALL = "+me.all"
@@ -238,40 +240,21 @@ def _gpu(m: _Model, key: Key) -> _Gpu:
     return g
 
 
+def clear_caches() -> None:
+    """Forget every memoised GPU state and packing (benchmarks and tests of a cold start)."""
+    _gpus.clear()
+    clear_packings()
+
+
 def _key(gpu: GpuState) -> Key:
     return tuple((s.start, s.size, s.profile_id) for s in gpu.slots)
 
 
 # --- exact feasibility of several profiles at once -------------------------------------------------
-_fit_memo: Dict[Tuple[int, Key, Tuple[str, ...]], bool] = {}
-
-
-def _fits_on_gpu(g: _Gpu, names: Tuple[str, ...]) -> bool:
-    """Whether all profiles ``names`` (sorted largest first) fit together on GPU ``g`` (exact DFS)."""
-    if not names:
-        return True
-    ck = (id(g.m.model), g.key, names)
-    hit = _fit_memo.get(ck)
-    if hit is not None:
-        return hit
-    p = g.m.by_name[names[0]]
-    ok = False
-    for start, _mask in g.free_starts(p):
-        if _fits_on_gpu(g.after(p, start), names[1:]):
-            ok = True
-            break
-    if len(_fit_memo) >= _CACHE_LIMIT:
-        _fit_memo.clear()
-    _fit_memo[ck] = ok
-    return ok
-
-
 def _feasible(gpus: Sequence[_Gpu], demand: Sequence[Tuple[Callable[[_Model], Optional[_P]], int]]) -> bool:
     """Whether ``demand`` (per group: a chooser of the profile on a GPU's model, and a count) fits on
-    ``gpus`` all together: a walk over GPUs of the demand vectors still to place (exact)."""
+    ``gpus`` all together (exact)."""
     counts = tuple(c for _, c in demand)
-    if not any(counts):
-        return True
     if sum(1 for c in counts if c) == 1:  # one profile: the per-GPU maxima add up exactly
         i = next(i for i, c in enumerate(counts) if c)
         choose = demand[i][0]
@@ -280,35 +263,7 @@ def _feasible(gpus: Sequence[_Gpu], demand: Sequence[Tuple[Callable[[_Model], Op
             p = choose(g.m)
             total += g.cap(p) if p is not None else 0
         return total >= counts[i]
-    frontier = {counts}
-    for g in gpus:
-        chosen = [choose(g.m) for choose, _ in demand]
-        nxt = set(frontier)
-        for rest in frontier:
-            for take in _subvectors(rest):
-                names: List[_P] = []
-                for i, k in enumerate(take):
-                    if k and chosen[i] is None:
-                        break
-                    names.extend([chosen[i]] * k)  # type: ignore[list-item]
-                else:
-                    if not names:
-                        continue
-                    names.sort(key=lambda p: (-p.size, -p.compute, p.pid))
-                    if _fits_on_gpu(g, tuple(p.name for p in names)):
-                        left = tuple(r - t for r, t in zip(rest, take))
-                        if not any(left):
-                            return True
-                        nxt.add(left)
-        frontier = nxt
-    return False
-
-
-def _subvectors(vec: Tuple[int, ...]) -> List[Tuple[int, ...]]:
-    out: List[Tuple[int, ...]] = [()]
-    for c in vec:
-        out = [v + (k,) for v in out for k in range(c + 1)]
-    return out
+    return feasible(gpus, demand)
 
 
 # --- public API ------------------------------------------------------------------------------------

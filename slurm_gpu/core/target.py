@@ -101,9 +101,17 @@ def choose_target(node: NodeState, claims: Mapping[str, int], demand: Sequence[T
     extra: Dict[str, int] = {n: c for n, c in claims.items() if c > 0}
     if extra and not fits_counts(node, extra):
         raise NoFitError(f"allocated instances {extra} no longer fit on the node")
-    for name, count in demand:
-        if name in known and count > 0:
-            _add_if_fits(node, extra, name, count)
+    refused: Dict[str, int] = {}  # per profile the least count refused: a larger one never fits later
+    for name, count, times in _runs(demand):
+        if name not in known or count <= 0:
+            continue
+        if times > 1 and count * times < refused.get(name, count * times + 1) \
+                and _add_if_fits(node, extra, name, count * times):
+            continue  # the whole run (a job array's tasks) at once
+        for _ in range(times):
+            if count >= refused.get(name, count + 1) or not _add_if_fits(node, extra, name, count):
+                refused[name] = min(count, refused.get(name, count))
+                break
     if fill:
         for name in _base_largest_first(node):
             while _add_if_fits(node, extra, name, 1):
@@ -112,6 +120,17 @@ def choose_target(node: NodeState, claims: Mapping[str, int], demand: Sequence[T
     for name, c in extra.items():
         counts[name] = counts.get(name, 0) + c
     return {n: counts[n] for n in sorted(counts) if counts[n]}
+
+
+def _runs(demand: Sequence[Tuple[str, int]]) -> List[Tuple[str, int, int]]:
+    """The demand as ``(profile, count, times)``: consecutive equal requests taken together."""
+    out: List[Tuple[str, int, int]] = []
+    for name, count in demand:
+        if out and out[-1][:2] == (name, count):
+            out[-1] = (name, count, out[-1][2] + 1)
+        else:
+            out.append((name, count, 1))
+    return out
 
 
 def _add_if_fits(node: NodeState, extra: Dict[str, int], name: str, count: int) -> bool:

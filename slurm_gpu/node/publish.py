@@ -10,7 +10,7 @@ Any object with the ``Publisher`` methods may stand in (``NodeAgent(publisher=..
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, NamedTuple, Protocol, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 from slurm_gpu.core.features import active_features, all_features, is_fit_feature
 from slurm_gpu.core.planner import capacity, plan
@@ -101,6 +101,7 @@ class CountPublisher:
         self.wait_for_release_s = 30.0  # Slurm counts a slot free once the job ends, before its Epilog
         self.updates = 0
         self.replans = 0  # races seen: an allocation landed while a count was lowered
+        self._last: Optional[Tuple[object, Dict[str, int]]] = None
 
     def _read(self, node: str, state: NodeState) -> _View:
         configured, used = self.slurm.node_gres(node)
@@ -121,7 +122,7 @@ class CountPublisher:
         have = held(state)
         for _ in range(_REPLANS):
             claims = {p: n - have.get(p, 0) for p, n in view.alloc.items() if n > have.get(p, 0)}
-            target = choose_target(state, claims, demand)
+            target = self._target(state, claims, demand)
             if _same(current, target):
                 return _terms(current)
             low = lowered(current, target)
@@ -135,6 +136,15 @@ class CountPublisher:
             self._set(node, state, view, target)
             return _terms(target)
         return _terms(current)
+
+    def _target(self, state: NodeState, claims: Dict[str, int],
+                demand: List[Tuple[str, int]]) -> Dict[str, int]:
+        # The watch loop asks every few seconds with, mostly, the same node and queue: the last answer
+        # is kept (the node state is a frozen value, compared whole).
+        key = (state, tuple(sorted(claims.items())), tuple(demand))
+        if self._last is None or self._last[0] != key:
+            self._last = (key, choose_target(state, claims, demand))
+        return dict(self._last[1])
 
     def _set(self, node: str, state: NodeState, view: _View, counts: Dict[str, int]) -> None:
         # Every profile of the node stays listed (0 when none is promised): the type list never changes;

@@ -230,8 +230,7 @@ def test_plan_is_deterministic_and_valid(node, data):
     except NoFitError:
         assert not fits(node, p.name, count)
         return
-    planner._gpus.clear()  # a cold cache gives the same answer
-    planner._fit_memo.clear()
+    planner.clear_caches()  # a cold cache gives the same answer
     assert plan(node, p.name, count) == first
     apply(node, first)
 
