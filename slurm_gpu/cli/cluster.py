@@ -8,6 +8,7 @@ import click
 
 from slurm_gpu.cli.output import emit_json, json_option
 from slurm_gpu.confgen.inventory import MODES
+from slurm_gpu.core.vocab import ADMISSION_MODES, DEFAULT_ADMISSION
 from slurm_gpu.testbed.spec import DEFAULT_DIR, DEFAULT_PORT_BASE, HOST_SLURM, SLURM_VERSIONS
 
 DIR_OPTION = click.option(
@@ -75,7 +76,7 @@ def cmd() -> None:
     default=8,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="Largest k of the mig.<profile>.<k> features.",
+    help="Largest k of the mig.<profile>.<k> features (--admission features).",
 )
 @click.option(
     "--mode",
@@ -87,12 +88,21 @@ def cmd() -> None:
 @click.option("--layout", default="", help="With --mode static: profiles per GPU, e.g. 3g.40gb,1g.10gb.")
 @click.option("--hooks/--no-hooks", default=None, help="Wire our hooks [default: if dynamic].")
 @click.option(
-    "--scheduler",
-    type=click.Choice(["test", "shipped"]),
-    default="test",
+    "--admission",
+    type=click.Choice(ADMISSION_MODES),
+    default=DEFAULT_ADMISSION,
     show_default=True,
-    help="SchedulerParameters: 'shipped' is what `slurm-gpu config slurm` generates (one start per pass, "
-    "docs/admission.md); 'test' starts many jobs per pass, for fast test runs.",
+    help="counts: migp counts re-planned by a `slurm-gpu publish --watch` per node; features: fit features "
+    "(docs/admission.md).",
+)
+@click.option(
+    "--scheduler",
+    type=click.Choice(["shipped", "test"]),
+    default="shipped",
+    show_default=True,
+    help="SchedulerParameters: 'shipped' is what `slurm-gpu config slurm` generates for the admission "
+    "(counts: Slurm's defaults; features: one start per pass); 'test' runs quick passes with no start "
+    "limit, as the test suite does.",
 )
 @click.option(
     "--slurm",
@@ -116,6 +126,7 @@ def up_cmd(
     mode: str,
     layout: str,
     hooks: Optional[bool],
+    admission: str,
     scheduler: str,
     slurm_version: str,
     accounting: bool,
@@ -129,6 +140,7 @@ def up_cmd(
       slurm-gpu cluster up --nodes 2 --gpus H100-80GB:4 --dir /var/tmp/slurm-gpu-cluster --port-base 17000
       slurm-gpu cluster up --nodes 2 --gpus "H100-80GB:1;A100-40GB:1" --json
       slurm-gpu cluster up --slurm 26.05 --dir /var/tmp/sg-2605 --port-base 17400
+      slurm-gpu cluster up --admission features --scheduler shipped
       slurm-gpu cluster up --accounting && sacct -X -o JobID,AllocTRES%60,AdminComment%40
     """
     import os
@@ -147,8 +159,10 @@ def up_cmd(
         layout=layout,
         hooks=hooks,
         scheduler_parameters=(
-            confgen.SCHEDULER_PARAMETERS if scheduler == "shipped" else TEST_SCHEDULER_PARAMETERS
+            confgen.scheduler_parameters(confgen.Options(admission=admission))
+            if scheduler == "shipped" else TEST_SCHEDULER_PARAMETERS
         ),
+        admission=admission,
         slurm=slurm_version,
         accounting=accounting,
     )
@@ -160,7 +174,8 @@ def up_cmd(
 
     click.echo(
         f"cluster {result['name']} up: {', '.join(sorted(result['nodes']))} idle"
-        f" (Slurm {spec.slurm}, {result['mode']}, hooks {'wired' if result['hooks'] else 'not wired'})"
+        f" (Slurm {spec.slurm}, {result['mode']}, {spec.admission} admission,"
+        f" hooks {'wired' if result['hooks'] else 'not wired'})"
     )
     example = f"gpu:{spec.layout.split(',')[0].strip()}:1" if spec.mode == "static" else "gpu:1g.10gb"
     submit = ["sbatch", f"--gres={example}", "--wrap", "'env | grep CUDA'"]

@@ -10,7 +10,7 @@ import click
 from slurm_gpu.cli.main import driver_options, get_context
 from slurm_gpu.cli.output import emit_json
 from slurm_gpu.confgen.inventory import MODES
-from slurm_gpu.core.vocab import ADMISSION_MODES
+from slurm_gpu.core.vocab import ADMISSION_MODES, DEFAULT_ADMISSION
 
 KIND_CHOICES = ("gres", "slurm", "cgroup", "job-submit", "all")
 CGROUP_CHOICES = {"auto": "autodetect", "v1": "cgroup/v1", "v2": "cgroup/v2"}
@@ -39,8 +39,8 @@ CGROUP_CHOICES = {"auto": "autodetect", "v1": "cgroup/v1", "v2": "cgroup/v2"}
 @click.option("--cgroup", "cgroup_version", type=click.Choice(CGROUP_CHOICES), default="auto",
               show_default=True, help="cgroup.conf CgroupPlugin: v1, v2 (unified hierarchy: Debian 12, "
               "RHEL 9) or Slurm's autodetect.")
-@click.option("--admission", type=click.Choice(ADMISSION_MODES), default="features", show_default=True,
-              help="features: fit features with one start per pass; counts: migp counts, no start limit "
+@click.option("--admission", type=click.Choice(ADMISSION_MODES), default=DEFAULT_ADMISSION, show_default=True,
+              help="counts: migp counts, no start limit; features: fit features with one start per pass "
               "(docs/admission.md; the nodes' config.yaml must say the same).")
 @click.option("--slurm-version", help="The Slurm release the files are for, e.g. 24.11 [default: the local "
               "`scontrol --version`, else 22.05]. job_submit.lua admits `srun --gres=gpu:<profile>` "

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from slurm_gpu.core.errors import BadInputError
-from slurm_gpu.core.vocab import ADMISSION_MODES, Admission
+from slurm_gpu.core.vocab import ADMISSION_MODES, DEFAULT_ADMISSION, Admission
 
 if TYPE_CHECKING:
     import jinja2
@@ -54,7 +54,7 @@ class Options:
     header: bool = True  # a comment line naming the generator
     # "counts": typed count gres migp, exact at Slurm's full speed; "features": fit features, exact only
     # with one start per scheduling pass (docs/admission.md).
-    admission: str = "features"
+    admission: str = DEFAULT_ADMISSION
     # None: what the admission needs (features: one start per pass, SCHEDULER_PARAMETERS; counts:
     # nothing); "" leaves SchedulerParameters to the site.
     scheduler_parameters: Optional[str] = None
@@ -90,7 +90,7 @@ def slurm_release(text: str) -> Tuple[int, int]:
 def scheduler_parameters(options: Options) -> str:
     if options.scheduler_parameters is not None:
         return options.scheduler_parameters
-    return SCHEDULER_PARAMETERS if options.admission == "features" else ""
+    return SCHEDULER_PARAMETERS if options.admission == Admission.FEATURES else ""
 
 
 def templates_dir() -> Path:
@@ -164,7 +164,7 @@ def _check(inventory: Inventory) -> None:
                     f"set type_prefix so users can tell them apart", part=gres_type)
 
 
-def job_submit_context(inventory: Inventory, admission: str = "features",
+def job_submit_context(inventory: Inventory, admission: str = DEFAULT_ADMISSION,
                        slurm_version: str = "22.05") -> Dict[str, Any]:
     """What job_submit.lua needs to know about the cluster's dynamic MIG nodes."""
     from slurm_gpu.core.features import feature_token, node_max_counts

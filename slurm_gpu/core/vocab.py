@@ -70,3 +70,5 @@ class Admission(_Word):
 
 
 ADMISSION_MODES = tuple(str(a) for a in Admission)
+# What ships: exact at Slurm's own start rate (bench/RESULTS.md, "Burst fill"); features stay selectable.
+DEFAULT_ADMISSION = str(Admission.COUNTS)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tupl
 
 from slurm_gpu.core.errors import DriverError, LockTimeout, NoFitError, SlurmError, SlurmGpuError, StateError
 from slurm_gpu.core.ownership import match
-from slurm_gpu.core.vocab import HookAction, InstanceState, Phase
+from slurm_gpu.core.vocab import DEFAULT_ADMISSION, HookAction, InstanceState, Phase
 from slurm_gpu.devices.access import DEFAULT_CAPS_DIR
 from slurm_gpu.node import cdi, hpcjobs
 from slurm_gpu.node.allocation import allocated_on, check_allocation, resolve_request
@@ -75,7 +75,7 @@ class AgentPolicy:
     create_busy_wait_s: float = 3.0  # retry a creation refused IN_USE (another client holds the GPU)
     create_busy_poll_s: float = 0.5
     publish_features: bool = True
-    admission: str = "features"  # "counts": migp target layout (node.publish.CountPublisher)
+    admission: str = DEFAULT_ADMISSION  # "counts": migp target layout (node.publish.CountPublisher)
     hpc_job_mapping_dir: Optional[str] = None  # dcgm-exporter's job mapping files (node.hpcjobs)
     cdi_dir: Optional[str] = None  # per-job CDI specs (node.cdi)
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from slurm_gpu.core.errors import ConfigError
-from slurm_gpu.core.vocab import ADMISSION_MODES
+from slurm_gpu.core.vocab import ADMISSION_MODES, DEFAULT_ADMISSION
 from slurm_gpu.devices.api import DRIVER_KINDS
 from slurm_gpu.node import CONFIG_ENV, DEFAULT_CONFIG_PATH
 
@@ -77,8 +77,8 @@ class FeaturesConfig:
 
 @dataclass(frozen=True)
 class AdmissionConfig:
-    # "features": fit features, exact with one start per pass; "counts": migp counts (docs/admission.md)
-    mode: str = "features"
+    # "counts": migp counts; "features": fit features, exact with one start per pass (docs/admission.md)
+    mode: str = DEFAULT_ADMISSION
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 
 from slurm_gpu.confgen.inventory import MODES, gpu_models
 from slurm_gpu.core.errors import BadInputError
-from slurm_gpu.core.vocab import ADMISSION_MODES
+from slurm_gpu.core.vocab import ADMISSION_MODES, DEFAULT_ADMISSION
 from slurm_gpu.state.fsutil import atomic_write
 
 __all__ = ["ClusterSpec", "node_names", "validate", "save_spec", "load_spec", "DEFAULT_DIR",
@@ -49,7 +49,7 @@ class ClusterSpec:
     # False: proctrack/linuxproc and task/none, for containers that lack the privileges of Slurm's cgroup
     # plugins (docker-slurm/); jobs then get no device cgroup (docs/cluster.md)
     cgroups: bool = True
-    admission: str = "features"  # "counts": migp counts and a `slurm-gpu publish --watch` per node
+    admission: str = DEFAULT_ADMISSION  # counts: a `slurm-gpu publish --watch` per node; or "features"
     publish_interval_s: float = 2.0
     # A real slurmdbd over the cluster's own MariaDB (slurm_gpu.testbed.accounting): sacct works
     accounting: bool = False
