@@ -39,7 +39,8 @@ def _node(tmp: str, gpus: int, jobs: int) -> Any:
     driver = open_driver("sim", sim_state=state)
     journal = Journal(os.path.join(tmp, "state"))
     slurm = FakeSlurm("n1")
-    policy = AgentPolicy(caps_dir=os.path.join(tmp, "sb", "dev", "nvidia-caps"), cgroup_root=None)
+    policy = AgentPolicy(admission="features", caps_dir=os.path.join(tmp, "sb", "dev", "nvidia-caps"),
+                         cgroup_root=None)
     agent = NodeAgent("n1", driver, journal, slurm, policy)
     log = os.path.join(tmp, "hooks.log")
     with open(log, "w") as f:

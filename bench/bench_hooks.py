@@ -103,7 +103,8 @@ def main() -> int:
     (bindir / "scontrol").chmod(0o755)
     config = tmp / "config.yaml"
     config.write_text(f"version: 1\ndriver:\n  kind: sim\n  sim_state: {state}\n  sim_sandbox: {tmp / 'sb'}\n"
-                      f"state_dir: {tmp / 'state'}\nslurm:\n  bin_dir: {bindir}\n")
+                      f"state_dir: {tmp / 'state'}\nslurm:\n  bin_dir: {bindir}\n"
+                      "admission:\n  mode: features\n")  # the stand-in scontrol speaks features
     sock = tmp / "run" / "hooks.sock"
     env = {"PATH": "/usr/bin:/bin", "SLURM_GPU_CONFIG": str(config), "SLURMD_NODENAME": "bench",
            "SLURM_JOB_UID": str(os.getuid()), "SLURM_JOB_GID": str(os.getgid()),
@@ -150,8 +151,9 @@ def main() -> int:
 
     # In-process: the use cases alone, same stream.
     agent = NodeAgent("bench", open_driver("sim", sim_state=str(state)), Journal(str(tmp / "state")),
-                      SlurmCli(str(bindir), env=env), AgentPolicy(caps_dir=str(tmp / "sb/dev/nvidia-caps"),
-                                                                  cgroup_root=None))
+                      SlurmCli(str(bindir), env=env),
+                      AgentPolicy(admission="features", caps_dir=str(tmp / "sb/dev/nvidia-caps"),
+                                  cgroup_root=None))
     def in_process(use_case, job, want):
         """(wall, CPU) of one use case call; CPU includes the stand-in scontrol it waited for."""
         t0, c0 = time.perf_counter(), time.process_time() + _child_cpu()

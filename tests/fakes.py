@@ -122,7 +122,7 @@ def counted_agent(tmp: str, gpus: int = 8, model: str = "H100-80GB", slurm: Opti
         simstate.init_state(state, [(model, gpus)], sandbox=os.path.join(tmp, "sb"))
     nv = CountingNvml(SimNvml(state))
     driver = NvmlDriver(nv, mig_minors_path=os.path.join(tmp, "sb", "mig-minors"))
-    policy = AgentPolicy(release_wait_s=0.3, release_poll_s=0.05,
+    policy = AgentPolicy(admission="features", release_wait_s=0.3, release_poll_s=0.05,
                          caps_dir=os.path.join(tmp, "sb/dev/nvidia-caps"), cgroup_root=None)
     agent = NodeAgent("n1", driver, Journal(os.path.join(tmp, "state"), boot_id="boot-1"),
                       slurm or FakeSlurm("n1"), policy)

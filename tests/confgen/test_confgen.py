@@ -17,15 +17,16 @@ MIXED = {
 }
 
 
-def test_dynamic_node_lines():
+def test_dynamic_node_lines_under_feature_admission():
     inv = inventory_from_dict(MIXED)
-    slurm = confgen.render("slurm", inv)
+    features_mode = confgen.Options(admission="features")
+    slurm = confgen.render("slurm", inv, features_mode)
     line = next(x for x in slurm.splitlines() if x.startswith("NodeName=gpu[01-16]"))
     assert " Gres=mig:64 " in line and " CPUs=64 " in line and " RealMemory=512000 " in line
     features = line.split("Features=")[1].split()[0].split(",")
     assert features[0] == "ib" and "mig.7g.80gb.8" in features and "mig.4g.40gb.8" in features
     assert "GresTypes=gpu,mig" in slurm and "JobSubmitPlugins=lua" in slurm
-    gres = confgen.render("gres", inv)
+    gres = confgen.render("gres", inv, features_mode)
     assert "NodeName=gpu[01-16] Name=mig Count=64\n" in gres
 
 
@@ -86,15 +87,18 @@ def test_cgroup_and_hooks():
     assert "Epilog=" not in slurm
 
 
-def test_one_job_start_per_scheduling_pass_where_nodes_are_dynamic():
-    # Fit features are a snapshot within a pass: slurm-gpu ships one start per pass (docs/admission.md).
-    slurm = confgen.render("slurm", inventory_from_dict(MIXED))
+def test_feature_admission_starts_one_job_per_scheduling_pass_where_nodes_are_dynamic():
+    # Fit features are a snapshot within a pass: they need one start per pass (docs/admission.md).
+    features_mode = confgen.Options(admission="features")
+    slurm = confgen.render("slurm", inventory_from_dict(MIXED), features_mode)
     lines = [x for x in slurm.splitlines() if x.startswith("SchedulerParameters=")]
     assert lines == ["SchedulerParameters=sched_max_job_start=1,bf_max_job_start=1,bf_interval=5"]
-    own = confgen.render("slurm", inventory_from_dict(MIXED), confgen.Options(scheduler_parameters=""))
+    own = confgen.render("slurm", inventory_from_dict(MIXED),
+                         confgen.Options(admission="features", scheduler_parameters=""))
     assert "SchedulerParameters" not in own  # the site keeps its own
     static_only = dict(MIXED, nodes=MIXED["nodes"][1:])
-    assert "SchedulerParameters" not in confgen.render("slurm", inventory_from_dict(static_only))
+    static_conf = confgen.render("slurm", inventory_from_dict(static_only), features_mode)
+    assert "SchedulerParameters" not in static_conf
 
 
 def test_templates_dir_found():
@@ -124,7 +128,8 @@ def test_cli_bad_inventory_exit_code(tmp_path, capsys):
 def test_count_admission_files_carry_no_start_limit_and_a_constant_migp_total():
     nodes = [{"names": "g[1-4]", "gpus": "H100-80GB:8", "cpus": 64}]
     inv = inventory_from_dict({"version": 1, "nodes": nodes})
-    opts = confgen.Options(admission="counts")
+    opts = confgen.Options()  # count admission is what ships
+    assert opts.admission == "counts"
     slurm, gres = confgen.render("slurm", inv, opts), confgen.render("gres", inv, opts)
     assert "GresTypes=gpu,migp" in slurm and "SchedulerParameters" not in slurm
     node = next(line for line in slurm.splitlines() if line.startswith("NodeName=g[1-4]"))
@@ -136,7 +141,8 @@ def test_count_admission_files_carry_no_start_limit_and_a_constant_migp_total():
     placeholder = next(line for line in slurm.splitlines() if "State=FUTURE" in line)
     assert "migp:1g.10gb:56" in placeholder and "Features" not in placeholder
     # Fit features keep their start limit unless the site sets its own.
-    assert "SchedulerParameters=sched_max_job_start=1" in confgen.render("slurm", inv, confgen.Options())
+    assert "SchedulerParameters=sched_max_job_start=1" in confgen.render("slurm", inv,
+                                                                        confgen.Options(admission="features"))
     with pytest.raises(BadInputError, match="admission"):
         confgen.render("slurm", inv, confgen.Options(admission="fast"))
 

@@ -100,8 +100,10 @@ def test_static_with_mig_on_and_no_instance_is_refused_dynamic_is_not(tmp_path):
         inv = inventory_from_driver(driver, "n1", max_count_per_node=3)
     finally:
         driver.close()
-    assert "NodeName=n1 Name=mig Count=32\n" in confgen.render("gres", inv)
-    line = next(x for x in confgen.render("slurm", inv).splitlines() if x.startswith("NodeName=n1 "))
+    features_mode = confgen.Options(admission="features")
+    assert "NodeName=n1 Name=mig Count=32\n" in confgen.render("gres", inv, features_mode)
+    slurm = confgen.render("slurm", inv, features_mode)
+    line = next(x for x in slurm.splitlines() if x.startswith("NodeName=n1 "))
     assert "Gres=mig:32 " in line and "mig.1g.10gb.3" in line and "mig.1g.10gb.4" not in line
 
 
@@ -117,6 +119,9 @@ def test_cli_from_sim_state_and_from_configured_driver(node, tmp_path, capsys, m
     assert run(args) == 0
     assert capsys.readouterr().out == by_option
     assert run(["config", "slurm", "--from-driver", "--nodes", "n1", "--json"]) == 0
+    assert "NodeName=n1 Gres=migp:1g.10gb:0," in capsys.readouterr().out  # count admission ships
+    assert run(["config", "slurm", "--from-driver", "--nodes", "n1", "--admission", "features",
+                "--json"]) == 0
     assert "NodeName=n1 Gres=mig:16 " in capsys.readouterr().out
     assert run(["config", "gres", "--gpus", "H100-80GB", "--mode", "static"]) == 3
     assert "--mode static needs --from-driver" in capsys.readouterr().err

@@ -78,7 +78,7 @@ def test_agent_writes_the_spec_with_the_instance_and_removes_it(tmp_path):
     sandbox = tmp_path / "sb"
     simstate.init_state(state, [("H100-80GB", 2)], sandbox=str(sandbox))
     driver = open_driver("sim", sim_state=state)
-    policy = AgentPolicy(release_wait_s=0.3, release_poll_s=0.05, cgroup_root=None,
+    policy = AgentPolicy(admission="features", release_wait_s=0.3, release_poll_s=0.05, cgroup_root=None,
                          caps_dir=str(sandbox / "dev/nvidia-caps"), cdi_dir=str(tmp_path / "cdi"))
     agent = NodeAgent("n1", driver, Journal(str(tmp_path / "state"), boot_id="b"), FakeSlurm("n1"), policy)
     agent.slurm.add(10, "3g.40gb", 2, slices=8)

@@ -110,7 +110,7 @@ def test_fake_v2_tree_finds_slurms_scope_and_refuses_a_directory_that_is_no_cgro
 def _agent(tmp_path, cgroup_root):
     state = str(tmp_path / "sim.json")
     simstate.init_state(state, [("H100-80GB", 2)], sandbox=str(tmp_path / "sb"))
-    policy = AgentPolicy(release_wait_s=0.3, release_poll_s=0.05,
+    policy = AgentPolicy(admission="features", release_wait_s=0.3, release_poll_s=0.05,
                          caps_dir=str(tmp_path / "sb/dev/nvidia-caps"), cgroup_root=cgroup_root)
     return NodeAgent("n1", open_driver("sim", sim_state=state), Journal(str(tmp_path / "state"), boot_id="b"),
                      FakeSlurm("n1"), policy)

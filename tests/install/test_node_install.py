@@ -73,14 +73,16 @@ def test_install_twice_then_uninstall(tree):
     assert os.readlink(tree / "systemd/timers.target.wants/slurm-gpu-reconcile.timer") == \
         str(tree / "systemd/slurm-gpu-reconcile.timer")
     assert os.readlink(tree / "usr/bin/slurm-gpu") == SG
-    # The hook server starts with the node; the publish loop is there, enabled only under count admission.
+    # The hook server starts with the node, and so does the publish loop of count admission (the default).
     hooks_unit = (tree / "systemd/slurm-gpu-hooks.service").read_text()
     assert hooks_unit.split("ExecStart=")[1].split("\n")[0].endswith(" serve"), hooks_unit
     assert "KillMode=process" in hooks_unit and "RuntimeDirectoryMode=0700" in hooks_unit
     assert os.readlink(tree / "systemd/multi-user.target.wants/slurm-gpu-hooks.service") == \
         str(tree / "systemd/slurm-gpu-hooks.service")
     assert "publish --watch" in (tree / "systemd/slurm-gpu-publish.service").read_text()
-    assert not os.path.lexists(tree / "systemd/multi-user.target.wants/slurm-gpu-publish.service")
+    assert os.readlink(tree / "systemd/multi-user.target.wants/slurm-gpu-publish.service") == \
+        str(tree / "systemd/slurm-gpu-publish.service")
+    assert any("start slurm-gpu-publish" in step for step in doc["next"]), doc["next"]
     # The configuration is the loader's: the hooks can read it.
     from slurm_gpu.node.config import load_config
     assert load_config(str(tree / "etc/slurm-gpu/config.yaml"), node="n1").state_dir == str(tree / "state")
@@ -105,14 +107,14 @@ def test_install_twice_then_uninstall(tree):
     assert twice["changed"] == []
 
 
-def test_count_admission_enables_the_publish_loop(tree):
-    config = tree / "counts.yaml"
-    config.write_text(f"version: 1\nstate_dir: {tree / 'state'}\nadmission:\n  mode: counts\n")
+def test_feature_admission_leaves_the_publish_loop_off(tree):
+    config = tree / "features.yaml"
+    config.write_text(f"version: 1\nstate_dir: {tree / 'state'}\nadmission:\n  mode: features\n")
     proc, doc = install(tree, "--config", str(config))
     assert proc.returncode == 0, proc.stderr
-    link = tree / "systemd/multi-user.target.wants/slurm-gpu-publish.service"
-    assert os.readlink(link) == str(tree / "systemd/slurm-gpu-publish.service")
-    assert any("start slurm-gpu-publish" in step for step in doc["next"]), doc["next"]
+    assert (tree / "systemd/slurm-gpu-publish.service").is_file()
+    assert not os.path.lexists(tree / "systemd/multi-user.target.wants/slurm-gpu-publish.service")
+    assert not any("start slurm-gpu-publish" in step for step in doc["next"]), doc["next"]
 
 
 def test_task_prolog_runs_as_the_user_from_the_copy(tree):

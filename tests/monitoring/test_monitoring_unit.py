@@ -71,7 +71,7 @@ def node(tmp_path):
     log = NvmlCallLog()
     driver = open_driver("sim", sim_state=state, call_log=log)
     journal = Journal(str(tmp_path / "state"), boot_id="boot-1")
-    policy = AgentPolicy(release_wait_s=0.3, release_poll_s=0.05,
+    policy = AgentPolicy(admission="features", release_wait_s=0.3, release_poll_s=0.05,
                          caps_dir=str(tmp_path / "sb/dev/nvidia-caps"), cgroup_root=None,
                          hpc_job_mapping_dir=str(tmp_path / "hpc"))
     agent = NodeAgent("n1", driver, journal, FakeSlurm("n1"), policy)

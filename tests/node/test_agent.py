@@ -31,7 +31,8 @@ def node(tmp_path):
     driver = open_driver("sim", sim_state=state)
     journal = Journal(str(tmp_path / "state"), boot_id="boot-1")
     slurm = FakeSlurm("n1")
-    policy = AgentPolicy(release_wait_s=0.3, release_poll_s=0.05, create_busy_wait_s=0.3,
+    policy = AgentPolicy(admission="features",
+                         release_wait_s=0.3, release_poll_s=0.05, create_busy_wait_s=0.3,
                          create_busy_poll_s=0.05, caps_dir=str(tmp_path / "sb/dev/nvidia-caps"),
                          cgroup_root=None)
     agent = NodeAgent("n1", driver, journal, slurm, policy)
@@ -173,7 +174,7 @@ def test_driver_profile_table_wins_over_the_catalog(tmp_path):
     with simstate.locked_state(state) as body:
         body["gpus"][0]["profile_overrides"] = {"9": {"placements": [[4, 4]], "max_instances": 1}, "20": None}
     agent = NodeAgent("n1", open_driver("sim", sim_state=state), Journal(str(tmp_path / "j"), boot_id="b"),
-                      FakeSlurm("n1"), AgentPolicy(cgroup_root=None))
+                      FakeSlurm("n1"), AgentPolicy(admission="features", cgroup_root=None))
     model = agent.snapshot().state().gpus[0].model
     assert model.profile("3g.40gb").placements == ((4, 4),) and not model.has_profile("1g.10gb+me")
     agent.slurm.add(40, "3g.40gb", 1, slices=4)
@@ -239,7 +240,8 @@ def test_release_waits_for_processes_then_leaves_record_for_reconcile(node):
 
 def test_release_retries_while_in_use_and_succeeds_when_process_leaves(node):
     node.slurm.add(51, "1g.10gb", 1, slices=1)
-    node.policy = AgentPolicy(release_wait_s=5, release_poll_s=0.05, caps_dir=node.policy.caps_dir,
+    node.policy = AgentPolicy(admission="features",
+                              release_wait_s=5, release_poll_s=0.05, caps_dir=node.policy.caps_dir,
                               cgroup_root=None)
     out = node.prepare(ctx(51))
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
@@ -361,7 +363,8 @@ def mixed_node(tmp_path, models):
     state = str(tmp_path / "mixed.json")
     simstate.init_state(state, models, mig_enabled=False, sandbox=str(tmp_path / "sbm"))
     agent = NodeAgent("n2", open_driver("sim", sim_state=state), Journal(str(tmp_path / "st2"), boot_id="b"),
-                      FakeSlurm("n2"), AgentPolicy(caps_dir=str(tmp_path / "sbm/dev/nvidia-caps"),
+                      FakeSlurm("n2"), AgentPolicy(admission="features",
+                                                   caps_dir=str(tmp_path / "sbm/dev/nvidia-caps"),
                                                    cgroup_root=None))
     return agent
 
@@ -401,7 +404,7 @@ def _denied(path):
 @pytest.mark.skipif(os.geteuid() != 0, reason="device nodes need root")
 def test_every_job_is_sealed_from_other_instances_and_gpus_before_they_exist(node, tmp_path):
     root = _fake_cgroup(tmp_path)
-    node.policy = AgentPolicy(caps_dir=node.policy.caps_dir, cgroup_root=str(root))
+    node.policy = AgentPolicy(admission="features", caps_dir=node.policy.caps_dir, cgroup_root=str(root))
     node.slurm.add(130, "1g.10gb", 1, slices=1)
     first = node.prepare(ctx(130, uid=4242, gid=4242))
     node.slurm.add(131, None, 0, slices=0)  # a job of the same user that asked for no GPU

@@ -24,7 +24,8 @@ def make(tmp_path, models=(("H100-80GB", 1),), mig=True, faults=None, wait_s=0.3
     simstate.init_state(state, list(models), mig_enabled=mig, sandbox=str(tmp_path / "sb"))
     agent = NodeAgent("n1", open_driver("sim", sim_state=state, sim_faults=faults),
                       Journal(str(tmp_path / "state"), boot_id="b"), FakeSlurm("n1"),
-                      AgentPolicy(release_wait_s=0.3, release_poll_s=0.05, create_busy_wait_s=wait_s,
+                      AgentPolicy(admission="features",
+                                  release_wait_s=0.3, release_poll_s=0.05, create_busy_wait_s=wait_s,
                                   create_busy_poll_s=0.05, caps_dir=str(tmp_path / "sb/dev/nvidia-caps"),
                                   cgroup_root=None))
     agent.state_path = state
