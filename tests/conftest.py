@@ -109,6 +109,9 @@ def start_cluster(nodes: int = 2, gpus: str = "H100-80GB:4", prefix: str = "sg-t
     from slurm_gpu.testbed import local
     from slurm_gpu.testbed.spec import ClusterSpec, node_names
 
+    # These clusters test feature admission unless a test asks for counts (the default that ships, with its
+    # own clusters: tests/cluster/test_cluster_counts.py, the accounting tests, bench_burst, the demo).
+    fields.setdefault("admission", "features")
     directory = tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")
     os.chmod(directory, 0o755)
     spec = ClusterSpec(dir=directory, nodes=nodes, gpus=gpus, port_base=free_port_base(nodes + 3),

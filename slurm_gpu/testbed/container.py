@@ -9,7 +9,8 @@ read-write): the cluster runs ``proctrack/linuxproc`` and ``task/none`` (``Clust
 
 Environment: ``SLURM_GPU_NODES`` (2), ``SLURM_GPU_GPUS`` (``H100-80GB:4``, per node with ``;``),
 ``SLURM_GPU_PORT_BASE`` (17000), ``SLURM_GPU_SCHEDULER_PARAMETERS`` (the test setting of ``ClusterSpec``),
-``SLURM_GPU_MUNGE_KEY`` (a key file to install instead of the image's own).
+``SLURM_GPU_MUNGE_KEY`` (a key file to install instead of the image's own), ``SLURM_GPU_ADMISSION``
+(``features``: the containers run no ``publish --watch`` loop, which count admission needs).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def spec_from_env(env: Mapping[str, str]) -> ClusterSpec:
                        port_base=_int(env, "SLURM_GPU_PORT_BASE", base.port_base),
                        scheduler_parameters=env.get("SLURM_GPU_SCHEDULER_PARAMETERS",
                                                     base.scheduler_parameters),
-                       cgroups=False)
+                       cgroups=False,
+                       # the containers run no `publish --watch` loop yet, which count admission needs
+                       admission=env.get("SLURM_GPU_ADMISSION", "features"))
     validate(spec)
     return spec
 

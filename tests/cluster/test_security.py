@@ -573,7 +573,7 @@ def test_no_other_job_can_open_an_instance_even_while_it_is_created(sec):
 
 def test_a_forged_het_variable_names_another_job_whose_devices_stay_closed(sec):
     node = sec.cl.nodes[1]
-    victim = _probe(sec, USER, node, 15, [str(Path(sec.cl.spec.dir))], gres="gpu:1g.10gb")
+    victim = _probe(sec, USER, node, 60, [str(Path(sec.cl.spec.dir))], gres="gpu:1g.10gb")
     deadline = time.monotonic() + 30
     while not sec.created(victim):
         assert time.monotonic() < deadline

@@ -153,7 +153,7 @@ def vcluster(request):
     directory = tempfile.mkdtemp(prefix=f"sg-v{request.param.replace('.', '')}-", dir="/var/tmp")
     os.chmod(directory, 0o755)
     spec = ClusterSpec(dir=directory, nodes=2, gpus="H100-80GB:2", port_base=free_port_base(4),
-                       slurm=request.param)
+                       slurm=request.param, admission="features")
     start = time.monotonic()
     try:
         local.up(spec, timeout=60)
