@@ -23,7 +23,8 @@ EXPECTED="$DIR/demo-expected.tsv"
 
 # Each job prints what it was given; `srun` runs one line per task.
 JOB='echo "job $SLURM_JOB_ID on $SLURMD_NODENAME: CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES";
-     srun -l bash -c "echo task \$SLURM_PROCID on \$SLURMD_NODENAME: \$CUDA_VISIBLE_DEVICES"; sleep 25'
+     srun -l bash -c "echo task \$SLURM_PROCID on \$SLURMD_NODENAME: \$CUDA_VISIBLE_DEVICES all=\$SLURM_GPU_MIG_DEVICES"
+     sleep 25'
 
 ids=()
 declare -A what
@@ -37,7 +38,7 @@ submit() {  # user, profile it must get, instances per node, tasks, sbatch optio
 
 echo "== submitting"
 submit sgtest1 1g.10gb 1 2 --gres=gpu:1g.10gb -n 2
-submit sgtest2 3g.40gb 2 1 --gres=gpu:3g.40gb:2
+submit sgtest2 3g.40gb 2 2 --gres=gpu:3g.40gb:2 -n 2
 submit sgtest1 1g.20gb 1 1 --gres=gpu:20gb
 submit sgtest2 2g.20gb 1 2 --gres=gpu:2g.20gb -N 2
 submit sgtest1 7g.80gb 1 1 --gres=gpu:1

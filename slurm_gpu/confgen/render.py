@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from slurm_gpu.core.errors import BadInputError
 from slurm_gpu.core.vocab import ADMISSION_MODES, DEFAULT_ADMISSION, Admission
+from slurm_gpu.slurm.parse import expand_hostlist
 
 if TYPE_CHECKING:
     import jinja2
@@ -275,8 +276,12 @@ def _placeholder(inventory: Inventory, options: Options) -> Optional[Dict[str, A
     dynamic = [g for g in inventory.groups if g.mode == "dynamic"]
     if not dynamic or not options.placeholder:
         return None
+    name = options.placeholder
     if options.admission == Admission.COUNTS:
-        # Every migp type at its most: a job asking for a type no node publishes now pends.
+        # Every migp type at its most: a job asking for a type no node publishes now pends. One placeholder
+        # per MIG node: `-N 2` with no node publishing its type is refused unless two nodes could host it.
+        nodes = sum(len(expand_hostlist(g.names)) for g in dynamic)
+        name = f"{name}[1-{nodes}]" if nodes > 1 else name
         most: Dict[str, int] = {}
         for g in dynamic:
             for t in migp_counts(g)["types"]:
@@ -287,7 +292,7 @@ def _placeholder(inventory: Inventory, options: Options) -> Optional[Dict[str, A
         features = sorted({f for g in dynamic for f in node_features(g, inventory.max_count_per_node)})
         gres = f"mig:{max(g.mig_count for g in dynamic)}"
     return {
-        "name": options.placeholder,
+        "name": name,
         "features": features,
         "gres": gres,
         "mig_count": max(g.mig_count for g in dynamic),

@@ -1,10 +1,11 @@
 """The demo's verdict (scripts/demo.sh): for every job, what it asked for against what each task got, and
 what the nodes were left with.
 
-A job passes when every task printed ``CUDA_VISIBLE_DEVICES`` with exactly the asked number of MIG UUIDs,
-and those UUIDs are the instances the node's history.log says the job had (of the asked profile), released
-at its end. After the jobs, no node may hold an instance or be drained or down. A failed job is shown with
-its lines from slurmctld's and the nodes' logs.
+A job passes when every task printed ``CUDA_VISIBLE_DEVICES`` with one MIG UUID (CUDA uses one MIG device
+per process: task ``L`` gets instance ``L mod n``) and ``SLURM_GPU_MIG_DEVICES`` with all ``n`` its node
+gave the job, the asked number, and those are exactly the instances of the asked profile that the node's
+history.log says it released for the job at its end. After the jobs, no node may hold an instance or be
+drained or down. A failed job is shown with its lines from slurmctld's and the nodes' logs.
 
 Run: ``python -m slurm_gpu.testbed.demo <cluster dir> <expected.tsv> <output dir>``; exit 0 when all pass.
 ``expected.tsv`` has one line per job: ``job_id<TAB>profile<TAB>instances per node<TAB>tasks<TAB>what``.
@@ -24,8 +25,8 @@ from slurm_gpu.testbed.spec import ClusterSpec, load_spec, node_names
 
 __all__ = ["Expected", "check_job", "leftovers", "main"]
 
-# srun -l prefixes each line with the task id; the job script prints the node beside the variable
-_TASK = re.compile(r"^\s*\d+: task (\d+) on (\S+): (.*)$")
+# srun -l prefixes each line with the task id; the job script prints the node beside the variables
+_TASK = re.compile(r"^\s*\d+: task (\d+) on (\S+): (\S*) all=(\S*)\s*$")
 _UUID = re.compile(r"^MIG-[0-9a-fA-F-]{36}$")
 
 
@@ -71,20 +72,23 @@ def check_job(exp: Expected, output: str, history: Dict[Tuple[str, str], List[Di
               ) -> Tuple[List[str], str]:
     """(problems, summary) of one job from its output file's text and the nodes' history."""
     problems: List[str] = []
-    tasks: Dict[str, Tuple[str, List[str]]] = {}
+    tasks: Dict[str, Tuple[str, str, List[str]]] = {}
     for line in output.splitlines():
         m = _TASK.match(line)
         if m:
-            value = m.group(3).strip()
-            tasks[m.group(1)] = (m.group(2), [u for u in value.split(",") if u] if value else [])
+            tasks[m.group(1)] = (m.group(2), m.group(3), [u for u in m.group(4).split(",") if u])
     if len(tasks) != exp.tasks:
         problems.append(f"{len(tasks)} task line(s) in its output, expected {exp.tasks}")
     seen: Dict[str, Set[str]] = {}
-    for task_id, (node, uuids) in sorted(tasks.items()):
+    for task_id, (node, visible, uuids) in sorted(tasks.items()):
         if len(uuids) != exp.per_node or not all(_UUID.match(u) for u in uuids):
-            problems.append(f"task {task_id} on {node}: CUDA_VISIBLE_DEVICES={','.join(uuids) or '(empty)'}, "
+            listed = ",".join(uuids) or "(empty)"
+            problems.append(f"task {task_id} on {node}: SLURM_GPU_MIG_DEVICES={listed}, "
                             f"expected {exp.per_node} MIG UUID(s)")
             continue
+        if visible not in uuids:
+            problems.append(f"task {task_id} on {node}: CUDA_VISIBLE_DEVICES={visible or '(empty)'} is not "
+                            "one MIG UUID of the job's")
         had = history.get((exp.job_id, node), [])
         profiles = {str(i.get("mig_uuid")): str(i.get("profile_name")) for i in had}
         for u in uuids:

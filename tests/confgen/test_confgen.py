@@ -140,6 +140,8 @@ def test_count_admission_files_carry_no_start_limit_and_a_constant_migp_total():
     assert "Name=mig " not in gres
     placeholder = next(line for line in slurm.splitlines() if "State=FUTURE" in line)
     assert "migp:1g.10gb:56" in placeholder and "Features" not in placeholder
+    # one per MIG node, so a multi-node job of a type no node publishes now pends instead of being refused
+    assert placeholder.startswith("NodeName=slurm-gpu-placeholder[1-4] ")
     # Fit features keep their start limit unless the site sets its own.
     assert "SchedulerParameters=sched_max_job_start=1" in confgen.render("slurm", inv,
                                                                         confgen.Options(admission="features"))
