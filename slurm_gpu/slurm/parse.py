@@ -40,6 +40,8 @@ __all__ = [
     "expand_hostlist",
     "parse_scontrol_pairs",
     "job_from_scontrol_text",
+    "SQUEUE_JOB_FORMAT",
+    "job_from_squeue_line",
     "job_from_json",
     "jobs_from_json",
     "job_by_id",
@@ -388,3 +390,37 @@ def node_features_from_json(doc: Mapping[str, Any], node: str) -> Tuple[Tuple[st
     if len(found) != 1:
         raise SlurmError(f"Slurm lists {len(found)} nodes named {node}")
     return _feature_names(found[0].get("features")), _feature_names(found[0].get("active_features"))
+
+
+# One job's fields that no user writes, for Slurm before 23.02 (no `scontrol show job --json`; `squeue --json`
+# there ignores -j and prints every job). The admin comment (job_submit.lua's and admins' text) comes last;
+# each field ends in the ASCII unit separator, which none of them can hold; width 0 prints whole values.
+_SEP = "\x1f"
+_SQUEUE_JOB_FIELDS = ("JobID", "State", "UserID", "NodeList", "tres-per-node", "admin_comment")
+SQUEUE_JOB_FORMAT = ",".join(f"{f}:0{_SEP}" for f in _SQUEUE_JOB_FIELDS[:-1]) + f",{_SQUEUE_JOB_FIELDS[-1]}:0"
+_GRES_CHARS = re.compile(r"[A-Za-z0-9_:,./=()+-]*")
+_EMPTY = ("", "N/A", "(null)")
+
+
+def job_from_squeue_line(text: str, job_id: int) -> JobInfo:
+    """The job of ``squeue --noheader --jobs=<id> --Format=<SQUEUE_JOB_FORMAT>``; :class:`SlurmError` unless
+    it is exactly one well-formed line of that job (a separator too many is refused, never guessed around)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) != 1:
+        raise SlurmError(f"squeue printed {len(lines)} lines for job {job_id}")
+    parts = [p.strip() for p in lines[0].split(_SEP)]
+    if len(parts) != len(_SQUEUE_JOB_FIELDS):
+        raise SlurmError(f"squeue's line for job {job_id} has {len(parts)} fields, "
+                         f"not {len(_SQUEUE_JOB_FIELDS)}")
+    jid, state, uid, nodelist, tres, comment = parts
+    if jid != str(job_id):
+        raise SlurmError(f"squeue answered job {jid!r} for job {job_id}")
+    if not uid.isdigit():
+        raise SlurmError(f"squeue's user id of job {job_id} is {uid!r}")
+    if not _GRES_CHARS.fullmatch(tres):
+        raise SlurmError(f"squeue's tres-per-node of job {job_id} is not a gres list: {tres!r}")
+    base, flags = parse_job_state(state)
+    return JobInfo(job_id=job_id, state=base, flags=flags, user_id=int(uid),
+                   nodes=expand_hostlist("" if nodelist in _EMPTY else nodelist),
+                   admin_comment="" if comment in _EMPTY else comment,
+                   tres_per_node="" if tres in _EMPTY else tres)

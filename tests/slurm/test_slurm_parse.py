@@ -253,3 +253,36 @@ def test_job_by_id_takes_only_that_job(name):
         job_by_id(doc, 3)
     with pytest.raises(SlurmError, match="no 'jobs' list"):
         job_by_id({"jobs": None}, 3)
+
+
+# --- one job from squeue -O (Slurm before 23.02) ------------------------------------------------------
+def test_one_job_from_squeue_fields_as_22_05_prints_them():
+    from slurm_gpu.slurm.parse import SQUEUE_JOB_FORMAT, job_from_squeue_line
+
+    assert SQUEUE_JOB_FORMAT.startswith("JobID:0\x1f,State:0\x1f,") and SQUEUE_JOB_FORMAT.endswith(
+        ",admin_comment:0")
+    # as squeue 22.05.8 printed them (cat -A: ^_ is the separator)
+    line = "1860001\x1fRUNNING\x1f1001\x1fsg18600n[1-2]\x1fgres:migp:3g.40gb:2\x1fslurm-gpu:gpu:3g.40gb:2\n"
+    job = job_from_squeue_line(line, 1860001)
+    assert (job.state, job.user_id, job.nodes) == ("RUNNING", 1001, ("sg18600n1", "sg18600n2"))
+    assert job.typed_counts_per_node("migp", "sg18600n2") == {"3g.40gb": 2}
+    assert job.request() is not None and job.request().count == 2
+    pending = job_from_squeue_line("1860006\x1fPENDING\x1f1001\x1f\x1fN/A\x1f(null)\n", 1860006)
+    assert (pending.nodes, pending.tres_per_node, pending.admin_comment) == ((), "", "")
+
+
+@pytest.mark.parametrize("text,why", [
+    ("", "0 lines"),
+    ("7\x1fRUNNING\x1f1001\x1fn1\x1fN/A\x1f(null)\n8\x1fRUNNING\x1f1001\x1fn1\x1fN/A\x1f(null)\n", "2 lines"),
+    ("8\x1fRUNNING\x1f1001\x1fn1\x1fN/A\x1f(null)\n", "answered job '8'"),
+    ("7\x1fRUNNING\x1fx\x1fn1\x1fN/A\x1f(null)\n", "user id"),
+    # a separator smuggled into a field shifts the admin comment: refused, never read
+    ("7\x1fRUNNING\x1f1001\x1fn1\x1fgres:shard:1\x1fslurm-gpu:gpu:7g.80gb:1\x1fslurm-gpu:gpu:1g.10gb:1\n",
+     "fields"),
+    ("7\x1fRUNNING\x1f1001\x1fn1\x1fgres:shard:1 x\x1f(null)\n", "not a gres list"),
+])
+def test_a_malformed_squeue_line_is_refused(text, why):
+    from slurm_gpu.slurm.parse import job_from_squeue_line
+
+    with pytest.raises(SlurmError, match=why):
+        job_from_squeue_line(text, 7)
