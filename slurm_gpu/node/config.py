@@ -8,7 +8,7 @@ name, so several ``slurmd -N`` nodes on one host can share one file.
 
 >>> cfg = load_config(path=None, node="gpu01", environ={"SLURM_GPU_CONFIG": ""})
 >>> cfg.driver.kind, cfg.state_dir, cfg.lock_timeout_s
-('nvml', '/var/lib/slurm-gpu', 30.0)
+('nvml', '/var/lib/slurm-gpu', 120.0)
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ class Config:
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
-    lock_timeout_s: float = 30.0
+    # A burst of Prologs on one node queues on the lock; well under the shipped PrologEpilogTimeout (300 s).
+    lock_timeout_s: float = 120.0
     log: LogConfig = field(default_factory=LogConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     containers: ContainersConfig = field(default_factory=ContainersConfig)
