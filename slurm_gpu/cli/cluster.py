@@ -90,10 +90,10 @@ def cmd() -> None:
 @click.option(
     "--admission",
     type=click.Choice(ADMISSION_MODES),
-    default=DEFAULT_ADMISSION,
-    show_default=True,
-    help="counts: migp counts re-planned by a `slurm-gpu publish --watch` per node; features: fit features "
-    "(docs/admission.md).",
+    default=None,
+    help=f"counts: migp counts re-planned by a `slurm-gpu publish --watch` per node; features: fit features "
+    f"(docs/admission.md) [default: {DEFAULT_ADMISSION} on the host's Slurm {HOST_SLURM}; features in a "
+    f"Debian root, where the re-plan loop does not run yet].",
 )
 @click.option(
     "--scheduler",
@@ -126,7 +126,7 @@ def up_cmd(
     mode: str,
     layout: str,
     hooks: Optional[bool],
-    admission: str,
+    admission: Optional[str],
     scheduler: str,
     slurm_version: str,
     accounting: bool,
@@ -149,6 +149,8 @@ def up_cmd(
     from slurm_gpu.testbed import local
     from slurm_gpu.testbed.spec import TEST_SCHEDULER_PARAMETERS, ClusterSpec
 
+    if admission is None:
+        admission = DEFAULT_ADMISSION if slurm_version == HOST_SLURM else "features"
     spec = ClusterSpec(
         dir=os.path.abspath(directory),
         nodes=nodes,

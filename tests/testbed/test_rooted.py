@@ -27,7 +27,7 @@ def test_host_cluster_is_unchanged():
 
 @pytest.mark.parametrize("version", ["24.11", "26.05"])
 def test_rooted_cluster_runs_without_cgroups_and_inside_its_root(version):
-    spec = ClusterSpec(dir="/var/tmp/x", slurm=version)
+    spec = ClusterSpec(dir="/var/tmp/x", slurm=version, admission="features")
     validate(spec)
     out = rooted.adapt(spec, _files())
     assert out["slurm.conf"].splitlines()[:3] == ["PrologFlags=Alloc", "ProctrackType=proctrack/linuxproc",
@@ -42,6 +42,11 @@ def test_rooted_cluster_runs_without_cgroups_and_inside_its_root(version):
     assert argv[-3:] == ["sbatch", "--wrap", "true"] and "SLURM_CONF=/var/tmp/x/etc/slurm.conf" in argv
     runtime = rooted.hook_runtime(spec, "/venv/bin/python", "/src/slurm_gpu")
     assert runtime["python"] == "/usr/bin/python3" and f"PYTHONPATH={rooted.LIB_DIR}" in runtime["env"]
+
+
+def test_count_admission_in_a_root_is_refused_with_the_way_out():
+    with pytest.raises(BadInputError, match="--admission features with --slurm 24.11"):
+        validate(ClusterSpec(dir="/var/tmp/x", slurm="24.11"))
 
 
 def test_unknown_version_is_refused_before_anything_starts():
