@@ -1,9 +1,11 @@
 """The simulator's model of Slurm's scheduling passes checked against a real Slurm 22.05 cluster.
 
-One node of 4 simulated H100 (32 memory slices). A burst of 8 x 4g.40gb becomes startable at one instant:
-Slurm's `mig` count admits all 8, the fit features (a snapshot) say 4 more fit. With Slurm's scheduler
-defaults one pass starts all 8 and the prolog requeues the 4 that find no room; with one start per pass
-(what slurm-gpu ships) none races. The same trace through the simulator must give the same figures.
+One node of 4 simulated H100 (32 memory slices). A burst of 8 x 4g.40gb becomes startable at one instant.
+Feature admission (the ``features`` policy): Slurm's `mig` count admits all 8, the fit features (a
+snapshot) say 4 more fit. With Slurm's scheduler defaults one pass starts all 8 and the prolog requeues
+the 4 that find no room; with one start per pass none races. Count admission (``default``, Slurm's
+defaults): the node's counts follow the queue at the watch loop's next re-plan, 4 start at once, the
+other 4 as those end, no race. The same trace through the simulator must give the same figures.
 """
 
 from __future__ import annotations
@@ -32,14 +34,14 @@ def burst_trace():
     return jobs
 
 
-def _replay(parameters: str, trace, cancel_raced: bool):
+def _replay(parameters: str, trace, cancel_raced: bool, admission: str = "features", **fields):
     from conftest import slurm_available, start_cluster, stop_cluster
 
     reason = slurm_available()
     if reason:
         pytest.skip(f"real Slurm cluster: {reason}")
     cl = start_cluster(nodes=1, gpus="H100-80GB:4", prefix="sg-simcmp-", cpus=16,
-                       scheduler_parameters=parameters)
+                       scheduler_parameters=parameters, admission=admission, **fields)
     try:
         out = tempfile.mkdtemp(prefix="sg-simcmp-", dir="/tmp")
         os.chmod(out, 0o1777)  # noqa: S103 - the job's user writes its start stamp there
@@ -83,3 +85,28 @@ def test_one_start_per_pass_removes_races_on_both():
     # the simulator orders the starts as Slurm did: the 4g.40gb jobs start four at a time, by priority
     real_order = sorted(run.start, key=run.start.get)
     assert real_order[:4] == [j.id for j in sorted(sim.jobs, key=lambda j: (j.start, j.index))][:4]
+
+
+PUBLISH_S = 2.0  # the testbed's `publish --watch` interval, and the simulator's
+
+
+def test_count_admission_starts_as_the_simulator_says():
+    trace = burst_trace()
+    run, created, _ = _replay(DEFAULTS, trace, cancel_raced=False, admission="counts",
+                              publish_interval_s=PUBLISH_S)
+    sim = simulate_trace(trace, "1x4xH100-80GB", DEFAULTS, policy="default", publish_interval=PUBLISH_S)
+    starts = {j.id: j.start for j in sim.jobs}
+    print(f"\ncount admission: real {run.summary(trace)} starts {run.start}; sim {starts}")
+    assert run.requeued == [] and sim.result.misfits == 0
+    assert set(run.start) == {j.id for j in trace} == {i for i, s in starts.items() if s is not None}
+    assert all(s == "COMPLETED" for s in run.state.values())
+    prologs = [c for c in created if c.get("hook") == "prolog"]
+    assert len([c for c in prologs if c.get("action") == "created"]) == len(trace)
+    # the same jobs start together: the first four 4g.40gb by priority, then the other four, then the 7g
+    real_order = sorted(run.start, key=lambda i: (run.start[i], int(i)))
+    sim_order = sorted(starts, key=lambda i: (starts[i], int(i)))
+    assert real_order[:4] == sim_order[:4] == ["0", "1", "2", "3"]
+    assert set(real_order[4:8]) == set(sim_order[4:8])
+    # each within a re-plan interval and the hooks' own time of when the simulator starts it
+    for job_id, start in starts.items():
+        assert abs(run.start[job_id] - start) <= PUBLISH_S + 3.0, (job_id, run.start, starts)
