@@ -53,7 +53,7 @@ def header() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--traces", default="steady,bursty,mostly-large,mostly-small,daynight")
-    ap.add_argument("--policies", default="default,oracle,static,shards,ideal")
+    ap.add_argument("--policies", default="default,features,oracle,static,shards,ideal")
     ap.add_argument("--saturated-only", action="store_true")
     ap.add_argument("--bounded-jobs", type=int, default=150)
     ap.add_argument("--seeds", type=int, default=5)

@@ -5,7 +5,7 @@ off a heap, no scheduling) over the same trace. Figures: CPU time, jobs/s, and t
 baseline (so machines compare). Times are CPU seconds of this process, so other load on the machine
 does not inflate them. Target: 100,000 jobs under a minute with the default policy.
 
-    python bench/bench_simulator.py [--jobs 100000] [--cluster 100x8xH100-80GB] [--policies default,oracle]
+    python bench/bench_simulator.py [--jobs 100000] [--cluster 100x8xH100-80GB] [--policies default,features]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=100_000)
     ap.add_argument("--cluster", default="100x8xH100-80GB")
-    ap.add_argument("--policies", default="default,oracle,static,shards")
+    ap.add_argument("--policies", default="default,features,oracle,static,shards")
     ap.add_argument("--kind", default="steady")
     args = ap.parse_args()
     cluster = parse_cluster(args.cluster)

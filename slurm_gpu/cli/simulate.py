@@ -47,10 +47,11 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option(
     "--policy",
-    type=click.Choice(["default", "oracle", "shards", "static", "ideal"]),
+    type=click.Choice(["default", "features", "oracle", "shards", "static", "ideal"]),
     default="default",
     show_default=True,
-    help="Admission and placement policy (ideal: the bound with fluid slices, no placement alignment).",
+    help="Admission and placement policy (default: count admission, what ships; features: fit features "
+    "with one start per pass; ideal: the bound with fluid slices, no placement alignment).",
 )
 @click.option(
     "--layout",
@@ -63,14 +64,21 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     type=click.Choice(["first", "tight", "spread"]),
     default="first",
     show_default=True,
-    help="default: which node Slurm picks among admitted ones (first = node order, as Slurm).",
+    help="features: which node Slurm picks among admitted ones (first = node order, as Slurm).",
 )
 @click.option(
     "--publish",
     type=click.Choice(["exact", "safe", "prefer"]),
     default="exact",
     show_default=True,
-    help="default: fit features as they are, or only those every count-admitted start would fit.",
+    help="features: fit features as they are, or only those every count-admitted start would fit.",
+)
+@click.option(
+    "--publish-interval",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="default: seconds between the node agents' re-plans of their counts (`publish --watch`).",
 )
 @click.option(
     "--shard-cost",
@@ -83,14 +91,15 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     "--bf-interval",
     type=float,
     default=None,
-    help="Backfill interval (s), every policy; default 5, what slurm-gpu ships (Slurm's own: 30).",
+    help="Backfill interval (s); default: what ships for the policy's admission (features: 5, "
+    "the others: Slurm's own 30).",
 )
 @click.option(
     "--max-starts",
     type=int,
     default=None,
-    help="sched_max_job_start/bf_max_job_start, every policy, 0 = no limit; default 1, what slurm-gpu "
-    "ships (Slurm's own: 0).",
+    help="sched_max_job_start/bf_max_job_start, 0 = no limit; default: what ships for the policy's "
+    "admission (features: 1, the others: Slurm's own 0).",
 )
 @click.option(
     "--requeue-delay",
@@ -118,6 +127,7 @@ def cmd(
     layout: Optional[str],
     order: str,
     publish: str,
+    publish_interval: float,
     shard_cost: str,
     bf_interval: Optional[float],
     max_starts: Optional[int],
@@ -143,7 +153,8 @@ def cmd(
 
     jobs = read_trace(trace_path)
     cluster = parse_cluster(cluster_spec)
-    chosen = make_policy(policy, layout=layout, order=order, shard_cost=shard_cost, publish=publish)
+    chosen = make_policy(policy, layout=layout, order=order, shard_cost=shard_cost, publish=publish,
+                         publish_interval=publish_interval)
     if plot_path:
         from slurm_gpu.simulate.plot import check_available
 

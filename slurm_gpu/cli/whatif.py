@@ -37,12 +37,13 @@ def cmd(source: str, cluster_spec: str, current_layout: Optional[str], outdir: s
         strict: bool, model: Optional[str], types_path: Optional[str], margin: float,
         peak_column: Optional[str], shards_per_gpu: Optional[int], window: Optional[str],
         create_time: Optional[str], destroy_time: Optional[str], as_json: bool) -> None:
-    """Would dynamic MIG help this cluster? Replay SOURCE (sacct -P output) four ways.
+    """Would dynamic MIG help this cluster? Replay SOURCE (sacct -P output) five ways.
 
     \b
     current: the jobs as they asked on whole GPUs (or --current-layout); static: the jobs right-sized
     (smallest profile holding their recorded GPU memory peak plus --margin) on the best static MIG
-    layout; default: slurm-gpu's admission and placement; ideal: fluid slices, the geometry bound.
+    layout; default: slurm-gpu's count admission and placement; features: the earlier feature admission
+    (one start per pass); ideal: fluid slices, the geometry bound.
     Writes report.md, report.json, waits.png, utilization.png and capacity.png into --out.
 
     \b

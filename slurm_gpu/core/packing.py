@@ -32,6 +32,7 @@ _memo: Dict[Tuple[int, Tuple[Tuple[int, int, int], ...], Tuple[int, ...], int], 
 
 def clear_packings() -> None:
     _memo.clear()
+    _steps.clear()
 
 
 def maximal_packings(g: _Gpu, profiles: Tuple[_P, ...]) -> FrozenSet[Vec]:
@@ -75,7 +76,7 @@ def feasible(gpus: Sequence[_Gpu], demand: Sequence[Tuple[Callable[[_Model], Opt
     counts: Vec = tuple(c for _, c in demand)
     if not any(counts):
         return True
-    steps = [s for s in (_Step(g, demand) for g in gpus) if s.packings]
+    steps = [s for s in (_step(g, demand) for g in gpus) if s.packings]
     if not steps:
         return False
     bounds = _Bounds(steps, len(counts))
@@ -102,12 +103,27 @@ def feasible(gpus: Sequence[_Gpu], demand: Sequence[Tuple[Callable[[_Model], Opt
     return walk(0, counts)
 
 
+_steps: Dict[Tuple[int, Tuple[Tuple[int, int, int], ...], Tuple[int, ...]], _Step] = {}
+
+
+def _step(g: _Gpu, demand: Sequence[Tuple[Callable[[_Model], Optional[_P]], int]]) -> _Step:
+    """The :class:`_Step` of GPU ``g`` for the profiles the demand chooses on it, memoised: a re-plan asks
+    about the same GPUs and profiles many times over with other counts."""
+    chosen = [choose(g.m) for choose, _ in demand]
+    ck = (id(g.m.model), g.key, tuple(-1 if p is None else p.pid for p in chosen))
+    found = _steps.get(ck)
+    if found is None:
+        if len(_steps) >= _CACHE_LIMIT:
+            _steps.clear()
+        found = _steps[ck] = _Step(g, chosen)
+    return found
+
+
 class _Step:
     """One GPU of the walk: the distinct profiles the demand's groups choose on it, their maximal
-    packings, and which groups each profile serves."""
+    packings, which groups each profile serves, and the most each packing holds (for the bounds)."""
 
-    def __init__(self, g: _Gpu, demand: Sequence[Tuple[Callable[[_Model], Optional[_P]], int]]):
-        chosen = [choose(g.m) for choose, _ in demand]
+    def __init__(self, g: _Gpu, chosen: List[Optional[_P]]):
         self.distinct: List[_P] = []
         self.groups: List[List[int]] = []
         for gi, p in enumerate(chosen):
@@ -124,7 +140,12 @@ class _Step:
         self.simple = all(len(gs) == 1 for gs in self.groups)
         # per group: the index of its profile in a packing (-1: nothing for it on this GPU)
         self.slot = [next((i for i, gs in enumerate(self.groups) if gi in gs), -1)
-                     for gi in range(len(demand))]
+                     for gi in range(len(chosen))]
+        ms = self.packings
+        self.cap = [max((m[i] for m in ms), default=0) if i >= 0 else 0 for i in self.slot]
+        self.mem = max((sum(k * p.size for k, p in zip(m, self.distinct)) for m in ms), default=0)
+        self.cmp = max((sum(k * p.compute for k, p in zip(m, self.distinct)) for m in ms), default=0)
+        self.num = max((sum(m) for m in ms), default=0)
 
 
 class _Bounds:
@@ -148,13 +169,10 @@ class _Bounds:
         self.cmp: List[int] = [0]
         self.num: List[int] = [0]
         for s in reversed(steps):
-            cap = [max((m[i] for m in s.packings), default=0) if i >= 0 else 0 for i in s.slot]
-            self.caps.append([a + b for a, b in zip(self.caps[-1], cap)])
-            self.mem.append(self.mem[-1] + max(sum(k * p.size for k, p in zip(m, s.distinct))
-                                               for m in s.packings))
-            self.cmp.append(self.cmp[-1] + max(sum(k * p.compute for k, p in zip(m, s.distinct))
-                                               for m in s.packings))
-            self.num.append(self.num[-1] + max(sum(m) for m in s.packings))
+            self.caps.append([a + b for a, b in zip(self.caps[-1], s.cap)])
+            self.mem.append(self.mem[-1] + s.mem)
+            self.cmp.append(self.cmp[-1] + s.cmp)
+            self.num.append(self.num[-1] + s.num)
         for table in (self.caps, self.mem, self.cmp, self.num):
             table.reverse()
 

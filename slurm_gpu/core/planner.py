@@ -261,7 +261,7 @@ def _feasible(gpus: Sequence[_Gpu], demand: Sequence[Tuple[Callable[[_Model], Op
         total = 0
         for g in gpus:
             p = choose(g.m)
-            total += g.cap(p) if p is not None else 0
+            total += g.caps()[p.name] if p is not None else 0  # memoised per GPU state
         return total >= counts[i]
     return feasible(gpus, demand)
 
@@ -374,8 +374,10 @@ def _node_gpus(node: NodeState) -> List[Tuple[int, _Gpu]]:
 
 
 def _plan(
-    gpus: List[Tuple[int, _Gpu]], demand: List[Tuple[Callable[[_Model], Optional[_P]], int]]
+    gpus: List[Tuple[int, _Gpu]], demand: List[Tuple[Callable[[_Model], Optional[_P]], int]],
+    stop: Optional[Tuple[int, int]] = None,
 ) -> Tuple[PlannedInstance, ...]:
+    # ``stop = (group, n)``: return once n instances of that group are placed (the rest unchanged)
     order = [i for i, _ in gpus]
     state: Dict[int, _Gpu] = dict(gpus)
     remaining = [c for _, c in demand]
@@ -409,6 +411,8 @@ def _plan(
             _, idx, p, start, after = best
             state[idx] = after
             out.append(PlannedInstance(idx, p.pid, p.name, start, p.size))
+            if stop is not None and stop == (gi_group, demand[gi_group][1] - remaining[gi_group]):
+                return tuple(out)
     return tuple(out)
 
 

@@ -26,18 +26,21 @@ False
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Sequence, Set, Tuple
 
 from slurm_gpu.core.errors import NoFitError
 from slurm_gpu.core.features import feature_token, profile_from_token
 from slurm_gpu.core.planner import fits_counts, plan_counts
+from slurm_gpu.core.slotplan import counts_checker, plan_counts_slots
 
 if TYPE_CHECKING:  # pragma: no cover
+    from slurm_gpu.core.catalog import GpuModel
     from slurm_gpu.core.geometry import NodeState
-    from slurm_gpu.core.planner import PlannedInstance
+    from slurm_gpu.core.planner import PlannedInstance, Slots
 
 __all__ = ["GRES_NAME", "PAD_TYPE", "total_slots", "held", "outstanding", "consistent", "choose_target",
-           "place", "lowered", "gres_type", "profile_of_type", "node_profiles"]
+           "choose_target_slots", "held_slots", "place", "place_slots", "lowered", "gres_type",
+           "profile_of_type", "node_profiles"]
 
 GRES_NAME = "migp"  # the typed count-only gres: one type per profile, no device files
 # The type no job asks for: it pads a node's migp total to a constant (``total_slots``), so slurmd's count at
@@ -97,26 +100,51 @@ def choose_target(node: NodeState, claims: Mapping[str, int], demand: Sequence[T
     they must fit), then each ``(profile, count)`` of ``demand`` in order where it still fits (the
     queue's requests, highest priority first), then, with ``fill``, the largest base profiles into what
     is left (so idle capacity stays allocatable). Raises :class:`NoFitError` if the claims do not fit."""
-    known = set(node_profiles(node))
+    models = [g.model for g in node.gpus]
+    return _choose(lambda extra: fits_counts(node, extra), held(node), set(node_profiles(node)),
+                   _base_largest_first(models), claims, demand, fill)
+
+
+def choose_target_slots(model: GpuModel, gpus: Sequence[Slots], claims: Mapping[str, int],
+                        demand: Sequence[Tuple[str, int]], fill: bool = True) -> Dict[str, int]:
+    """:func:`choose_target` for MIG GPUs of one model given as plain slots (``planner.plan_slots``'s
+    form; the simulator keeps its nodes so): the same rules, without a :class:`NodeState`."""
+    return _choose(counts_checker(model, gpus), held_slots(model, gpus),
+                   {p.name for p in model.profiles}, _base_largest_first([model]), claims, demand, fill)
+
+
+def held_slots(model: GpuModel, gpus: Sequence[Slots]) -> Dict[str, int]:
+    """:func:`held` for plain slots."""
+    out: Dict[str, int] = {}
+    for slots in gpus:
+        for _start, _size, pid in slots:
+            name = model.profile_by_id(pid).name
+            out[name] = out.get(name, 0) + 1
+    return out
+
+
+def _choose(fits: Callable[[Dict[str, int]], bool], have: Dict[str, int], known: Set[str],
+            base: List[str], claims: Mapping[str, int], demand: Sequence[Tuple[str, int]],
+            fill: bool) -> Dict[str, int]:
     extra: Dict[str, int] = {n: c for n, c in claims.items() if c > 0}
-    if extra and not fits_counts(node, extra):
+    if extra and not fits(extra):
         raise NoFitError(f"allocated instances {extra} no longer fit on the node")
     refused: Dict[str, int] = {}  # per profile the least count refused: a larger one never fits later
     for name, count, times in _runs(demand):
         if name not in known or count <= 0:
             continue
         if times > 1 and count * times < refused.get(name, count * times + 1) \
-                and _add_if_fits(node, extra, name, count * times):
+                and _add_if_fits(fits, extra, name, count * times):
             continue  # the whole run (a job array's tasks) at once
         for _ in range(times):
-            if count >= refused.get(name, count + 1) or not _add_if_fits(node, extra, name, count):
+            if count >= refused.get(name, count + 1) or not _add_if_fits(fits, extra, name, count):
                 refused[name] = min(count, refused.get(name, count))
                 break
     if fill:
-        for name in _base_largest_first(node):
-            while _add_if_fits(node, extra, name, 1):
+        for name in base:
+            while _add_if_fits(fits, extra, name, 1):
                 pass
-    counts = held(node)
+    counts = dict(have)
     for name, c in extra.items():
         counts[name] = counts.get(name, 0) + c
     return {n: counts[n] for n in sorted(counts) if counts[n]}
@@ -133,19 +161,20 @@ def _runs(demand: Sequence[Tuple[str, int]]) -> List[Tuple[str, int, int]]:
     return out
 
 
-def _add_if_fits(node: NodeState, extra: Dict[str, int], name: str, count: int) -> bool:
+def _add_if_fits(fits: Callable[[Dict[str, int]], bool], extra: Dict[str, int], name: str,
+                 count: int) -> bool:
     trial = dict(extra)
     trial[name] = trial.get(name, 0) + count
-    if not fits_counts(node, trial):
+    if not fits(trial):
         return False
     extra[name] = trial[name]
     return True
 
 
-def _base_largest_first(node: NodeState) -> List[str]:
+def _base_largest_first(models: Sequence[GpuModel]) -> List[str]:
     seen: Dict[str, Tuple[int, int]] = {}
-    for g in node.gpus:
-        for p in g.model.profiles:
+    for model in models:
+        for p in model.profiles:
             if p.is_base:
                 seen[p.name] = (p.memory_slices, p.compute_slices)
     return sorted(seen, key=lambda n: (-seen[n][0], -seen[n][1], n))
@@ -162,6 +191,19 @@ def place(node: NodeState, counts: Mapping[str, int], profile_name: str,
         raise NoFitError(f"{count} x {profile_name} exceed the {rest.get(profile_name, 0)} "
                          f"promised free slot(s) of the published counts")
     planned = plan_counts(node, rest)
+    return tuple(p for p in planned if p.profile_name == profile_name)[:count]
+
+
+def place_slots(model: GpuModel, gpus: Sequence[Slots], counts: Mapping[str, int], profile_name: str,
+                count: int) -> Tuple[PlannedInstance, ...]:
+    """:func:`place` for plain slots (GPU ``i`` is ``gpus[i]``): the same packing of the whole promise,
+    cut short once the job's instances are placed (``planner.plan_counts_slots``'s ``stop``)."""
+    have = held_slots(model, gpus)
+    rest = {n: c - have.get(n, 0) for n, c in counts.items() if c - have.get(n, 0) > 0}
+    if rest.get(profile_name, 0) < count:
+        raise NoFitError(f"{count} x {profile_name} exceed the {rest.get(profile_name, 0)} "
+                         f"promised free slot(s) of the published counts")
+    planned = plan_counts_slots(model, list(enumerate(gpus)), rest, stop=(profile_name, count))
     return tuple(p for p in planned if p.profile_name == profile_name)[:count]
 
 

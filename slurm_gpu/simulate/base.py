@@ -11,7 +11,12 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 from slurm_gpu.simulate.accounting import request_problem
 from slurm_gpu.simulate.state import SimJob, SimNode, plan_on_node
 
-__all__ = ["Policy"]
+__all__ = ["Policy", "SHIPPED_MAX_STARTS", "SHIPPED_BF_INTERVAL", "SLURM_MAX_STARTS", "SLURM_BF_INTERVAL"]
+
+# sched_max_job_start (= bf_max_job_start) and bf_interval: what slurm-gpu's slurm.conf sets for feature
+# admission, and Slurm's own defaults (what it sets for count admission)
+SHIPPED_MAX_STARTS, SHIPPED_BF_INTERVAL = 1, 5.0
+SLURM_MAX_STARTS, SLURM_BF_INTERVAL = 0, 30.0
 
 
 class Policy:
@@ -24,6 +29,10 @@ class Policy:
     requeue_delay = 121.0
     # whether a start creates MIG instances (and an end destroys them): the instance-time model applies
     creates_instances = True
+    # the SchedulerParameters this policy runs with unless the SimConfig says otherwise: Slurm's defaults
+    # (sched_max_job_start=0, bf_interval=30); feature admission ships a start limit instead
+    max_starts = SLURM_MAX_STARTS
+    bf_interval = SLURM_BF_INTERVAL
 
     def setup(self, nodes: List[SimNode], keys: Sequence[str], slices_of: Sequence[int]) -> None:
         self.nodes = nodes
@@ -33,6 +42,15 @@ class Policy:
 
     def prepare(self, nodes: List[SimNode], jobs: Sequence[SimJob]) -> None:
         """Look at the whole trace before the replay (only ``static`` does)."""
+
+    def follow(self, pending: Sequence[SimJob]) -> None:
+        """The engine's pending queue, in priority order (kept up to date by the engine)."""
+
+    def publish_at(self, t: float) -> Tuple[bool, Optional[float]]:
+        """At every instant, before the scheduling passes: what the node agents publish now. Returns
+        whether Slurm's view changed (the schedulers look again) and when the policy next wants to run
+        (None: no time of its own)."""
+        return False, None
 
     def begin_pass(self) -> None:
         pass

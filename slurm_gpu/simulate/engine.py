@@ -24,7 +24,13 @@ from slurm_gpu.core.catalog import Catalog, load_catalog
 from slurm_gpu.core.errors import BadInputError, SlurmGpuError
 from slurm_gpu.core.geometry import GpuState
 from slurm_gpu.simulate.accounting import canonical_keys, reason_counts
-from slurm_gpu.simulate.base import Policy
+from slurm_gpu.simulate.base import (
+    SHIPPED_BF_INTERVAL,
+    SHIPPED_MAX_STARTS,
+    SLURM_BF_INTERVAL,
+    SLURM_MAX_STARTS,
+    Policy,
+)
 from slurm_gpu.simulate.cluster import ClusterSpec
 from slurm_gpu.simulate.measure import Meter, View
 from slurm_gpu.simulate.metrics import Result, Series, summarise
@@ -43,17 +49,16 @@ __all__ = [
     "SLURM_BF_INTERVAL",
 ]
 
-SHIPPED_MAX_STARTS, SHIPPED_BF_INTERVAL = 1, 5.0  # what slurm-gpu's slurm.conf sets
-SLURM_MAX_STARTS, SLURM_BF_INTERVAL = 0, 30.0  # Slurm's defaults
 _END, _SUBMIT, _WAKE = 0, 1, 2  # at one instant: ends free room before submissions are looked at
 _BY_LIMIT = operator.attrgetter("limit_end", "index")  # backfill's end of a running job; ties by priority
 
 
 @dataclass
 class SimConfig:
-    # slurm.conf SchedulerParameters, the same for every policy: by default what slurm-gpu ships
-    # (sched_max_job_start=1,bf_max_job_start=1,bf_interval=5); Slurm's own defaults are 0 and 30
-    bf_interval: float = SHIPPED_BF_INTERVAL
+    # slurm.conf SchedulerParameters; None: what ships for the policy's admission (``Policy.max_starts``,
+    # ``Policy.bf_interval``): Slurm's defaults (0 and 30) for count admission (``default``) and the
+    # baselines, sched_max_job_start=1,bf_max_job_start=1,bf_interval=5 for ``features``
+    bf_interval: Optional[float] = None
     bf_max_job_test: int = 500  # bf_max_job_test (default 500)
     # seconds before a requeued job is eligible again; None: the policy's (0 for our prolog's requeue,
     # 120 for a failed prolog, which Slurm requeues held)
@@ -61,7 +66,7 @@ class SimConfig:
     # sched_max_job_start / bf_max_job_start (0: no limit), and how soon a pass that hit it runs again:
     # slurmctld does not re-run a limited pass by itself; the node agent's feature update queues one, which
     # its background thread runs at most every batch_sched_delay (3 s; measured 1-3.5 s between starts)
-    max_starts: int = SHIPPED_MAX_STARTS
+    max_starts: Optional[int] = None
     pass_interval: float = 3.0
     record_series: bool = False
     check_invariants: bool = False  # verify the whole cluster after every instant (tests; slow)
@@ -131,8 +136,8 @@ class Simulation:
         self.rejected_reasons = reason_counts([why[(j.key, j.count, j.nodes)] or "" for j in self.rejected])
         self._rejected_ids = {j.index for j in self.rejected}
         self.series = Series() if self.config.record_series else None
-        self.bf_interval = cfg.bf_interval
-        self.max_starts = cfg.max_starts
+        self.bf_interval = policy.bf_interval if cfg.bf_interval is None else cfg.bf_interval
+        self.max_starts = policy.max_starts if cfg.max_starts is None else cfg.max_starts
         delay = self.config.requeue_delay
         self.requeue_delay = policy.requeue_delay if delay is None else delay
         self.misfits = 0
@@ -152,6 +157,7 @@ class Simulation:
         heapq.heapify(events)
         pending: List[SimJob] = []  # priority order = trace order (the job index)
         self.pending = pending
+        self.policy.follow(pending)
         last_t = events[0][0] if events else 0.0
         first_t = last_t
         # utilization is measured while jobs arrive (the offered-load window), not in the drain-out tail
@@ -171,6 +177,11 @@ class Simulation:
             meter.advance(last_t, t, self._used, self._used_c, len(pending), self._view)
             last_t = t
             self._take_events(t, events)
+            changed, due = self.policy.publish_at(t)
+            if changed:
+                self.version += 1
+            if due is not None:
+                self._wake(events, due)
             self._main_passes(t, events)
             if pending:
                 self._backfill(t, events)

@@ -4,10 +4,13 @@ Each policy answers, for the scheduler, "may this job start on these nodes now?"
 cluster (``allocate``), then plays the node side (``prolog``): create the instances on the real GPU state,
 or report a misfit. The engine requeues a misfit job.
 
-- ``default``: what slurm-gpu ships. Slurm admits with the count-only ``mig`` gres (live within a pass) and
-  the fit features ``mig.<profile>.<k>`` (a snapshot taken when the pass starts); the node agent places
+- ``default``: what slurm-gpu ships, count admission (``slurm_gpu.simulate.counts``): each node publishes
+  a target layout as typed count-only gres that Slurm consumes live; never misfits, so it runs Slurm's
+  scheduler defaults.
+- ``features``: the earlier admission. Slurm admits with the count-only ``mig`` gres (live within a pass)
+  and the fit features ``mig.<profile>.<k>`` (a snapshot taken when the pass starts); the node agent places
   with the fragmentation-aware planner. Two jobs of one pass can race onto one node: the loser misfits
-  and our prolog requeues it (no drain).
+  and our prolog requeues it (no drain); slurm-gpu ships one start per pass for it.
 - ``oracle``: exact admission on the live geometry, best-fit node, same placement. Never misfits.
 - ``shards``: gres/shard counting per GPU (Slurm 22.05: all shards of a job on a node from one GPU); a
   misfit is what a naive prolog hits, and Slurm drains the node for it (counted in ``drains``).
@@ -21,14 +24,16 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Set, Tuple
 
 from slurm_gpu.core.errors import BadInputError
-from slurm_gpu.simulate.base import Policy
+from slurm_gpu.simulate.base import SHIPPED_BF_INTERVAL, SHIPPED_MAX_STARTS, Policy
+from slurm_gpu.simulate.counts import PUBLISH_INTERVAL, CountsPolicy
 from slurm_gpu.simulate.ideal import IdealPolicy
 from slurm_gpu.simulate.state import SimJob, SimNode, plan_on_node
 from slurm_gpu.simulate.static import StaticPolicy
 
 __all__ = [
     "Policy",
-    "DefaultPolicy",
+    "CountsPolicy",
+    "FeaturesPolicy",
     "OraclePolicy",
     "ShardsPolicy",
     "StaticPolicy",
@@ -59,15 +64,18 @@ class OraclePolicy(Policy):
         return placed
 
 
-class DefaultPolicy(Policy):
+class FeaturesPolicy(Policy):
     """Count-only ``mig`` gres (live) + fit features (snapshot per pass); requeue on a race."""
 
-    name = "default"
+    name = "features"
+    max_starts = SHIPPED_MAX_STARTS  # what slurm-gpu's slurm.conf sets for feature admission
+    bf_interval = SHIPPED_BF_INTERVAL
+
     def __init__(self, order: str = "first", publish: str = "exact", max_count: int = 8, depth: int = 8):
         if order not in ("first", "tight", "spread"):
-            raise BadInputError(f"default policy order {order!r}: first, tight or spread", part=order)
+            raise BadInputError(f"features policy order {order!r}: first, tight or spread", part=order)
         if publish not in ("exact", "safe", "prefer"):
-            raise BadInputError(f"default policy publish {publish!r}: exact, safe or prefer", part=publish)
+            raise BadInputError(f"features policy publish {publish!r}: exact, safe or prefer", part=publish)
         self.order = order
         self.publish = publish
         self.max_count = max_count
@@ -282,7 +290,7 @@ class ShardsPolicy(Policy):
         return 0
 
 
-POLICIES = ("default", "oracle", "shards", "static", "ideal")
+POLICIES = ("default", "features", "oracle", "shards", "static", "ideal")
 
 
 def make_policy(
@@ -291,10 +299,13 @@ def make_policy(
     order: str = "first",
     shard_cost: str = "compute",
     publish: str = "exact",
+    publish_interval: float = PUBLISH_INTERVAL,
 ) -> Policy:
     """A policy by name, with its options (the others are ignored)."""
     if name == "default":
-        return DefaultPolicy(order, publish)
+        return CountsPolicy(publish_interval)
+    if name == "features":
+        return FeaturesPolicy(order, publish)
     if name == "oracle":
         return OraclePolicy()
     if name == "shards":

@@ -203,17 +203,18 @@ def scheduler_config(parameters: str) -> Dict[str, float]:
 
 
 def simulate_trace(trace: Sequence[TraceJob], cluster: str, parameters: str,
-                   requeue_delay: float = 121.0) -> Simulation:
-    """The simulator's replay of ``trace`` under ``parameters``: the Simulation after running (its
-    ``result`` holds the summary, its ``jobs`` what happened to each job)."""
+                   requeue_delay: float = 121.0, policy: str = "features",
+                   publish_interval: float = 5.0) -> Simulation:
+    """The simulator's replay of ``trace`` under ``parameters`` with ``policy`` (``features``: fit
+    features; ``default``: count admission, its targets re-planned every ``publish_interval`` s): the
+    Simulation after running (its ``result`` holds the summary, its ``jobs`` what happened to each job)."""
     from slurm_gpu.simulate.cluster import parse_cluster
     from slurm_gpu.simulate.engine import SimConfig, Simulation
     from slurm_gpu.simulate.policies import make_policy
 
     cfg = scheduler_config(parameters)
-    sim = Simulation(trace, parse_cluster(cluster), make_policy("default"),
+    sim = Simulation(trace, parse_cluster(cluster), make_policy(policy, publish_interval=publish_interval),
                      SimConfig(bf_interval=cfg["bf_interval"], max_starts=int(cfg["max_starts"]),
                                pass_interval=cfg["pass_interval"], requeue_delay=requeue_delay))
     sim.run()  # sets sim.result
     return sim
-

@@ -1,12 +1,14 @@
 """What dynamic MIG would have done for a site's own history (``slurm-gpu whatif``).
 
-One sacct export, converted with right-sizing (``slurm_gpu.simulate.sacct``), replayed four times on the
-same cluster with the same scheduler settings and instance-time model:
+One sacct export, converted with right-sizing (``slurm_gpu.simulate.sacct``), replayed five times on the
+same cluster with the same instance-time model, each admission with the scheduler settings that ship
+for it:
 
 - ``current``: the jobs as they asked, on the site's practice: whole GPUs (every GPU one full-size
   instance, i.e. no MIG), or the site's static layout (``current_layout``);
 - ``static``: the right-sized jobs on the best static MIG layout for their mix;
-- ``default``: the right-sized jobs under slurm-gpu's default admission and placement;
+- ``default``: the right-sized jobs under slurm-gpu's default admission (counts) and placement;
+- ``features``: the same under the earlier feature admission, one start per scheduling pass;
 - ``ideal``: the right-sized jobs with fluid slices, the bound geometry allows.
 
 The report holds one row per scenario (waits, utilizations, stranded capacity, fragmentation), the
@@ -50,7 +52,8 @@ def scenarios(full_profile: str, current_layout: Optional[str]) -> List[Scenario
     return [
         current,
         Scenario("static", "static", True, None, "best static MIG layout"),
-        Scenario("default", "default", True, None, "slurm-gpu default"),
+        Scenario("default", "default", True, None, "slurm-gpu default (counts)"),
+        Scenario("features", "features", True, None, "fit features, 1 start/pass"),
         Scenario("ideal", "ideal", True, None, "fluid slices (bound)"),
     ]
 
@@ -92,7 +95,7 @@ def run_whatif(
         samples[sc.name] = result.samples
         waits[sc.name] = list(result.waits)
     report = converted.report.to_dict()
-    current, default = rows[0], rows[2]
+    current, default = rows[0], next(r for r in rows if r["scenario"] == "default")
     return {
         "cluster": cluster.text,
         "rows": rows,

@@ -112,14 +112,20 @@ def test_trace_info_exits_as_simulate_does(tmp_path):
     assert "rejected_reasons:" in table.stdout
 
 
-def test_every_policy_runs_on_the_same_scheduler_settings(tmp_path):
+def test_each_policy_runs_on_the_scheduler_settings_shipped_for_its_admission(tmp_path):
     jobs = [TraceJob("1", 0.0, 10.0, "gpu:1g.10gb:1"), TraceJob("2", 1.0, 10.0, "gpu:1g.10gb:1")]
     for name in POLICIES:
         sim = Simulation(jobs, parse_cluster("1x1xH100-80GB"), make_policy(name))
-        assert (sim.max_starts, sim.bf_interval) == (SHIPPED_MAX_STARTS, SHIPPED_BF_INTERVAL), name
-    asked = Simulation(jobs, parse_cluster("1x1xH100-80GB"), make_policy("oracle"),
+        # feature admission ships one start per pass; count admission (default) and the baselines run
+        # Slurm's own defaults
+        shipped = (SHIPPED_MAX_STARTS, SHIPPED_BF_INTERVAL) if name == "features" else (0, 30.0)
+        assert (sim.max_starts, sim.bf_interval) == shipped, name
+    asked = Simulation(jobs, parse_cluster("1x1xH100-80GB"), make_policy("features"),
                        SimConfig(max_starts=0, bf_interval=30.0))
     assert (asked.max_starts, asked.bf_interval) == (0, 30.0)
+    limited = Simulation(jobs, parse_cluster("1x1xH100-80GB"), make_policy("default"),
+                         SimConfig(max_starts=1, bf_interval=5.0))
+    assert (limited.max_starts, limited.bf_interval) == (1, 5.0)
 
 
 CHECKED = SimConfig(check_invariants=True)

@@ -63,7 +63,7 @@ def test_ideal_ignores_alignment_and_request_fragmentation_is_counted():
     # two 2g.20gb where the planner puts them leave no aligned 3g.40gb start, though 4 slices are free
     trace = _jobs((0.0, 1000.0, "gpu:2g.20gb:1"), (0.0, 1000.0, "gpu:2g.20gb:1"),
                   (0.0, 1000.0, "gpu:3g.40gb:1"), (2000.0, 10.0, "gpu:1g.10gb:1"))
-    real = simulate(trace, ONE_GPU, make_policy("default"), SimConfig()).to_dict()
+    real = simulate(trace, ONE_GPU, make_policy("features"), SimConfig()).to_dict()
     ideal = simulate(trace, ONE_GPU, make_policy("ideal"), SimConfig()).to_dict()
     assert real["request_fragmented"] == 1 and real["fragmentation"] > 0
     assert ideal["request_fragmented"] == 0 and ideal["fragmentation"] == 0

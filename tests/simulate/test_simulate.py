@@ -17,7 +17,7 @@ from slurm_gpu.simulate.cluster import parse_cluster
 from slurm_gpu.simulate.engine import SimConfig, Simulation
 from slurm_gpu.simulate.policies import (
     POLICIES,
-    DefaultPolicy,
+    FeaturesPolicy,
     ShardsPolicy,
     make_policy,
 )
@@ -140,10 +140,10 @@ def test_oracle_never_misfits_and_static_never_misfits(kind):
         assert result.misfits == 0 and result.drains == 0
 
 
-def test_default_races_only_with_many_starts_per_pass_and_never_drains():
+def test_features_race_only_with_many_starts_per_pass_and_never_drain():
     trace = _trace("bursty", n=400)
-    _, unlimited = _run(DefaultPolicy(), trace, max_starts=0, bf_interval=30.0)  # Slurm's defaults
-    _, shipped = _run(DefaultPolicy(), trace)  # one start per pass, bf_interval=5
+    _, unlimited = _run(FeaturesPolicy(), trace, max_starts=0, bf_interval=30.0)  # Slurm's defaults
+    _, shipped = _run(FeaturesPolicy(), trace)  # one start per pass, bf_interval=5
     _, shards = _run(ShardsPolicy(), trace)
     assert unlimited.misfits > 0  # snapshot features race within a pass
     assert unlimited.drains == shipped.drains == 0
@@ -152,9 +152,9 @@ def test_default_races_only_with_many_starts_per_pass_and_never_drains():
 
 
 def test_identical_seeds_give_identical_results():
-    a = _run(DefaultPolicy(), _trace(seed=5))[1].to_dict()
-    b = _run(DefaultPolicy(), _trace(seed=5))[1].to_dict()
-    c = _run(DefaultPolicy(), _trace(seed=6))[1].to_dict()
+    a = _run(FeaturesPolicy(), _trace(seed=5))[1].to_dict()
+    b = _run(FeaturesPolicy(), _trace(seed=5))[1].to_dict()
+    c = _run(FeaturesPolicy(), _trace(seed=6))[1].to_dict()
     assert a == b
     assert a != c
 
@@ -318,12 +318,12 @@ def test_planner_placement_keeps_the_invariants_and_the_outcome():
     assert real.started == 200
 
 
-def test_default_admission_is_the_published_fit_features():
-    """What the default policy lets Slurm see is exactly features.active_features(planner.capacity(node))."""
+def test_features_admission_is_the_published_fit_features():
+    """What the features policy lets Slurm see is exactly features.active_features(planner.capacity(node))."""
     from slurm_gpu.core.features import active_features, feature
 
     trace = _trace("mostly-small", n=150)
-    policy = DefaultPolicy()
+    policy = FeaturesPolicy()
     sim = Simulation(trace, SMALL, policy, SimConfig())
     seen = []
     begin = policy.begin_pass

@@ -25,11 +25,12 @@ def report(tmp_path_factory):
     return out, doc
 
 
-def test_whatif_compares_the_four_scenarios(report):
+def test_whatif_compares_the_five_scenarios(report):
     out, doc = report
     assert doc["schema"] == "slurm-gpu.whatif/v1"
     rows = {r["scenario"]: r for r in doc["rows"]}
-    assert list(rows) == ["current", "static", "default", "ideal"]
+    assert list(rows) == ["current", "static", "default", "features", "ideal"]
+    assert rows["default"]["policy"] == "default" and rows["features"]["policy"] == "features"
     assert rows["current"]["requests"] == "as asked" and rows["default"]["requests"] == "right-sized"
     assert all(r["started"] == doc["conversion"]["jobs"] and r["rejected"] == 0 for r in rows.values())
     # the sample's whole-GPU jobs mostly use a fraction of their GPU: right-sizing frees capacity and the
@@ -46,7 +47,8 @@ def test_whatif_writes_the_report_and_plots(report):
         assert (out / name).stat().st_size > 0, name
     assert (out / "waits.png").read_bytes()[:4] == b"\x89PNG"
     text = (out / "report.md").read_text()
-    assert "| default | slurm-gpu default | right-sized |" in text and "![waits.png](waits.png)" in text
+    assert "| default | slurm-gpu default (counts) | right-sized |" in text
+    assert "![waits.png](waits.png)" in text
     assert json.loads((out / "report.json").read_text())["files"] == doc["files"]
 
 

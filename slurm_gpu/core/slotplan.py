@@ -1,0 +1,92 @@
+"""Count admission's questions on plain slot tuples (the simulator's form of a node, one GPU model):
+does a set of counts fit together (``counts_checker``), and where does the Prolog put instances under
+them (``plan_counts_slots``). The planner's own kernel answers (``slurm_gpu.core.planner``), so the
+simulator and the node agent share one statement of the rules.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Sequence, Tuple
+
+from slurm_gpu.core.errors import UnknownProfileError
+from slurm_gpu.core.planner import (
+    PlannedInstance,
+    Slots,
+    _chooser_by_name,
+    _Demand,
+    _feasible,
+    _gpu,
+    _Model,
+    _model,
+    _plan,
+    _positive,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from slurm_gpu.core.catalog import GpuModel
+
+__all__ = ["fits_counts_slots", "counts_checker", "plan_counts_slots"]
+
+
+def _slot_demand(m: _Model, counts: Mapping[str, int]) -> _Demand:
+    """:func:`_count_demand` for one model's profiles (the simulator's plain slots)."""
+    named = []
+    for n, c in counts.items():
+        p = m.by_name.get(n)
+        if p is None:
+            raise UnknownProfileError(f"MIG profile {n!r} is not one of {m.model.key}", part=n)
+        if c:
+            named.append((p, c))
+    named.sort(key=lambda pc: (-pc[0].size, -pc[0].compute, pc[0].name))
+    return [(_chooser_by_name(p.name), _positive(c, p.name)) for p, c in named]
+
+
+def fits_counts_slots(model: GpuModel, gpus: Sequence[Slots], counts: Mapping[str, int]) -> bool:
+    """:func:`fits_counts` on MIG GPUs of one model given as plain slots (see :func:`plan_slots`)."""
+    return counts_checker(model, gpus)(counts)
+
+
+def counts_checker(model: GpuModel, gpus: Sequence[Slots]) -> Callable[[Mapping[str, int]], bool]:
+    """:func:`fits_counts_slots` for one node state asked many times (a re-plan): the facts of its GPUs
+    are gathered once; necessary conditions (each profile alone, memory and compute slices) answer most
+    refusals before the exact walk."""
+    m = _model(model)
+    gs = [_gpu(m, key) for key in gpus]
+    free_mem = sum(model.memory_slices_total - bin(g.used).count("1") for g in gs)
+    free_cmp = sum(m.compute_total - g.compute for g in gs)
+    alone: Dict[str, int] = {}
+
+    def fits(counts: Mapping[str, int]) -> bool:
+        mem = cmp = groups = 0
+        for name, c in counts.items():
+            p = m.by_name.get(name)
+            if p is None or not c:
+                continue
+            cap = alone.get(name)
+            if cap is None:
+                cap = alone[name] = sum(g.caps()[name] for g in gs)
+            if cap < c:
+                return False
+            mem += p.size * c
+            cmp += p.compute * c
+            groups += 1
+        if mem > free_mem or cmp > free_cmp:
+            return False
+        # one profile: its per-GPU maxima add up exactly (the planner's own answer for it)
+        return groups <= 1 or _feasible(gs, _slot_demand(m, counts))
+
+    return fits
+
+
+def plan_counts_slots(model: GpuModel, gpus: Sequence[Tuple[int, Slots]], counts: Mapping[str, int],
+                      stop: Optional[Tuple[str, int]] = None) -> Tuple[PlannedInstance, ...]:
+    """:func:`plan_counts` on plain slots; with ``stop = (profile, n)`` the same plan cut short once
+    ``n`` instances of ``profile`` are placed (what count admission's Prolog takes of it)."""
+    m = _model(model)
+    demand = _slot_demand(m, counts)
+    cut: Optional[Tuple[int, int]] = None
+    if stop is not None:
+        p = m.by_name.get(stop[0])
+        group = next((i for i, (ch, _) in enumerate(demand) if p is not None and ch(m) is p), None)
+        cut = None if group is None else (group, stop[1])
+    return _plan([(i, _gpu(m, key)) for i, key in gpus], demand, cut)
