@@ -403,18 +403,18 @@ _EMPTY = ("", "N/A", "(null)")
 
 
 def job_from_squeue_line(text: str, job_id: int) -> JobInfo:
-    """The job of ``squeue --noheader --jobs=<id> --Format=<SQUEUE_JOB_FORMAT>``; :class:`SlurmError` unless
-    it is exactly one well-formed line of that job (a separator too many is refused, never guessed around)."""
-    lines = [line for line in text.splitlines() if line.strip()]
+    """The job of ``squeue --noheader --jobs=<id> --Format=<SQUEUE_JOB_FORMAT>``: the one line whose JobID
+    (Slurm's own, first) is ``job_id``; a heterogeneous job's leader id lists every component, each with its
+    own id. :class:`SlurmError` unless exactly one line is that job's and it is well formed (a separator
+    too many is refused, never guessed around)."""
+    lines = [line for line in text.splitlines() if line.strip().split(_SEP, 1)[0].strip() == str(job_id)]
     if len(lines) != 1:
         raise SlurmError(f"squeue printed {len(lines)} lines for job {job_id}")
     parts = [p.strip() for p in lines[0].split(_SEP)]
     if len(parts) != len(_SQUEUE_JOB_FIELDS):
         raise SlurmError(f"squeue's line for job {job_id} has {len(parts)} fields, "
                          f"not {len(_SQUEUE_JOB_FIELDS)}")
-    jid, state, uid, nodelist, tres, comment = parts
-    if jid != str(job_id):
-        raise SlurmError(f"squeue answered job {jid!r} for job {job_id}")
+    _jid, state, uid, nodelist, tres, comment = parts
     if not uid.isdigit():
         raise SlurmError(f"squeue's user id of job {job_id} is {uid!r}")
     if not _GRES_CHARS.fullmatch(tres):

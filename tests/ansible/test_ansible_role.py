@@ -181,8 +181,9 @@ def test_the_role_installs_on_a_fresh_debian_12_and_a_second_run_changes_nothing
         assert (st.st_uid, stat.S_IMODE(st.st_mode) & 0o755) == (0, mode), path
     assert "/opt/slurm-gpu/bin/slurm-gpu-hook" in Path(f"{root}/etc/slurm/prolog.d/50-slurm-gpu").read_text()
     assert os.path.isdir(f"{root}/usr/local/lib/slurm-gpu/slurm_gpu")
-    enabled = roots.chroot_run(root, ["systemctl", "is-enabled", "slurm-gpu-reconcile.timer"])
-    assert enabled.stdout.strip() == "enabled", enabled
+    for unit in ("slurm-gpu-reconcile.timer", "slurm-gpu-publish.service"):
+        enabled = roots.chroot_run(root, ["systemctl", "is-enabled", unit])
+        assert enabled.stdout.strip() == "enabled", (unit, enabled)
 
 
 def _in_root(root: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -212,6 +213,9 @@ def test_a_mig_job_runs_on_what_the_role_installed(deployed):
         pytest.fail(f"{NODE} never idle: {logs}")
     job = _in_root(root, "sbatch", "--parsable", "--gres=gpu:1g.10gb", "-o", "/tmp/mig.out", "--wrap",
                    "echo CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES").stdout.strip().split(";")[0]
+    # One tick of the re-plan loop the role enabled (slurm-gpu-publish.service; no systemd in the root):
+    # the pending job's profile is published, then Slurm starts it.
+    _in_root(root, hub, "publish", "--node", NODE)
     for _ in range(120):  # gone from squeue: ended, Epilog included
         if not roots.chroot_run(root, ["squeue", "-h", "-j", job, "-o", "%T"]).stdout.strip():
             break

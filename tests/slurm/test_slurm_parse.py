@@ -269,12 +269,17 @@ def test_one_job_from_squeue_fields_as_22_05_prints_them():
     assert job.request() is not None and job.request().count == 2
     pending = job_from_squeue_line("1860006\x1fPENDING\x1f1001\x1f\x1fN/A\x1f(null)\n", 1860006)
     assert (pending.nodes, pending.tres_per_node, pending.admin_comment) == ((), "", "")
+    # `--jobs=<leader>` of a heterogeneous job lists every component, each under its own id
+    het = ("2200120\x1fRUNNING\x1f1001\x1fn2\x1fgres:migp:1g.10gb:1\x1fslurm-gpu:gpu:1g.10gb:1\n"
+           "2200119\x1fRUNNING\x1f1001\x1fn1\x1fgres:migp:3g.40gb:1\x1fslurm-gpu:gpu:3g.40gb:1\n")
+    assert job_from_squeue_line(het, 2200119).nodes == ("n1",)
+    assert job_from_squeue_line(het, 2200120).admin_comment == "slurm-gpu:gpu:1g.10gb:1"
 
 
 @pytest.mark.parametrize("text,why", [
     ("", "0 lines"),
-    ("7\x1fRUNNING\x1f1001\x1fn1\x1fN/A\x1f(null)\n8\x1fRUNNING\x1f1001\x1fn1\x1fN/A\x1f(null)\n", "2 lines"),
-    ("8\x1fRUNNING\x1f1001\x1fn1\x1fN/A\x1f(null)\n", "answered job '8'"),
+    ("7\x1fRUNNING\x1f1001\x1fn1\x1fN/A\x1f(null)\n7\x1fRUNNING\x1f1001\x1fn2\x1fN/A\x1f(null)\n", "2 lines"),
+    ("8\x1fRUNNING\x1f1001\x1fn1\x1fN/A\x1f(null)\n", "0 lines"),
     ("7\x1fRUNNING\x1fx\x1fn1\x1fN/A\x1f(null)\n", "user id"),
     # a separator smuggled into a field shifts the admin comment: refused, never read
     ("7\x1fRUNNING\x1f1001\x1fn1\x1fgres:shard:1\x1fslurm-gpu:gpu:7g.80gb:1\x1fslurm-gpu:gpu:1g.10gb:1\n",
