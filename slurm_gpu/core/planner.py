@@ -352,10 +352,12 @@ def _count_demand(node: NodeState, counts: Mapping[str, int]) -> _Demand:
     return [(_chooser_by_name(n), _positive(c, n)) for n, c in named]
 
 
-def plan_counts(node: NodeState, counts: Mapping[str, int]) -> Tuple[PlannedInstance, ...]:
+def plan_counts(node: NodeState, counts: Mapping[str, int],
+                stop: Optional[Tuple[str, int]] = None) -> Tuple[PlannedInstance, ...]:
     """Placements for several profiles at once (``{profile name: count}``), largest first; each is
-    placed so that all the rest still fits. :class:`NoFitError` if they do not all fit now."""
-    return _plan(_node_gpus(node), _count_demand(node, counts))
+    placed so that all the rest still fits. :class:`NoFitError` if they do not all fit now. With
+    ``stop = (profile, n)`` the same plan cut short once ``n`` instances of ``profile`` are placed."""
+    return _plan(_node_gpus(node), _count_demand(node, counts), stop)
 
 
 def fits_counts(node: NodeState, counts: Mapping[str, int]) -> bool:
@@ -375,10 +377,12 @@ def _node_gpus(node: NodeState) -> List[Tuple[int, _Gpu]]:
 
 def _plan(
     gpus: List[Tuple[int, _Gpu]], demand: List[Tuple[Callable[[_Model], Optional[_P]], int]],
-    stop: Optional[Tuple[int, int]] = None,
+    stop: Optional[Tuple[str, int]] = None,
 ) -> Tuple[PlannedInstance, ...]:
-    # ``stop = (group, n)``: return once n instances of that group are placed (the rest unchanged)
+    # ``stop = (profile, n)``: return once n instances of the group choosing that profile are placed
+    # (what comes before them is placed as in the whole plan)
     order = [i for i, _ in gpus]
+    cut = None if stop is None else (_group_of(gpus, demand, stop[0]), stop[1])
     state: Dict[int, _Gpu] = dict(gpus)
     remaining = [c for _, c in demand]
     if not _feasible([state[i] for i in order], demand):
@@ -411,9 +415,20 @@ def _plan(
             _, idx, p, start, after = best
             state[idx] = after
             out.append(PlannedInstance(idx, p.pid, p.name, start, p.size))
-            if stop is not None and stop == (gi_group, demand[gi_group][1] - remaining[gi_group]):
+            if cut == (gi_group, demand[gi_group][1] - remaining[gi_group]):
                 return tuple(out)
     return tuple(out)
+
+
+def _group_of(gpus: List[Tuple[int, _Gpu]], demand: List[Tuple[Callable[[_Model], Optional[_P]], int]],
+              profile_name: str) -> Optional[int]:
+    """The first demand group that chooses ``profile_name`` on some GPU (None: none does)."""
+    for i, (choose, _count) in enumerate(demand):
+        for _idx, g in gpus:
+            p = choose(g.m)
+            if p is not None and p.name == profile_name:
+                return i
+    return None
 
 
 def _describe(choose: Callable[[_Model], Optional[_P]], state: Dict[int, _Gpu]) -> str:

@@ -83,10 +83,4 @@ def plan_counts_slots(model: GpuModel, gpus: Sequence[Tuple[int, Slots]], counts
     """:func:`plan_counts` on plain slots; with ``stop = (profile, n)`` the same plan cut short once
     ``n`` instances of ``profile`` are placed (what count admission's Prolog takes of it)."""
     m = _model(model)
-    demand = _slot_demand(m, counts)
-    cut: Optional[Tuple[int, int]] = None
-    if stop is not None:
-        p = m.by_name.get(stop[0])
-        group = next((i for i, (ch, _) in enumerate(demand) if p is not None and ch(m) is p), None)
-        cut = None if group is None else (group, stop[1])
-    return _plan([(i, _gpu(m, key)) for i, key in gpus], demand, cut)
+    return _plan([(i, _gpu(m, key)) for i, key in gpus], _slot_demand(m, counts), stop)

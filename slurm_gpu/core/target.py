@@ -184,14 +184,19 @@ def place(node: NodeState, counts: Mapping[str, int], profile_name: str,
           count: int) -> Tuple[PlannedInstance, ...]:
     """Where the Prolog puts ``count`` instances of ``profile_name`` under published ``counts``: slots of
     one packing of *every* promised slot, so whatever is left of the promise still fits (a witness: the
-    rest of that packing). :class:`NoFitError` when the promise has too few such slots."""
+    rest of that packing; planned only up to the job's instances). :class:`NoFitError` when the promise
+    has too few such slots."""
     known = set(node_profiles(node))
     rest = {n: c for n, c in outstanding(counts, node).items() if c > 0 and n in known}
+    _check_promise(rest, profile_name, count)
+    planned = plan_counts(node, rest, stop=(profile_name, count))
+    return tuple(p for p in planned if p.profile_name == profile_name)[:count]
+
+
+def _check_promise(rest: Mapping[str, int], profile_name: str, count: int) -> None:
     if rest.get(profile_name, 0) < count:
         raise NoFitError(f"{count} x {profile_name} exceed the {rest.get(profile_name, 0)} "
                          f"promised free slot(s) of the published counts")
-    planned = plan_counts(node, rest)
-    return tuple(p for p in planned if p.profile_name == profile_name)[:count]
 
 
 def place_slots(model: GpuModel, gpus: Sequence[Slots], counts: Mapping[str, int], profile_name: str,
@@ -200,9 +205,7 @@ def place_slots(model: GpuModel, gpus: Sequence[Slots], counts: Mapping[str, int
     cut short once the job's instances are placed (``planner.plan_counts_slots``'s ``stop``)."""
     have = held_slots(model, gpus)
     rest = {n: c - have.get(n, 0) for n, c in counts.items() if c - have.get(n, 0) > 0}
-    if rest.get(profile_name, 0) < count:
-        raise NoFitError(f"{count} x {profile_name} exceed the {rest.get(profile_name, 0)} "
-                         f"promised free slot(s) of the published counts")
+    _check_promise(rest, profile_name, count)
     planned = plan_counts_slots(model, list(enumerate(gpus)), rest, stop=(profile_name, count))
     return tuple(p for p in planned if p.profile_name == profile_name)[:count]
 

@@ -59,7 +59,8 @@ class CountsPolicy(Policy):
         self.pending: Sequence[SimJob] = ()
         self.next_tick = -math.inf
         self.replans = 0  # choose_target calls (not memo hits)
-        self._memo: Dict[Tuple[int, Tuple[GpuSlots, ...], Demand], Dict[str, int]] = {}
+        # (table, slots, demand) -> (T, T - held): both follow from the key alone
+        self._memo: Dict[Tuple[int, Tuple[GpuSlots, ...], Demand], Tuple[Dict[str, int], Dict[str, int]]] = {}
         self._queue_seen = False  # the last tick planned for a non-empty queue
 
     def follow(self, pending: Sequence[SimJob]) -> None:
@@ -118,19 +119,19 @@ class CountsPolicy(Policy):
             self.want[n] = None
             node = self.nodes[n]
             key = (id(node.table), tuple(node.gpus), demand)
-            target = self._memo.get(key)
-            if target is None:
+            found = self._memo.get(key)
+            if found is None:
+                held = held_slots(node.table.model, node.gpus)
                 if node.free == 0:
-                    target = held_slots(node.table.model, node.gpus)  # a full node promises nothing more
+                    target = held  # a full node promises nothing more
                 else:
                     self.replans += 1
                     target = choose_target_slots(node.table.model, node.gpus, {}, demand)
                 if len(self._memo) >= 1 << 15:
                     self._memo.clear()
-                self._memo[key] = target
-            self.target[n] = target
-            held = held_slots(node.table.model, node.gpus)
-            self.free[n] = {p: c - held.get(p, 0) for p, c in target.items()}
+                found = self._memo[key] = (target, {p: c - held.get(p, 0) for p, c in target.items()})
+            self.target[n] = found[0]
+            self.free[n] = dict(found[1])  # Slurm's allocations decrement it
         return self.target[n], self.free[n]
 
     # -- Slurm's side --------------------------------------------------------------------------------
