@@ -8,7 +8,7 @@ import click
 
 from slurm_gpu.cli.output import emit_json, json_option
 from slurm_gpu.confgen.inventory import MODES
-from slurm_gpu.core.vocab import ADMISSION_MODES, DEFAULT_ADMISSION
+from slurm_gpu.core.vocab import ADMISSION_MODES, DEFAULT_ADMISSION, Admission
 from slurm_gpu.testbed.spec import DEFAULT_DIR, DEFAULT_PORT_BASE, HOST_SLURM, SLURM_VERSIONS
 
 DIR_OPTION = click.option(
@@ -150,7 +150,7 @@ def up_cmd(
     from slurm_gpu.testbed.spec import TEST_SCHEDULER_PARAMETERS, ClusterSpec
 
     if admission is None:
-        admission = DEFAULT_ADMISSION if slurm_version == HOST_SLURM else "features"
+        admission = DEFAULT_ADMISSION if slurm_version == HOST_SLURM else str(Admission.FEATURES)
     spec = ClusterSpec(
         dir=os.path.abspath(directory),
         nodes=nodes,

@@ -21,6 +21,7 @@ import subprocess
 import sys
 from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 
+from slurm_gpu.state.history import History
 from slurm_gpu.testbed.spec import ClusterSpec, load_spec, node_names
 
 __all__ = ["Expected", "check_job", "leftovers", "main"]
@@ -52,18 +53,8 @@ def released(spec: ClusterSpec) -> Dict[Tuple[str, str], List[Dict[str, object]]
     """Per (job id, node): the instances history.log recorded when the job's Epilog released them."""
     out: Dict[Tuple[str, str], List[Dict[str, object]]] = {}
     for node in node_names(spec):
-        path = os.path.join(spec.dir, node, "state", "history.log")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                lines = fh.readlines()
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("event") == "released":
+        for event in History(os.path.join(spec.dir, node, "state", "history.log")).read():
+            if event.get("event") == "released":
                 out.setdefault((str(event.get("job_id")), node), []).extend(event.get("instances") or [])
     return out
 
