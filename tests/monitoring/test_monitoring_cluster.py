@@ -84,7 +84,10 @@ def _eventually(check, timeout: float = 30, what: str = ""):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        ok, last = check()
+        try:
+            ok, last = check()
+        except DriverError as exc:  # a read that raced an epilog's destroy: the exporter fails that scrape too
+            ok, last = False, exc
         if ok:
             return last
         time.sleep(0.5)
