@@ -19,6 +19,8 @@ from typing import Dict
 import pytest
 from promhelp import Prometheus, dashboard_queries, free_port, get, have_prometheus, promtool, wait_http
 
+from slurm_gpu.core.errors import DriverError
+
 pytestmark = [pytest.mark.slurm, pytest.mark.metrics, pytest.mark.slow]
 
 RUNNING_JOBS = [("1g.10gb", 1), ("2g.20gb", 1), ("3g.40gb", 2), ("1g.10gb", 2), ("7g.80gb", 1),
@@ -86,7 +88,7 @@ def _eventually(check, timeout: float = 30, what: str = ""):
     while time.monotonic() < deadline:
         try:
             ok, last = check()
-        except DriverError as exc:  # a read that raced an epilog's destroy: the exporter fails that scrape too
+        except DriverError as exc:  # a read raced an epilog's destroy: the exporter fails that scrape too
             ok, last = False, exc
         if ok:
             return last
