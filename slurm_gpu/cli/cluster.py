@@ -8,7 +8,7 @@ import click
 
 from slurm_gpu.cli.output import emit_json, json_option
 from slurm_gpu.confgen.inventory import MODES
-from slurm_gpu.core.vocab import ADMISSION_MODES, DEFAULT_ADMISSION, Admission
+from slurm_gpu.core.vocab import ADMISSION_MODES, DEFAULT_ADMISSION
 from slurm_gpu.testbed.spec import DEFAULT_DIR, DEFAULT_PORT_BASE, HOST_SLURM, SLURM_VERSIONS
 
 DIR_OPTION = click.option(
@@ -90,10 +90,10 @@ def cmd() -> None:
 @click.option(
     "--admission",
     type=click.Choice(ADMISSION_MODES),
-    default=None,
-    help=f"counts: migp counts re-planned by a `slurm-gpu publish --watch` per node; features: fit features "
-    f"(docs/admission.md) [default: {DEFAULT_ADMISSION} on the host's Slurm {HOST_SLURM}; features in a "
-    f"Debian root, where the re-plan loop does not run yet].",
+    default=DEFAULT_ADMISSION,
+    show_default=True,
+    help="counts: migp counts re-planned by a `slurm-gpu publish --watch` per node (what `slurm-gpu config` "
+    "ships); features: fit features (docs/admission.md). Both on every --slurm version.",
 )
 @click.option(
     "--scheduler",
@@ -126,7 +126,7 @@ def up_cmd(
     mode: str,
     layout: str,
     hooks: Optional[bool],
-    admission: Optional[str],
+    admission: str,
     scheduler: str,
     slurm_version: str,
     accounting: bool,
@@ -149,8 +149,6 @@ def up_cmd(
     from slurm_gpu.testbed import local
     from slurm_gpu.testbed.spec import TEST_SCHEDULER_PARAMETERS, ClusterSpec
 
-    if admission is None:
-        admission = DEFAULT_ADMISSION if slurm_version == HOST_SLURM else str(Admission.FEATURES)
     spec = ClusterSpec(
         dir=os.path.abspath(directory),
         nodes=nodes,

@@ -10,7 +10,8 @@ read-write): the cluster runs ``proctrack/linuxproc`` and ``task/none`` (``Clust
 Environment: ``SLURM_GPU_NODES`` (2), ``SLURM_GPU_GPUS`` (``H100-80GB:4``, per node with ``;``),
 ``SLURM_GPU_PORT_BASE`` (17000), ``SLURM_GPU_SCHEDULER_PARAMETERS`` (the test setting of ``ClusterSpec``),
 ``SLURM_GPU_MUNGE_KEY`` (a key file to install instead of the image's own), ``SLURM_GPU_ADMISSION``
-(``features``: the containers run no ``publish --watch`` loop, which count admission needs).
+(``counts``, what ``slurm-gpu config`` ships: each compute container starts its node's re-plan loop,
+``slurm-gpu publish --watch``, beside slurmd, log in ``<node>/publish.log``; or ``features``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import sys
 from typing import List, Mapping, Optional
 
 from slurm_gpu.core.errors import BadInputError, SlurmGpuError
-from slurm_gpu.testbed.files import write_config
+from slurm_gpu.core.vocab import Admission
+from slurm_gpu.testbed.files import publisher_script, wired_hooks, write_config
 from slurm_gpu.testbed.local import ensure_munge
 from slurm_gpu.testbed.spec import ClusterSpec, node_names, validate
 
@@ -49,8 +51,7 @@ def spec_from_env(env: Mapping[str, str]) -> ClusterSpec:
                        scheduler_parameters=env.get("SLURM_GPU_SCHEDULER_PARAMETERS",
                                                     base.scheduler_parameters),
                        cgroups=False,
-                       # the containers run no `publish --watch` loop yet, which count admission needs
-                       admission=env.get("SLURM_GPU_ADMISSION", "features"))
+                       admission=env.get("SLURM_GPU_ADMISSION", "") or base.admission)
     validate(spec)
     return spec
 
@@ -77,6 +78,18 @@ def command(spec: ClusterSpec, args: List[str]) -> List[str]:
     raise BadInputError(_USAGE, part=" ".join(args))
 
 
+def _start_publisher(spec: ClusterSpec, node: str) -> None:
+    """The node's re-plan loop (count admission), beside the slurmd this entry becomes: it outlives a
+    controller not up yet (it retries every interval); the container's init reaps it."""
+    log = open(os.path.join(spec.dir, node, "publish.log"), "ab")  # noqa: SIM115 - the child keeps it
+    try:
+        subprocess.Popen(  # noqa: S603 - fixed argv
+            [publisher_script(spec), "--node", node, "--watch", str(spec.publish_interval_s)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        log.close()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -85,6 +98,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         write_config(spec)
         _install_munge_key(os.environ.get("SLURM_GPU_MUNGE_KEY"))
         ensure_munge()
+        if args[0] == "compute" and spec.admission == Admission.COUNTS and wired_hooks(spec):
+            _start_publisher(spec, daemon[daemon.index("-N") + 1])
     except (SlurmGpuError, subprocess.CalledProcessError, OSError) as exc:
         print(f"slurm-gpu container: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, BadInputError) else 1

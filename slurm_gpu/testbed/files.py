@@ -15,6 +15,7 @@ import slurm_gpu
 from slurm_gpu.confgen import render as confgen
 from slurm_gpu.confgen.from_driver import node_group_from_driver
 from slurm_gpu.confgen.inventory import Inventory, NodeGroup, gpu_models
+from slurm_gpu.core.vocab import Admission
 from slurm_gpu.devices.open import open_driver
 from slurm_gpu.devices.simstate import init_state
 from slurm_gpu.state.fsutil import atomic_write
@@ -22,9 +23,15 @@ from slurm_gpu.testbed import accounting, hookserver, rooted
 from slurm_gpu.testbed.layouts import apply_layout
 from slurm_gpu.testbed.spec import ClusterSpec, node_names, save_spec
 
-__all__ = ["write_config", "init_gpus", "wired_hooks", "hooks_available"]
+__all__ = ["write_config", "init_gpus", "wired_hooks", "hooks_available", "publisher_script"]
 
 _HOOKS = (("prolog", "prolog"), ("epilog", "epilog"), ("task_prolog", "task-prolog"))
+
+
+def publisher_script(spec: ClusterSpec) -> str:
+    """The wrapper of ``slurm-gpu publish`` (count admission's re-plan loop), at the same path inside a
+    root as outside."""
+    return os.path.join(spec.dir, "hooks", "publish")
 
 
 def _write(path: str, text: str, mode: int = 0o644) -> None:
@@ -168,6 +175,9 @@ def write_config(spec: ClusterSpec) -> Dict[str, str]:
         if with_hooks:
             _write(path, _hook_script(spec, command), mode=0o755)
         hooks[key] = path if with_hooks else None
+    if with_hooks and spec.admission == Admission.COUNTS:
+        # the re-plan loop's wrapper (testbed.local starts one per node), on the hooks' interpreter
+        _write(publisher_script(spec), _hook_script(spec, "publish"), mode=0o755)
     options = confgen.Options(prolog=hooks["prolog"], epilog=hooks["epilog"],
                               task_prolog=hooks["task_prolog"], constrain_cores=False, constrain_ram=False,
                               scheduler_parameters=spec.scheduler_parameters, admission=spec.admission,

@@ -12,7 +12,6 @@ import os
 import pwd
 import signal
 import subprocess
-import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -20,7 +19,7 @@ from slurm_gpu.core.errors import SlurmError
 from slurm_gpu.core.vocab import Admission
 from slurm_gpu.state.fsutil import atomic_write
 from slurm_gpu.testbed import accounting, hookserver, rooted
-from slurm_gpu.testbed.files import wired_hooks, write_config
+from slurm_gpu.testbed.files import publisher_script, wired_hooks, write_config
 from slurm_gpu.testbed.spec import ClusterSpec, node_names, validate
 
 __all__ = ["up", "down", "status", "processes", "node_states", "wait_idle", "ensure_munge", "ensure_users",
@@ -149,15 +148,14 @@ def _publisher_pid_file(spec: ClusterSpec, node: str) -> str:
 
 def _start_publishers(spec: ClusterSpec) -> None:
     """One ``slurm-gpu publish --watch`` per node (what the systemd unit slurm-gpu-publish runs on a real
-    node): new demand reaches idle nodes within ``publish_interval_s``."""
-    env = spec.env()
-    env["SLURM_GPU_CONFIG"] = os.path.join(spec.dir, "config.yaml")
+    node): new demand reaches idle nodes within ``publish_interval_s``. It runs where the hooks run (inside
+    the root of a rooted cluster, on that version's Slurm tools and the root's python3)."""
     for node in node_names(spec):
         log = open(os.path.join(spec.dir, node, "publish.log"), "ab")  # noqa: SIM115 - the child keeps it
+        args = [publisher_script(spec), "--node", node, "--watch", str(spec.publish_interval_s)]
         try:
             proc = subprocess.Popen(  # noqa: S603 - fixed argv
-                [sys.executable, "-m", "slurm_gpu", "publish", "--node", node, "--watch",
-                 str(spec.publish_interval_s)], env=env, stdin=subprocess.DEVNULL, stdout=log,
+                rooted.command(spec, args), env=spec.env(), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
         finally:
             log.close()

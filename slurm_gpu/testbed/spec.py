@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 
 from slurm_gpu.confgen.inventory import MODES, gpu_models
 from slurm_gpu.core.errors import BadInputError
-from slurm_gpu.core.vocab import ADMISSION_MODES, DEFAULT_ADMISSION, Admission
+from slurm_gpu.core.vocab import ADMISSION_MODES, DEFAULT_ADMISSION
 from slurm_gpu.state.fsutil import atomic_write
 
 __all__ = ["ClusterSpec", "node_names", "validate", "save_spec", "load_spec", "DEFAULT_DIR",
@@ -107,10 +107,6 @@ def validate(spec: ClusterSpec) -> None:
         raise BadInputError(f"--mode must be {' or '.join(MODES)}, not {spec.mode!r}", part=spec.mode)
     if (spec.mode == "static") != bool(spec.layout):
         raise BadInputError("--layout goes with --mode static, and static needs a layout", part=spec.layout)
-    if spec.admission == Admission.COUNTS and spec.slurm != HOST_SLURM and spec.mode == "dynamic":
-        # the re-plan loop (`slurm-gpu publish --watch`) needs click and runs on the host's Slurm tools
-        raise BadInputError(f"count admission runs on the host's Slurm {HOST_SLURM} only for now; use "
-                            f"--admission features with --slurm {spec.slurm}", part=spec.admission)
     if spec.accounting and spec.slurm != HOST_SLURM:
         raise BadInputError(f"--accounting runs on the host's Slurm {HOST_SLURM} only, not {spec.slurm}",
                             part=spec.slurm)

@@ -123,6 +123,28 @@ def test_mig_job_srun_n2_sees_its_instance_in_both_tasks(docker_slurm):
     assert uuid not in inventory.stdout
 
 
+def test_nodes_publish_migp_counts(docker_slurm):
+    """Count admission, what `slurm-gpu config` ships: each compute container's re-plan loop publishes its
+    node's target layout (an idle node of 4 H100s: 4 x 7g.80gb, the padding type keeping 4 x 7 in all)."""
+    def published():
+        proc = docker_slurm.exec("controller", ["scontrol", "show", "node", "-o"])
+        gres = {}
+        for line in proc.stdout.splitlines():
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            gres[fields["NodeName"]] = {t.split(":")[1]: int(t.split(":")[2])
+                                        for t in fields["Gres"].split(",") if t.startswith("migp:")}
+        return gres
+
+    deadline = time.monotonic() + 20  # a loop's first publish may wait for its slurmd to register
+    gres = published()
+    while any(c.get("7g.80gb") != 4 for c in gres.values()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        gres = published()
+    assert len(gres) == 2, gres
+    for counts in gres.values():
+        assert counts.get("7g.80gb") == 4 and sum(counts.values()) == 4 * 7, gres
+
+
 def test_unknown_profile_refused_at_submit(docker_slurm):
     proc = docker_slurm.exec("controller", ["sbatch", "--gres=gpu:9g.90gb", "--wrap", "true"], user="sgtest2")
     assert proc.returncode != 0

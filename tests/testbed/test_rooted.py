@@ -44,9 +44,21 @@ def test_rooted_cluster_runs_without_cgroups_and_inside_its_root(version):
     assert runtime["python"] == "/usr/bin/python3" and f"PYTHONPATH={rooted.LIB_DIR}" in runtime["env"]
 
 
-def test_count_admission_in_a_root_is_refused_with_the_way_out():
-    with pytest.raises(BadInputError, match="--admission features with --slurm 24.11"):
-        validate(ClusterSpec(dir="/var/tmp/x", slurm="24.11"))
+@pytest.mark.parametrize("version", ["24.11", "26.05"])
+def test_count_admission_re_plan_loop_runs_inside_the_root(version):
+    """The default admission on every version: each node's `slurm-gpu publish --watch` runs where the
+    hooks run, on the root's python3 and that version's Slurm tools (tests/versions run it)."""
+    from slurm_gpu.testbed import files
+
+    spec = ClusterSpec(dir="/var/tmp/x", slurm=version)
+    validate(spec)
+    assert spec.admission == "counts"
+    script = files.publisher_script(spec)
+    argv = rooted.command(spec, [script, "--node", "n1", "--watch", "2"])
+    assert argv[:2] == ["chroot", "/var/tmp/x/root"] and argv[-5:] == [script, "--node", "n1", "--watch", "2"]
+    wrapper = files._hook_script(spec, "publish")
+    assert f"export PYTHONPATH={rooted.LIB_DIR}" in wrapper
+    assert wrapper.rstrip().endswith('exec /usr/bin/python3 -m slurm_gpu publish "$@"'), wrapper
 
 
 def test_unknown_version_is_refused_before_anything_starts():

@@ -25,6 +25,9 @@ from conftest import free_port_base
 pytestmark = [pytest.mark.slurm, pytest.mark.versions, pytest.mark.slow]
 
 VERSIONS = ("24.11", "26.05")
+# counts is what `slurm-gpu config` ships (a `slurm-gpu publish --watch` per node, inside the root);
+# features is the selectable alternative: the core subset runs under both
+ADMISSIONS = ("counts", "features")
 PROFILE = "1g.10gb"  # H100-80GB
 DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 TIMES: Dict[str, float] = {}  # version -> seconds to build (cold) or mount (warm) the root and start
@@ -48,6 +51,10 @@ class VCluster:
     @property
     def version(self) -> str:
         return self.spec.slurm
+
+    @property
+    def counts(self) -> bool:
+        return self.spec.admission == "counts"
 
     def run(self, args: List[str], user: Optional[str] = None, timeout: float = 30,
             check: bool = False) -> subprocess.CompletedProcess:
@@ -142,22 +149,24 @@ class VCluster:
         return proc.stdout
 
 
-@pytest.fixture(scope="session", params=VERSIONS)
+@pytest.fixture(scope="session", params=[(v, a) for v in VERSIONS for a in ADMISSIONS],
+                ids=lambda p: f"{p[0]}-{p[1]}")
 def vcluster(request):
+    version, admission = request.param
     reason = _unavailable()
     if reason:
-        pytest.skip(f"Slurm {request.param} in a Debian root: {reason}")
+        pytest.skip(f"Slurm {version} in a Debian root: {reason}")
     from slurm_gpu.testbed import local, rooted
     from slurm_gpu.testbed.spec import ClusterSpec, node_names
 
-    directory = tempfile.mkdtemp(prefix=f"sg-v{request.param.replace('.', '')}-", dir="/var/tmp")
+    directory = tempfile.mkdtemp(prefix=f"sg-v{version.replace('.', '')}{admission[0]}-", dir="/var/tmp")
     os.chmod(directory, 0o755)
     spec = ClusterSpec(dir=directory, nodes=2, gpus="H100-80GB:2", port_base=free_port_base(4),
-                       slurm=request.param, admission="features")
+                       slurm=version, admission=admission)
     start = time.monotonic()
     try:
         local.up(spec, timeout=60)
-        TIMES[request.param] = time.monotonic() - start
+        TIMES[f"{version}-{admission}"] = time.monotonic() - start
         out = os.path.join(directory, "out")
         os.makedirs(out, exist_ok=True)
         os.chmod(out, 0o1777)  # noqa: S103 - job output of the test users
@@ -199,16 +208,18 @@ def test_cluster_runs_that_version(vcluster):
     out = vcluster.run(["sinfo", "--version"], check=True).stdout
     assert out.split()[1].startswith(vcluster.version), out
     assert vcluster.node_states() == {n: "idle" for n in vcluster.nodes}
-    print(f"Slurm {vcluster.version}: root ready and cluster idle after {TIMES[vcluster.version]:.1f} s")
+    took = TIMES[f"{vcluster.version}-{vcluster.spec.admission}"]
+    print(f"Slurm {vcluster.version} ({vcluster.spec.admission}): cluster idle after {took:.1f} s")
 
 
 def test_admission_accepts_a_profile_and_refuses_unknown_and_forged(vcluster):
     ok = vcluster.submit("--hold", f"--gres=gpu:{PROFILE}")
     info = vcluster.job(ok)
     assert info.admin_comment == f"slurm-gpu:gpu:{PROFILE}:1"
-    assert info.mig_slices_per_node() == 1  # 'gres/mig:1' from 24.11 on
-    assert info.tres_per_node.startswith("gres/")
-    assert info.features == f"mig.{PROFILE}.1"
+    assert info.tres_per_node == _rewritten(vcluster), info
+    if not vcluster.counts:
+        assert info.mig_slices_per_node() == 1  # 'gres/mig:1' from 24.11 on
+        assert info.features == f"mig.{PROFILE}.1"
     vcluster.run(["scancel", ok], check=True)
     for args in (["--gres=gpu:9g.99gb"], ["--gres=mig:4"], [f"--constraint=mig.{PROFILE}.1"],
                  [f"--gres=gpu:{PROFILE}", "--gpus-per-node=1"]):
@@ -219,12 +230,18 @@ def test_admission_accepts_a_profile_and_refuses_unknown_and_forged(vcluster):
     assert "slurm-gpu" in unknown.stderr and "9g.99gb" in unknown.stderr
 
 
+def _rewritten(vcluster) -> str:
+    """What job_submit.lua leaves of ``--gres=gpu:<PROFILE>`` in the job (``gres/`` from 24.11 on)."""
+    return f"gres/migp:{PROFILE}:1" if vcluster.counts else "gres/mig:1"
+
+
 def test_gpus_per_node_is_rewritten_alone(vcluster):
     """From 24.11 --gpus-per-node lands in tres_per_node like --gres: the rewrite leaves only the mig gres
     (26.05 refuses a job carrying both --gres=gpu and --gpus-per-node)."""
     job = vcluster.submit("--hold", f"--gpus-per-node={PROFILE}:1")
     info = vcluster.job(job)
-    assert info.admin_comment == f"slurm-gpu:gpu:{PROFILE}:1" and info.tres_per_node == "gres/mig:1", info
+    assert info.admin_comment == f"slurm-gpu:gpu:{PROFILE}:1", info
+    assert info.tres_per_node == _rewritten(vcluster), info
     vcluster.run(["scancel", job], check=True)
 
 
@@ -321,6 +338,38 @@ def test_requeue_destroys_and_the_job_waits_again(vcluster):
     vcluster.wait_idle()
 
 
+def _created(vcluster) -> Dict[str, List[str]]:
+    """job id -> the MIG UUIDs its Prolog created, from every node's hooks.log."""
+    made: Dict[str, List[str]] = {}
+    for node in vcluster.nodes:
+        path = os.path.join(vcluster.spec.dir, node, "state", "hooks.log")
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                rec = json.loads(line)
+                if rec.get("hook") == "prolog" and rec.get("action") == "created":
+                    made[rec["job_id"]] = rec["mig_uuids"]
+    return made
+
+
+@pytest.mark.parametrize("vcluster", [(v, "counts") for v in VERSIONS], indirect=True,
+                         ids=lambda p: f"{p[0]}-{p[1]}")
+def test_count_admission_burst_of_mixed_profiles_fits_exactly(vcluster):
+    """More mixed-profile demand than the 4 GPUs hold, released at once with Slurm's default scheduler
+    settings (what count admission ships): every job runs with its instances, none is requeued, no node
+    drains, nothing is left."""
+    asks = [("1g.10gb", 1)] * 4 + [("2g.20gb", 2)] * 2 + [("3g.40gb", 1)] * 3 + [
+        ("4g.40gb", 1), ("7g.80gb", 1), ("7g.80gb", 2)]
+    jobs = {vcluster.submit("--hold", f"--gres=gpu:{p}:{n}", wrap="sleep 2"): n for p, n in asks}
+    vcluster.run(["scontrol", "release", ",".join(jobs)], check=True)
+    for job in jobs:
+        info = vcluster.wait(job, timeout=120)
+        assert info.state == "COMPLETED" and info.restart_count == 0, info
+    made = _created(vcluster)
+    assert {j: len(made.get(j, [])) for j in jobs} == jobs, made
+    vcluster.wait_no_instances()
+    vcluster.wait_idle()
+
+
 def test_slurmd_restart_keeps_the_job_and_its_instance(vcluster):
     from slurm_gpu.testbed import rooted
 
@@ -364,9 +413,12 @@ def test_adapter_reads_this_version_from_json_inside_the_root(vcluster):
         "s = SlurmCli()\n"
         f"j = s.job({job})\n"
         f"avail, active = s.node_features({node!r})\n"
+        f"gres, used = s.node_gres({node!r})\n"
+        "typed = lambda terms: {g.type: g.count for g in terms if g.name == 'migp'}\n"
         f"print(json.dumps({{'version': s.version(), 'state': j.state, 'nodes': j.nodes, 'uid': j.user_id,"
         f" 'request': [j.request().profile, j.request().count], 'slices': j.mig_slices_per_node({node!r}),"
-        f" 'active': s.active_jobs_on({node!r}), 'avail': avail, 'act': active}}))\n"
+        f" 'active': s.active_jobs_on({node!r}), 'avail': avail, 'act': active,"
+        f" 'gres': typed(gres), 'used': typed(used)}}))\n"
     )
     got = json.loads(vcluster.in_root_python(code))
     import pwd
@@ -374,9 +426,16 @@ def test_adapter_reads_this_version_from_json_inside_the_root(vcluster):
     assert ".".join(f"{x:02d}" for x in got["version"]) == vcluster.version
     assert got["state"] == "RUNNING" and got["nodes"] == [node]
     assert got["uid"] == pwd.getpwnam("sgtest1").pw_uid
-    assert got["request"] == [PROFILE, 1] and got["slices"] == 1
+    assert got["request"] == [PROFILE, 1]
     assert got["active"] == {job: "RUNNING"}
-    assert f"mig.{PROFILE}.1" in got["avail"] and set(got["act"]) <= set(got["avail"])
+    if vcluster.counts:
+        # the node's migp counts as `scontrol show node -d` prints them on this version: the running
+        # job's slot allocated, the padding type keeping the total
+        assert got["used"].get(PROFILE) == 1 and got["gres"].get(PROFILE, 0) >= 1, got
+        assert sum(got["gres"].values()) == 2 * 7, got  # 2 H100s, 7 instances each at most
+    else:
+        assert got["slices"] == 1
+        assert f"mig.{PROFILE}.1" in got["avail"] and set(got["act"]) <= set(got["avail"])
     vcluster.wait(job)
     vcluster.wait_no_instances()
 
@@ -384,11 +443,16 @@ def test_adapter_reads_this_version_from_json_inside_the_root(vcluster):
 def test_adapter_writes_on_this_version(vcluster):
     """What the hooks write through the adapter: requeue, hold and cancel with our marker kept next to the
     record, and a drain, run inside the root against that version's controller."""
-    running = vcluster.submit(f"--nodelist={vcluster.nodes[0]}", f"--gres=gpu:{PROFILE}", wrap="sleep 60")
-    other = vcluster.submit(f"--nodelist={vcluster.nodes[1]}", f"--gres=gpu:{PROFILE}", wrap="sleep 60")
+    # one job per node: each takes a whole node (two 7g.80gb), so no --nodelist is needed (count admission
+    # refuses a nodelist whose nodes publish none of the profile at submit time, docs/admission.md)
+    whole = "--gres=gpu:7g.80gb:2"
+    running = vcluster.submit(whole, wrap="sleep 60")
+    other = vcluster.submit(whole, wrap="sleep 60")
+    on = {job: vcluster.wait(job, states=("RUNNING",)).nodes[0] for job in (running, other)}
+    assert set(on.values()) == set(vcluster.nodes), on
     for job in (running, other):
-        vcluster.wait_instances(vcluster.wait(job, states=("RUNNING",)).nodes[0], 1)
-    node = vcluster.nodes[1]
+        vcluster.wait_instances(on[job], 2)
+    node = on[other]
     code = (
         "from slurm_gpu.slurm.client import SlurmCli\n"
         "s = SlurmCli()\n"
@@ -400,15 +464,15 @@ def test_adapter_writes_on_this_version(vcluster):
         vcluster.in_root_python(code)
         requeued = vcluster.wait(running, states=("PENDING",))
         held = vcluster.wait(other, states=("PENDING",))
-        assert requeued.admin_comment == f"slurm-gpu:gpu:{PROFILE}:1 slurm-gpu-requeued:raced", requeued
-        assert held.admin_comment == f"slurm-gpu:gpu:{PROFILE}:1 slurm-gpu-refused:held_test", held
+        assert requeued.admin_comment == "slurm-gpu:gpu:7g.80gb:2 slurm-gpu-requeued:raced", requeued
+        assert held.admin_comment == "slurm-gpu:gpu:7g.80gb:2 slurm-gpu-refused:held_test", held
         assert requeued.restart_count == 1 and "Held" in held.reason, (requeued, held)
         assert vcluster.node_states()[node].startswith("dr"), vcluster.node_states()  # drain, drng
         cancel = f"s.cancel({running}, 'gone', s.job({running}).admin_comment)\n"
         vcluster.in_root_python("from slurm_gpu.slurm.client import SlurmCli\ns = SlurmCli()\n" + cancel)
         cancelled = vcluster.wait(running)
         assert cancelled.state == "CANCELLED"
-        assert cancelled.admin_comment == f"slurm-gpu:gpu:{PROFILE}:1 slurm-gpu-refused:gone", cancelled
+        assert cancelled.admin_comment == "slurm-gpu:gpu:7g.80gb:2 slurm-gpu-refused:gone", cancelled
     finally:
         vcluster.run(["scancel", running, other])
         vcluster.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
