@@ -1,9 +1,10 @@
 """Wall time of the hooks on a simulated 8 x H100 node, as ratios to ``python3 -c pass`` measured in the
 same run (so figures compare across machines).
 
-- prolog / epilog: the whole hook process as the shipped prolog.d/epilog.d scripts start it
-  (``slurm-gpu-hook prolog|epilog`` next to the interpreter) with the hook server running, as a node
-  that ran ``slurm-gpu node install`` has it (slurm-gpu-hooks.service): the client process, the served
+- prolog / epilog: the whole hook process as the prolog.d/epilog.d scripts of ``slurm-gpu node install``
+  start it (``<interpreter> -c <install.layout.HOOK_LAUNCHER> prolog|epilog``; the console script
+  ``slurm-gpu-hook`` for comparison) with the hook server running, as a node that ran ``slurm-gpu node
+  install`` has it (slurm-gpu-hooks.service): the client process, the served
   child's configuration, journal, planning, simulated driver and a stand-in ``scontrol`` that answers at
   once (controller and driver latency excluded), for a stream of 1g.10gb/2g.20gb/3g.40gb jobs filling
   the node then leaving;
@@ -48,7 +49,12 @@ case "$1 $2" in
     printf '"admin_comment":"slurm-gpu:gpu:%s:%s","tres_per_node":"gres/mig:%s",' "$2" "$3" "$4"
     printf '"gres_detail":["mig(CNT:%s)"]}}]}}\\n' "$4"
     ;;
-  "show node") printf 'NodeName=bench\\n   AvailableFeatures=\\n   ActiveFeatures=\\n' ;;
+  "show node")
+    case "$3" in
+      --json*) printf '{{"nodes":[{{"name":"bench","features":[],"active_features":[]}}]}}\\n' ;;
+      *) printf 'NodeName=bench\\n   AvailableFeatures=\\n   ActiveFeatures=\\n' ;;
+    esac
+    ;;
   *) ;;
 esac
 exit 0
@@ -97,7 +103,7 @@ def main() -> int:
     bindir.mkdir()
     jobs_file = tmp / "jobs.txt"
     profiles = [("1g.10gb", 1, 1), ("2g.20gb", 1, 2), ("3g.40gb", 1, 4), ("1g.10gb", 2, 2)]
-    jobs = [(1000 + n, *profiles[n % len(profiles)]) for n in range(args.jobs * 4)]
+    jobs = [(1000 + n, *profiles[n % len(profiles)]) for n in range(args.jobs * 5)]
     jobs_file.write_text("".join(f"{j} {p} {c} {s}\n" for j, p, c, s in jobs))
     (bindir / "scontrol").write_text(FAKE_SCONTROL.format(jobs=jobs_file, uid=os.getuid()))
     (bindir / "scontrol").chmod(0o755)
@@ -116,14 +122,17 @@ def main() -> int:
     base_cmd = [sys.executable, "-c", "pass"]
     sys_python = shutil.which("python3", path="/usr/bin:/bin") or "python3"
     sys_base = [sys_python, "-c", "pass"]
-    hook = entry("slurm-gpu-hook", "slurm_gpu.hooks.entry")
+    from slurm_gpu.install.layout import hook_command
+
+    hook = hook_command()  # what `slurm-gpu node install` writes into prolog.d/epilog.d
+    script = entry("slurm-gpu-hook", "slurm_gpu.hooks.entry")  # the console script, for comparison
     cli = entry("slurm-gpu", "slurm_gpu")
     scratch = str(tmp)  # not the repository: the hooks import the installed package
     package = subprocess.run([sys.executable, "-c", "import slurm_gpu; print(slurm_gpu.__file__)"],
                              cwd=scratch, capture_output=True, text=True, check=True).stdout.strip()
-    # Four rounds of the same stream: served, hook entry alone, CLI, in-process.
+    # Five rounds of the same stream: served, hook entry alone, CLI, in-process, served by the script.
     n = args.jobs
-    served, first, by_cli, second = jobs[:n], jobs[n: 2 * n], jobs[2 * n: 3 * n], jobs[3 * n:]
+    served, first, by_cli, second, scripted = (jobs[k * n: (k + 1) * n] for k in range(5))
 
     def run_hook(cmd, name, job, **extra):
         return paired([*cmd, name], {**env, "SLURM_JOB_ID": str(job), **extra}, base_cmd, cwd=scratch)
@@ -136,6 +145,8 @@ def main() -> int:
     try:
         srv_pro = [run_hook(hook, "prolog", j) for j, *_ in served]
         srv_epi = [run_hook(hook, "epilog", j) for j, *_ in served]
+        scr_pro = [run_hook(script, "prolog", j) for j, *_ in scripted]
+        scr_epi = [run_hook(script, "epilog", j) for j, *_ in scripted]
     finally:
         server.terminate()
         server.wait()
@@ -147,7 +158,8 @@ def main() -> int:
     assert not left, f"instances left after the epilogs: {left}"
     log = (tmp / "state" / "hooks.log").read_text()
     created = log.count('"action":"created"')
-    assert created == len(served) + len(first) + len(by_cli), f"{created} prologs created: {log[-2000:]}"
+    assert created == len(served) + len(scripted) + len(first) + len(by_cli), \
+        f"{created} prologs created: {log[-2000:]}"
 
     # In-process: the use cases alone, same stream.
     agent = NodeAgent("bench", open_driver("sim", sim_state=str(state)), Journal(str(tmp / "state")),
@@ -182,10 +194,12 @@ def main() -> int:
     sys_ms = statistics.median(p[1][0] for p in tp) * 1000
     print(f"8 x H100 simulated node, {args.jobs} jobs per round; {sys.executable} -c pass median "
           f"{base_ms:.1f} ms; {sys_python} -c pass median {sys_ms:.1f} ms")
-    print(f"hooks: {' '.join(hook)} prolog|epilog; package {package}")
+    print(f"hooks: {hook[0]} -c '...' prolog|epilog (node install's form); package {package}")
     print("ratios: medians of each run over the <interpreter> -c pass run just before it")
     row("prolog hook process, hook server (shipped)", srv_pro)
     row("epilog hook process, hook server (shipped)", srv_epi)
+    row("the same via the console script", scr_pro)
+    row("(epilog) via the console script", scr_epi)
     row("prolog hook process, no server", pro)
     row("epilog hook process, no server", epi)
     row("prolog via the CLI (slurm-gpu prolog)", cli_pro)

@@ -144,21 +144,19 @@ def _sources() -> Dict[str, int]:
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None) or ""
         if path.startswith(root):
-            try:
-                out[path] = os.stat(path).st_mtime_ns
-            except OSError:
-                out[path] = -1
+            out[path] = _mtime(path)
     return out
 
 
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return -1
+
+
 def _changed(sources: Dict[str, int]) -> bool:
-    for path, mtime in sources.items():
-        try:
-            if os.stat(path).st_mtime_ns != mtime:
-                return True
-        except OSError:
-            return True
-    return False
+    return any(_mtime(path) != mtime or mtime == -1 for path, mtime in sources.items())
 
 
 def serve(path: str = DEFAULT_SOCKET) -> int:
@@ -171,8 +169,12 @@ def serve(path: str = DEFAULT_SOCKET) -> int:
             importlib.import_module(name)
         except ImportError:
             pass
+    from slurm_gpu.core.catalog import CATALOG_PATH, load_catalog
+
+    load_catalog()  # parsed once per process: every child starts with the packaged catalog read
     package = package_id()
     sources = _sources()
+    sources[CATALOG_PATH] = _mtime(CATALOG_PATH)  # a catalog changed in place renews the server too
     # What is loaded now is shared with every child: frozen, the collector never walks it, so a child does
     # not copy those pages on write (a child runs for milliseconds and exits, collecting nothing).
     gc.collect()

@@ -38,11 +38,14 @@ def atomic_write(
     data: Union[bytes, str],
     mode: int = 0o600,
     owner: Optional[Tuple[int, int]] = None,
+    durable: bool = True,
 ) -> None:
     """Replace ``path`` with ``data`` so that readers see either the old or the new content, never a mix.
 
     ``mode`` and ``owner`` (uid, gid) are applied to the temporary file before the rename, so the file
-    is never visible with looser permissions or the wrong owner. Raises ``StateError`` naming the path.
+    is never visible with looser permissions or the wrong owner. ``durable=False`` skips the fsyncs: still
+    atomic for every reader and across a crash of the writer, but a power loss may keep the old content
+    (for state that a power loss resets anyway). Raises ``StateError`` naming the path.
     """
     path = os.fspath(path)
     if isinstance(data, str):
@@ -64,7 +67,8 @@ def atomic_write(
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -76,7 +80,8 @@ def atomic_write(
         if isinstance(exc, OSError):
             raise StateError(f"cannot write {path}: {exc}") from exc
         raise
-    fsync_dir(directory)
+    if durable:
+        fsync_dir(directory)
 
 
 def append_line(path: Union[str, os.PathLike], line: str, mode: int = 0o600) -> None:
