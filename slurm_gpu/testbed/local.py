@@ -13,7 +13,7 @@ import pwd
 import signal
 import subprocess
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from slurm_gpu.core.errors import SlurmError
 from slurm_gpu.core.vocab import Admission
@@ -212,23 +212,39 @@ def node_states(spec: ClusterSpec) -> Dict[str, str]:
     return states
 
 
-def _our_stepds(spec: ClusterSpec) -> List[int]:
-    """slurmstepd processes of this cluster: their environment names its slurm.conf."""
-    marker = f"SLURM_CONF={spec.conf}".encode()
-    found = []
+def _scan(spec: ClusterSpec) -> Tuple[Dict[str, int], List[int]]:
+    """This cluster's processes found in /proc: its daemons by command line (``slurmctld -f <conf>``,
+    ``slurmd -N <node> -f <conf>``, under Debian's ``-wlm`` names too) and its slurmstepd processes by
+    environment (``SLURM_CONF=<conf>``)."""
+    conf = os.fsencode(spec.conf)
+    marker = b"SLURM_CONF=" + conf
+    daemons: Dict[str, int] = {}
+    stepds: List[int] = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/comm", "rb") as fh:
-                if not fh.read().startswith(b"slurmstepd"):
-                    continue
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                if marker in fh.read().split(b"\0"):
-                    found.append(int(entry))
+                comm = fh.read().strip()
+            if comm.startswith(b"slurmstepd"):
+                with open(f"/proc/{entry}/environ", "rb") as fh:
+                    if marker in fh.read().split(b"\0"):
+                        stepds.append(int(entry))
+                continue
+            base = comm[:-4] if comm.endswith(b"-wlm") else comm
+            if base not in (b"slurmctld", b"slurmd"):
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
         except OSError:
             continue
-    return found
+        if conf not in argv:
+            continue
+        if base == b"slurmctld":
+            daemons["slurmctld"] = int(entry)
+        elif b"-N" in argv[:-1]:
+            daemons[f"slurmd:{os.fsdecode(argv[argv.index(b'-N') + 1])}"] = int(entry)
+    return daemons, stepds
 
 
 def _recorded(spec: ClusterSpec) -> Dict[str, int]:
@@ -251,15 +267,16 @@ def processes(spec: ClusterSpec) -> Dict[str, int]:
     """Running daemons (and job step daemons) of this cluster: name -> pid."""
     out = {}
     recorded = _recorded(spec)
+    scanned, stepds = _scan(spec)
     for name, path in _pid_files(spec).items():
-        # A daemon removes its pid file when it starts to shut down: the pids recorded at `up` still count.
-        for pid in (_read_pid(path), recorded.get(name)):
-            # Debian's daemons are slurmctld-wlm and slurmd-wlm behind their links: a 24.11 reconfigure
-            # re-executes the daemon under that name.
+        # A daemon removes its pid file when it starts to shut down: the pids recorded at `up` still count;
+        # a 24.11 reconfigure starts a new daemon (Debian's slurmctld-wlm, slurmd-wlm behind their links)
+        # whose pid file may lag: its command line names this cluster, so it is found all the same.
+        for pid in (_read_pid(path), recorded.get(name), scanned.get(name)):
             if pid and _alive(pid) and _comm(pid) in (name.split(":")[0], name.split(":")[0] + "-wlm"):
                 out[name] = pid
                 break
-    for pid in _our_stepds(spec):
+    for pid in stepds:
         out[f"slurmstepd:{pid}"] = pid
     return out
 

@@ -179,7 +179,11 @@ def test_the_role_installs_on_a_fresh_debian_12_and_a_second_run_changes_nothing
                        ("etc/slurm/task-prolog.d/slurm-gpu", 0o755)):
         st = os.stat(f"{root}/{path}")
         assert (st.st_uid, stat.S_IMODE(st.st_mode) & 0o755) == (0, mode), path
-    assert "/opt/slurm-gpu/bin/slurm-gpu-hook" in Path(f"{root}/etc/slurm/prolog.d/50-slurm-gpu").read_text()
+    from slurm_gpu.install.layout import HOOK_LAUNCHER
+
+    # the venv's interpreter starts slurm-gpu-hook's code (install.layout.hook_command)
+    prolog = Path(f"{root}/etc/slurm/prolog.d/50-slurm-gpu").read_text()
+    assert f"exec /opt/slurm-gpu/bin/python3 -c '{HOOK_LAUNCHER}' prolog" in prolog, prolog
     assert os.path.isdir(f"{root}/usr/local/lib/slurm-gpu/slurm_gpu")
     for unit in ("slurm-gpu-reconcile.timer", "slurm-gpu-publish.service"):
         enabled = roots.chroot_run(root, ["systemctl", "is-enabled", unit])

@@ -98,13 +98,22 @@ class VCluster:
             return fh.read()
 
     def instances(self, node: str):
+        """The node's instances, read without the node lock: a read that races a hook's create or destroy
+        fails as NVML's would (an instance gone between two calls) and is read again."""
+        from slurm_gpu.core.errors import DriverError
         from slurm_gpu.devices.open import open_driver
 
-        driver = open_driver("sim", sim_state=os.path.join(self.spec.dir, node, "gpus.json"))
-        try:
-            return driver.instances()
-        finally:
-            driver.close()
+        for attempt in range(20):
+            driver = open_driver("sim", sim_state=os.path.join(self.spec.dir, node, "gpus.json"))
+            try:
+                return driver.instances()
+            except DriverError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.05)
+            finally:
+                driver.close()
+        raise AssertionError("unreachable")
 
     def wait_instances(self, node: str, count: int, timeout: float = 15):
         """The node's instances once ``count`` are complete (GPU and compute instance): the job is RUNNING
