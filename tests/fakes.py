@@ -5,14 +5,14 @@ driver whose NVML calls are counted. ``FakeSlurm`` is checked against ``slurm.ap
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from slurm_gpu.devices import simstate
 from slurm_gpu.devices.counting import CountingNvml
 from slurm_gpu.devices.nvml import NvmlDriver
 from slurm_gpu.devices.simnvml import SimNvml
 from slurm_gpu.node.agent import AgentPolicy, NodeAgent
-from slurm_gpu.slurm.parse import GresCount, JobInfo, format_gres_count
+from slurm_gpu.slurm.parse import GresCount, JobInfo, PendingJob, format_gres_count
 from slurm_gpu.state.journal import Journal
 
 if TYPE_CHECKING:
@@ -71,7 +71,8 @@ class FakeGresSlurm(FakeSlurm):
         super().__init__(node)
         self.gres: List[GresCount] = []
         self.used_extra: Dict[str, int] = {}  # allocations of jobs the fake holds no record of
-        self.pending: List[str] = []
+        self.pending: List[Union[str, PendingJob]] = []
+        self.released: List[str] = []
         self.undercount: Dict[str, int] = {}  # what Slurm forgets (seen after reconfigure)
         self.on_update: Optional[Any] = None
         self.updates: List[str] = []
@@ -100,8 +101,15 @@ class FakeGresSlurm(FakeSlurm):
         if self.on_update is not None:
             self.on_update(self)
 
-    def pending_gres(self) -> Tuple[str, ...]:
-        return tuple(self.pending)
+    def pending_jobs(self) -> Tuple[PendingJob, ...]:
+        # tests list the queue as gres strings (not held, no nodelist) or as PendingJob rows
+        return tuple(j if isinstance(j, PendingJob)
+                     else PendingJob(str(9000 + i), False, "Priority", (), j, "")
+                     for i, j in enumerate(self.pending))
+
+    def release(self, job_id: str, admin_comment: str) -> None:
+        self.released.append(job_id)
+        self.calls.append(("release", job_id))
 
     def counts(self) -> Dict[str, int]:
         return {g.type or "": g.count for g in self.gres

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from slurm_gpu.core.errors import BadInputError
 from slurm_gpu.core.vocab import ADMISSION_MODES, DEFAULT_ADMISSION, Admission
-from slurm_gpu.slurm.parse import expand_hostlist
+from slurm_gpu.slurm.parse import AWAIT_MARK, expand_hostlist
 
 if TYPE_CHECKING:
     import jinja2
@@ -201,6 +201,7 @@ def job_submit_context(inventory: Inventory, admission: str = DEFAULT_ADMISSION,
         "tolerance": MEMORY_TOLERANCE,
         "static_types": static_types,
         "admin_comment_prefix": ADMIN_COMMENT_PREFIX,
+        "await_mark": AWAIT_MARK,
         "admission": admission,
         "gres_name": "migp",
         "srun_allocations": slurm_release(slurm_version) >= SRUN_ALLOCATIONS_SINCE,

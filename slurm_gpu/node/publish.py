@@ -27,7 +27,14 @@ from slurm_gpu.core.target import (
     total_slots,
 )
 from slurm_gpu.core.vocab import Admission
-from slurm_gpu.slurm.parse import GresCount, parse_gres_counts
+from slurm_gpu.slurm.parse import (
+    AWAIT_MARK,
+    BAD_CONSTRAINTS,
+    GresCount,
+    PendingJob,
+    parse_admin_comment,
+    parse_gres_counts,
+)
 
 if TYPE_CHECKING:
     from slurm_gpu.core.geometry import NodeState
@@ -101,6 +108,7 @@ class CountPublisher:
         self.wait_for_release_s = 30.0  # Slurm counts a slot free once the job ends, before its Epilog
         self.updates = 0
         self.replans = 0  # races seen: an allocation landed while a count was lowered
+        self.released = 0  # held jobs naming this node released (_release_waiting)
         self._last: Optional[Tuple[object, Dict[str, int]]] = None
 
     def _read(self, node: str, state: NodeState) -> _View:
@@ -117,14 +125,20 @@ class CountPublisher:
 
     def publish(self, node: str, state: NodeState) -> Tuple[str, ...]:
         view = self._read(node, state)
+        queue = self.slurm.pending_jobs() if self.follow_queue else ()
+        counts = self._publish(node, state, view, demand_of(queue))
+        self._release_waiting(node, queue, counts, view.alloc)
+        return _terms(counts)
+
+    def _publish(self, node: str, state: NodeState, view: _View,
+                 demand: List[Tuple[str, int]]) -> Dict[str, int]:
         current = view.promised
-        demand = demand_of(self.slurm.pending_gres()) if self.follow_queue else []
         have = held(state)
         for _ in range(_REPLANS):
             claims = {p: n - have.get(p, 0) for p, n in view.alloc.items() if n > have.get(p, 0)}
             target = self._target(state, claims, demand)
             if _same(current, target):
-                return _terms(current)
+                return current
             low = lowered(current, target)
             if not _same(low, current):
                 self._set(node, state, view, low)
@@ -134,8 +148,28 @@ class CountPublisher:
                     self.replans += 1  # Slurm allocated on a count we were giving up: plan again
                     continue
             self._set(node, state, view, target)
-            return _terms(target)
-        return _terms(current)
+            return target
+        return current
+
+    def _release_waiting(self, node: str, queue: Sequence[PendingJob], counts: Dict[str, int],
+                         alloc: Dict[str, int]) -> None:
+        """Release the held MIG jobs that name this node (``--nodelist``) once it publishes their slots.
+
+        slurmctld refuses such a job at submit while none of its nodes publishes the profile, so
+        job_submit.lua holds it (``AWAIT_MARK``), and holds an admitted one (``BadConstraints``, priority 0)
+        when its nodes stop publishing it; held, it is in the queue every node plans for. A release never
+        weakens exactness (Slurm still allocates within the counts), so a job released a moment early just
+        waits again. Decided on Slurm's fields and our admin-comment record only."""
+        free = {p: n - alloc.get(p, 0) for p, n in counts.items()}
+        for job in queue:
+            request = parse_admin_comment(job.admin_comment)
+            waiting = AWAIT_MARK in job.admin_comment.split() or job.reason == BAD_CONSTRAINTS
+            if not (job.held and waiting and request and node in job.req_nodes):
+                continue
+            if free.get(request.profile, 0) >= request.count:
+                free[request.profile] -= request.count
+                self.slurm.release(job.job_id, job.admin_comment)
+                self.released += 1
 
     def _target(self, state: NodeState, claims: Dict[str, int],
                 demand: List[Tuple[str, int]]) -> Dict[str, int]:
@@ -180,9 +214,9 @@ def publisher_for(slurm: SlurmAdapter, admission: str, max_count_per_node: int,
     return FeaturePublisher(slurm, max_count_per_node, enabled)
 
 
-def demand_of(requests: Sequence[str]) -> List[Tuple[str, int]]:
-    """``(profile, count)`` per pending request naming ``migp`` types, in the order given."""
-    return [pc for text in requests for pc in _profile_counts(parse_gres_counts(text))]
+def demand_of(queue: Sequence[PendingJob]) -> List[Tuple[str, int]]:
+    """``(profile, count)`` per pending request naming ``migp`` types, in the queue's order."""
+    return [pc for job in queue for pc in _profile_counts(parse_gres_counts(job.tres_per_node))]
 
 
 def _profile_counts(terms: Sequence[GresCount]) -> List[Tuple[str, int]]:

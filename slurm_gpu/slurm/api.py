@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Protocol, Sequence, Tuple
 
-from slurm_gpu.slurm.parse import GresCount, JobInfo
+from slurm_gpu.slurm.parse import GresCount, JobInfo, PendingJob
 
 __all__ = ["SlurmAdapter", "GresAdapter"]
 
@@ -44,6 +44,11 @@ class GresAdapter(Protocol):
         """Replace the node's whole gres list (every name the node has must be in it)."""
         ...
 
-    def pending_gres(self) -> Tuple[str, ...]:
-        """The per-node gres request of every pending job, highest priority first."""
+    def pending_jobs(self) -> Tuple[PendingJob, ...]:
+        """Every pending job (array tasks each), highest priority first: its per-node gres request, hold,
+        wait reason, required nodes and admin comment."""
+        ...
+
+    def release(self, job_id: str, admin_comment: str) -> None:
+        """Release a held job, dropping job_submit.lua's ``AWAIT_MARK`` from its admin comment."""
         ...

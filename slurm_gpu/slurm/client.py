@@ -28,14 +28,18 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 from slurm_gpu.core.errors import SlurmError
 from slurm_gpu.slurm.parse import (
     ACTIVE_STATES,
+    AWAIT_MARK,
     SQUEUE_JOB_FORMAT,
+    SQUEUE_PENDING_FORMAT,
     GresCount,
     JobInfo,
+    PendingJob,
     format_gres_count,
     job_by_id,
     job_from_squeue_line,
     parse_gres_counts,
     parse_job_state,
+    pending_from_squeue,
 )
 
 __all__ = ["SlurmCli", "REQUEUE_MARK", "REFUSE_MARK"]
@@ -160,12 +164,23 @@ class SlurmCli:
             raise SlurmError(f"scontrol show node -d {node} printed no GresUsed")
         return parse_gres_counts(fields.get("Gres", "")), parse_gres_counts(fields["GresUsed"])
 
-    def pending_gres(self) -> Tuple[str, ...]:
-        """The gres request per node (``squeue %b``) of every pending job (each array task on its own),
-        highest priority first."""
+    def pending_jobs(self) -> Tuple[PendingJob, ...]:
+        """Every pending job (each array task on its own), highest priority first: its gres request per
+        node, whether it is held and why, the nodes it must run on and its admin comment."""
         out = self._run("squeue", ["--noheader", "--array", "--states", "PENDING", "--sort", "-p,i",
-                                   "--format", "%b"])
-        return tuple(line.strip() for line in out.splitlines() if line.strip() not in ("", "N/A", "(null)"))
+                                   f"--Format={SQUEUE_PENDING_FORMAT}"])
+        return pending_from_squeue(out)
+
+    def release(self, job_id: str, admin_comment: str) -> None:
+        """Release a held job (``123`` or an array task ``123_4``) and drop ``AWAIT_MARK`` from its admin
+        comment (so that a later hold of its user's is never taken for ours)."""
+        if not re.fullmatch(r"[0-9]+(_[0-9]+)?", job_id):
+            raise SlurmError(f"not a job id: {job_id!r}")
+        self._run("scontrol", ["release", job_id])
+        words = admin_comment.split()
+        if AWAIT_MARK in words:
+            kept = " ".join(w for w in words if w != AWAIT_MARK)
+            self._run("scontrol", ["update", f"jobid={job_id}", f"admincomment={kept}"])
 
     # -- writes ---------------------------------------------------------------------------------------
     def set_features(self, node: str, available: Iterable[str], active: Iterable[str]) -> None:

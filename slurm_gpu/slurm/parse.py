@@ -46,6 +46,11 @@ __all__ = [
     "jobs_from_json",
     "job_by_id",
     "node_features_from_json",
+    "PendingJob",
+    "AWAIT_MARK",
+    "BAD_CONSTRAINTS",
+    "SQUEUE_PENDING_FORMAT",
+    "pending_from_squeue",
 ]
 
 # States in which a job may own instances on its nodes (reconcile must not touch those).
@@ -424,3 +429,49 @@ def job_from_squeue_line(text: str, job_id: int) -> JobInfo:
                    nodes=expand_hostlist("" if nodelist in _EMPTY else nodelist),
                    admin_comment="" if comment in _EMPTY else comment,
                    tres_per_node="" if tres in _EMPTY else tres)
+
+
+# job_submit.lua's mark on a MIG job it held because it names its nodes (count admission: slurmctld refuses
+# such a job while none of them publishes its profile); the node agent releases it (node.publish).
+AWAIT_MARK = "slurm-gpu-awaits-nodes"
+# Slurm's wait reason of a job it held (priority 0) because its required nodes cannot satisfy it now.
+BAD_CONSTRAINTS = "BadConstraints"
+
+# The pending queue as count admission reads it (every array task on its own line): Slurm's own fields,
+# the admin comment (job_submit.lua's record) last, as above.
+_PENDING_FIELDS = ("JobArrayID", "PriorityLong", "Reason", "ReqNodes", "tres-per-node", "admin_comment")
+SQUEUE_PENDING_FORMAT = ",".join(f"{f}:0{_SEP}" for f in _PENDING_FIELDS[:-1]) + f",{_PENDING_FIELDS[-1]}:0"
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    """One pending job (or array task) of ``squeue --Format=<SQUEUE_PENDING_FORMAT>``."""
+
+    job_id: str  # ``123`` or ``123_4``: what scontrol takes
+    held: bool  # priority 0: held by its user, an admin, job_submit.lua or Slurm (BadConstraints)
+    reason: str  # Slurm's wait reason (JobHeldUser, BadConstraints, Resources, ...)
+    req_nodes: Tuple[str, ...]  # the nodes it must run on (``--nodelist``), expanded
+    tres_per_node: str
+    admin_comment: str
+
+
+def pending_from_squeue(text: str) -> Tuple[PendingJob, ...]:
+    """The jobs of ``squeue --noheader --states=PENDING --Format=<SQUEUE_PENDING_FORMAT>``, in its order;
+    :class:`SlurmError` on a line that is not well formed."""
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split(_SEP, len(_PENDING_FIELDS) - 1)]
+        if len(parts) != len(_PENDING_FIELDS):
+            raise SlurmError(f"squeue's pending line has {len(parts)} fields, not {len(_PENDING_FIELDS)}")
+        jid, priority, reason, nodes, tres, comment = parts
+        if not re.fullmatch(r"[0-9]+(_[0-9]+)?", jid) or not priority.isdigit():
+            raise SlurmError(f"squeue's pending line names job {jid!r} with priority {priority!r}")
+        if not _GRES_CHARS.fullmatch(tres):
+            raise SlurmError(f"squeue's tres-per-node of job {jid} is not a gres list: {tres!r}")
+        out.append(PendingJob(job_id=jid, held=int(priority) == 0, reason=reason,
+                              req_nodes=expand_hostlist("" if nodes in _EMPTY else nodes),
+                              tres_per_node="" if tres in _EMPTY else tres,
+                              admin_comment="" if comment in _EMPTY else comment))
+    return tuple(out)

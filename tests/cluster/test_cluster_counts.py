@@ -109,7 +109,7 @@ def test_contention_burst_runs_exactly_with_no_start_limit(counts_cluster, outdi
 
 def test_slurmd_restart_and_reconfigure_with_jobs_running(counts_cluster):
     cluster = counts_cluster
-    # No --nodelist: Slurm refuses at submit a job whose named nodes publish none of its profile now.
+    # Any node will do: no --nodelist (jobs naming their nodes have their own test below).
     first = [cluster.sbatch(f"--gres=gpu:{p}", wrap="sleep 15").stdout.strip()
              for p in ("1g.10gb", "1g.10gb", "3g.40gb")]
     assert all(j.isdigit() for j in first), first
@@ -136,4 +136,31 @@ def test_slurmd_restart_and_reconfigure_with_jobs_running(counts_cluster):
     assert set(states.values()) == {"COMPLETED"}, states
     prologs = [e for n in cluster.nodes for e in _hooks(cluster, n) if e.get("hook") == "prolog"]
     assert [e for e in prologs if e.get("action") == "requeued"] == []
+    assert cluster.run(["sinfo", "-h", "-R"], check=True).stdout.strip() == ""
+
+
+def test_jobs_naming_their_nodes_wait_held_and_run_there(counts_cluster):
+    """``--nodelist``: slurmctld would refuse such a job while none of its nodes publishes the profile
+    (an idle node publishes 7g.80gb only); job_submit.lua holds it instead, the node re-plans for it and
+    releases it. A job admitted with ``--nodelist`` whose node stops publishing its profile (Slurm holds it
+    as BadConstraints) is released the same way once its node publishes it again."""
+    cluster = counts_cluster
+    node = cluster.nodes[0]
+    small = cluster.sbatch(f"--nodelist={node}", "--gres=gpu:1g.10gb", wrap="sleep 2").stdout.strip()
+    assert small.isdigit(), small
+    # a whole node named while its counts are being given to a 3g.40gb: Slurm may hold it (BadConstraints)
+    whole = cluster.sbatch(f"--nodelist={node}", "--gres=gpu:7g.80gb:2", wrap="sleep 2").stdout.strip()
+    third = cluster.sbatch(f"--nodelist={node}", "--gres=gpu:3g.40gb", wrap="sleep 2").stdout.strip()
+    ids = [small, whole, third]
+    assert all(j.isdigit() for j in ids), ids
+    states = _wait_done(cluster, ids, timeout=120)
+    assert set(states.values()) == {"COMPLETED"}, states
+    out = cluster.run(["sacct", "-X", "-n", "-P", "-j", ",".join(ids), "-o", "JobID,NodeList"]).stdout
+    ran = dict(line.split("|") for line in out.splitlines() if line.strip()) if out.strip() else {}
+    for job in ids:
+        info = cluster.run(["scontrol", "show", "job", job], check=True).stdout
+        assert f"NodeList={node}" in info or ran.get(job) == node, info
+        assert "slurm-gpu-awaits-nodes" not in info, info  # the mark is gone once released
+    prologs = [e for e in _hooks(cluster, node) if e.get("hook") == "prolog" and e.get("job_id") in ids]
+    assert sorted(e["job_id"] for e in prologs if e.get("action") == "created") == sorted(ids), prologs
     assert cluster.run(["sinfo", "-h", "-R"], check=True).stdout.strip() == ""

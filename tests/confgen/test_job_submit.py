@@ -81,6 +81,27 @@ def test_count_admission_asks_for_the_typed_count_and_keeps_the_constraint(tmp_p
     assert "unknown MIG profile" in r[5]["error"]
 
 
+@pytest.mark.parametrize("admission, req_nodes, priority, held", [
+    ("counts", "n1", 4294967294, True),  # names its node: held for the node agent to release
+    ("counts", "n[1-2]", None, True),
+    ("counts", "n1", 0, False),  # its user held it already (sbatch -H): left as it is
+    ("counts", None, 4294967294, False),  # any node will do
+    ("counts", "", 4294967294, False),
+    ("features", "n1", 4294967294, False),
+])
+def test_count_admission_holds_a_job_that_names_its_nodes(tmp_path, admission, req_nodes, priority, held):
+    if LUA is None:
+        pytest.skip("lua5.1 not installed")
+    script = tmp_path / "job_submit.lua"
+    options = confgen.Options(admission=admission)
+    script.write_text(confgen.render("job-submit", _inventory(H100_NODES), options))
+    given = (("req_nodes", None if req_nodes is None else f'"{req_nodes}"'), ("priority", priority))
+    fields = ", ".join(f"{k} = {v}" for k, v in given if v is not None)
+    code = f'local SG = dofile("{script}"); print(SG.awaits_nodes({{{fields}}}), SG.await_mark)'
+    out = subprocess.run([LUA, "-e", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(held).lower(), "slurm-gpu-awaits-nodes"]
+
+
 def test_count_admission_refuses_a_size_that_means_two_profiles(tmp_path):
     nodes = [{"names": "a1", "gpus": "H100-80GB:1"}, {"names": "b1", "gpus": "A100-40GB:1"}]
     [r] = translate(tmp_path, _inventory(nodes), [("gpu:1", None)], admission="counts")

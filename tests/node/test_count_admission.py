@@ -115,3 +115,32 @@ def test_prolog_refuses_an_allocation_of_another_profile(node):
     out = node.prepare(ctx(9))
     assert out.action == "refused" and "migp:7g.80gb:1" in out.message
     assert node.driver.instances() == []
+
+
+def _held(job_id, profile, count, nodes, reason="JobHeldUser", mark=True):
+    from slurm_gpu.core.target import gres_type
+    from slurm_gpu.slurm.parse import AWAIT_MARK, PendingJob
+
+    comment = f"slurm-gpu:gpu:{profile}:{count}" + (f" {AWAIT_MARK}" if mark else "")
+    return PendingJob(str(job_id), True, reason, tuple(nodes), f"gres:migp:{gres_type(profile)}:{count}",
+                      comment)
+
+
+def test_held_jobs_naming_the_node_are_released_once_it_publishes_their_slots(node):
+    node.slurm.pending = [
+        _held(11, "1g.10gb", 2, ["n1"]),  # held by job_submit.lua for its --nodelist: released
+        _held(12, "3g.40gb", 1, ["n1", "n2"], reason="BadConstraints", mark=False),  # held by Slurm
+        _held(13, "1g.10gb", 1, ["n2"]),  # names another node
+        _held(14, "1g.10gb", 1, ["n1"], mark=False),  # its user's own hold: never released
+    ]
+    publish(node)
+    counts = node.slurm.counts()
+    assert counts.get("1g.10gb", 0) >= 2 and counts.get("3g.40gb", 0) >= 1, counts  # planned for, held or not
+    assert node.slurm.released == ["11", "12"]
+
+
+def test_a_held_job_waits_while_the_node_cannot_publish_its_slots(node):
+    node.slurm.add_typed(21, "7g.80gb", 2)  # allocated by Slurm, not created yet: the node is full
+    node.slurm.pending = [_held(22, "1g.10gb", 1, ["n1"])]
+    publish(node)
+    assert node.slurm.released == []

@@ -291,3 +291,28 @@ def test_a_malformed_squeue_line_is_refused(text, why):
 
     with pytest.raises(SlurmError, match=why):
         job_from_squeue_line(text, 7)
+
+
+def test_the_pending_queue_as_squeue_prints_it():
+    from slurm_gpu.slurm.parse import pending_from_squeue
+
+    sep = "\x1f"
+    text = (f"1760008{sep}0{sep}JobHeldUser{sep}sg1n[1-2]{sep}gres:migp:1g.10gb:1{sep}"
+            f"slurm-gpu:gpu:1g.10gb:1 slurm-gpu-awaits-nodes\n"
+            f"1760009_2{sep}4294901754{sep}Resources{sep}{sep}gres:migp:2g.20gb:1{sep}\n")
+    held, task = pending_from_squeue(text)
+    assert (held.job_id, held.held, held.reason, held.req_nodes) == ("1760008", True, "JobHeldUser",
+                                                                      ("sg1n1", "sg1n2"))
+    assert held.admin_comment == "slurm-gpu:gpu:1g.10gb:1 slurm-gpu-awaits-nodes"
+    assert (task.job_id, task.held, task.req_nodes, task.tres_per_node, task.admin_comment) == (
+        "1760009_2", False, (), "gres:migp:2g.20gb:1", "")
+
+
+@pytest.mark.parametrize("line", ["x1\x1f0\x1fR\x1f\x1fgres:migp:1g.10gb:1\x1f",  # not a job id
+                                  "5\x1f0\x1fR\x1f\x1fgres:migp:1g.10gb:1",  # a field short
+                                  "5\x1f0\x1fR\x1f\x1fgres:migp:1g.10gb:1;x\x1f"])  # not a gres list
+def test_a_malformed_pending_line_is_refused(line):
+    from slurm_gpu.slurm.parse import pending_from_squeue
+
+    with pytest.raises(SlurmError):
+        pending_from_squeue(line)

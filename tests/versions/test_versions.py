@@ -325,6 +325,18 @@ def test_multi_node_job_gets_an_instance_on_each_node(vcluster):
     vcluster.wait_no_instances()
 
 
+def test_a_job_naming_its_node_runs_there(vcluster):
+    """``--nodelist`` with a profile the idle node does not publish (it offers 7g.80gb): under count
+    admission job_submit.lua holds the job and the node releases it once it publishes the slot."""
+    node = vcluster.nodes[1]
+    job = vcluster.submit(f"--nodelist={node}", f"--gres=gpu:{PROFILE}", wrap="echo $CUDA_VISIBLE_DEVICES")
+    info = vcluster.wait(job)
+    assert info.state == "COMPLETED" and info.nodes == (node,), info
+    assert len(_mig_uuids(vcluster.output(job))) == 1
+    assert "awaits" not in info.admin_comment, info
+    vcluster.wait_no_instances()
+
+
 def test_scancel_destroys_the_instance(vcluster):
     job = vcluster.submit(f"--gres=gpu:{PROFILE}", wrap="sleep 60")
     info = vcluster.wait(job, states=("RUNNING",))
