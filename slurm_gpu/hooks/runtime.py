@@ -98,9 +98,13 @@ def log_event(agent: Any, hook: str, record: Mapping[str, Any]) -> None:
     call_log = getattr(agent, "call_log", None)
     if call_log:
         line["nvml"] = call_log.to_dict()
-    updates = getattr(getattr(agent, "publisher", None), "updates", 0)
+    publisher = getattr(agent, "publisher", None)
+    updates = getattr(publisher, "updates", 0)
     if isinstance(updates, int) and updates:
         line["capacity_updates"] = updates
+    released = getattr(publisher, "released", 0)
+    if isinstance(released, int) and released:
+        line["released_jobs"] = released  # held jobs naming this node, released (count admission)
     text = json.dumps(line, sort_keys=True, default=str, separators=(",", ":"))
     config = getattr(agent, "config", None)
     path = None

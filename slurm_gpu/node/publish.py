@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Protocol, Sequence, Tuple
 
+from slurm_gpu.core.errors import SlurmError
 from slurm_gpu.core.features import active_features, all_features, is_fit_feature
 from slurm_gpu.core.planner import capacity, plan
 from slurm_gpu.core.target import (
@@ -168,7 +169,10 @@ class CountPublisher:
                 continue
             if free.get(request.profile, 0) >= request.count:
                 free[request.profile] -= request.count
-                self.slurm.release(job.job_id, job.admin_comment)
+                try:
+                    self.slurm.release(job.job_id, job.admin_comment)
+                except SlurmError:
+                    continue  # released meanwhile (another of its nodes), or gone: the next publish sees
                 self.released += 1
 
     def _target(self, state: NodeState, claims: Dict[str, int],

@@ -29,6 +29,7 @@ from slurm_gpu.core.errors import SlurmError
 from slurm_gpu.slurm.parse import (
     ACTIVE_STATES,
     AWAIT_MARK,
+    JOB_ID,
     SQUEUE_JOB_FORMAT,
     SQUEUE_PENDING_FORMAT,
     GresCount,
@@ -174,7 +175,7 @@ class SlurmCli:
     def release(self, job_id: str, admin_comment: str) -> None:
         """Release a held job (``123`` or an array task ``123_4``) and drop ``AWAIT_MARK`` from its admin
         comment (so that a later hold of its user's is never taken for ours)."""
-        if not re.fullmatch(r"[0-9]+(_[0-9]+)?", job_id):
+        if not JOB_ID.fullmatch(job_id):
             raise SlurmError(f"not a job id: {job_id!r}")
         self._run("scontrol", ["release", job_id])
         words = admin_comment.split()

@@ -49,6 +49,7 @@ __all__ = [
     "PendingJob",
     "AWAIT_MARK",
     "BAD_CONSTRAINTS",
+    "JOB_ID",
     "SQUEUE_PENDING_FORMAT",
     "pending_from_squeue",
 ]
@@ -437,6 +438,9 @@ AWAIT_MARK = "slurm-gpu-awaits-nodes"
 # Slurm's wait reason of a job it held (priority 0) because its required nodes cannot satisfy it now.
 BAD_CONSTRAINTS = "BadConstraints"
 
+# A job id as scontrol takes it: ``123``, or an array task ``123_4``.
+JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
+
 # The pending queue as count admission reads it (every array task on its own line): Slurm's own fields,
 # the admin comment (job_submit.lua's record) last, as above.
 _PENDING_FIELDS = ("JobArrayID", "PriorityLong", "Reason", "ReqNodes", "tres-per-node", "admin_comment")
@@ -466,7 +470,7 @@ def pending_from_squeue(text: str) -> Tuple[PendingJob, ...]:
         if len(parts) != len(_PENDING_FIELDS):
             raise SlurmError(f"squeue's pending line has {len(parts)} fields, not {len(_PENDING_FIELDS)}")
         jid, priority, reason, nodes, tres, comment = parts
-        if not re.fullmatch(r"[0-9]+(_[0-9]+)?", jid) or not priority.isdigit():
+        if not JOB_ID.fullmatch(jid) or not priority.isdigit():
             raise SlurmError(f"squeue's pending line names job {jid!r} with priority {priority!r}")
         if not _GRES_CHARS.fullmatch(tres):
             raise SlurmError(f"squeue's tres-per-node of job {jid} is not a gres list: {tres!r}")
