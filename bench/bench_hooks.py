@@ -5,9 +5,9 @@ same run (so figures compare across machines).
   start it (``<interpreter> -c <install.layout.HOOK_LAUNCHER> prolog|epilog``; the console script
   ``slurm-gpu-hook`` for comparison) with the hook server running, as a node that ran ``slurm-gpu node
   install`` has it (slurm-gpu-hooks.service): the client process, the served
-  child's configuration, journal, planning, simulated driver and a stand-in ``scontrol`` that answers at
-  once (controller and driver latency excluded), for a stream of 1g.10gb/2g.20gb/3g.40gb jobs filling
-  the node then leaving;
+  child's configuration, journal, planning, simulated driver and stand-in ``scontrol``/``squeue`` that
+  answer at once (controller and driver latency excluded), under count admission (what ships), for a
+  stream of 1g.10gb/2g.20gb/3g.40gb jobs filling the node then leaving;
 - the same without a server (the hook imports and runs everything in its own process), a second round;
 - the same through the CLI (``slurm-gpu prolog|epilog``, click loaded), a third round of the stream;
 - the same use cases in-process (``NodeAgent.prepare``/``release``) without interpreter start-up;
@@ -38,22 +38,23 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 FAKE_SCONTROL = """#!/bin/sh
-# Answers like scontrol 24.11 (JSON job reads) for the benchmark; jobs come from a file of
-# "id profile count slices".
+# Answers like scontrol 24.11 under count admission (JSON job reads) for the benchmark; jobs come from a
+# file of "id profile count slices". The node's counts promise exactly the instances of the job the bench
+# runs now (named in the file "current": Slurm tools run with a minimal environment), nothing allocated
+# yet; updates of the counts are accepted and forgotten.
 case "$1 $2" in
   "--version ") echo "slurm 24.11.1" ;;
   "show job")
     line=$(grep "^$4 " "{jobs}")
     set -- $line
     printf '{{"jobs":[{{"job_id":%s,"job_state":["RUNNING"],"user_id":%s,"nodes":"bench",' "$1" "{uid}"
-    printf '"admin_comment":"slurm-gpu:gpu:%s:%s","tres_per_node":"gres/mig:%s",' "$2" "$3" "$4"
-    printf '"gres_detail":["mig(CNT:%s)"]}}]}}\\n' "$4"
+    printf '"admin_comment":"slurm-gpu:gpu:%s:%s","tres_per_node":"gres/migp:%s:%s",' "$2" "$3" "$2" "$3"
+    printf '"gres_detail":["migp:%s(CNT:%s)"]}}]}}\\n' "$2" "$3"
     ;;
   "show node")
-    case "$3" in
-      --json*) printf '{{"nodes":[{{"name":"bench","features":[],"active_features":[]}}]}}\\n' ;;
-      *) printf 'NodeName=bench\\n   AvailableFeatures=\\n   ActiveFeatures=\\n' ;;
-    esac
+    line=$(grep "^$(cat {current}) " "{jobs}")
+    set -- $line
+    printf 'NodeName=bench Arch=x86_64\\n   Gres=migp:%s:%s\\n   GresUsed=migp:%s:0\\n' "$2" "$3" "$2"
     ;;
   *) ;;
 esac
@@ -105,12 +106,15 @@ def main() -> int:
     profiles = [("1g.10gb", 1, 1), ("2g.20gb", 1, 2), ("3g.40gb", 1, 4), ("1g.10gb", 2, 2)]
     jobs = [(1000 + n, *profiles[n % len(profiles)]) for n in range(args.jobs * 5)]
     jobs_file.write_text("".join(f"{j} {p} {c} {s}\n" for j, p, c, s in jobs))
-    (bindir / "scontrol").write_text(FAKE_SCONTROL.format(jobs=jobs_file, uid=os.getuid()))
-    (bindir / "scontrol").chmod(0o755)
+    current = tmp / "current"
+    (bindir / "scontrol").write_text(FAKE_SCONTROL.format(jobs=jobs_file, uid=os.getuid(), current=current))
+    (bindir / "squeue").write_text("#!/bin/sh\nexit 0\n")  # an empty pending queue
+    for tool in ("scontrol", "squeue"):
+        (bindir / tool).chmod(0o755)
     config = tmp / "config.yaml"
     config.write_text(f"version: 1\ndriver:\n  kind: sim\n  sim_state: {state}\n  sim_sandbox: {tmp / 'sb'}\n"
                       f"state_dir: {tmp / 'state'}\nslurm:\n  bin_dir: {bindir}\n"
-                      "admission:\n  mode: features\n")  # the stand-in scontrol speaks features
+                      "admission:\n  mode: counts\n")  # what slurm-gpu config ships
     sock = tmp / "run" / "hooks.sock"
     env = {"PATH": "/usr/bin:/bin", "SLURM_GPU_CONFIG": str(config), "SLURMD_NODENAME": "bench",
            "SLURM_JOB_UID": str(os.getuid()), "SLURM_JOB_GID": str(os.getgid()),
@@ -135,6 +139,7 @@ def main() -> int:
     served, first, by_cli, second, scripted = (jobs[k * n: (k + 1) * n] for k in range(5))
 
     def run_hook(cmd, name, job, **extra):
+        current.write_text(f"{job}\n")  # the job whose instances the stand-in's node counts promise
         return paired([*cmd, name], {**env, "SLURM_JOB_ID": str(job), **extra}, base_cmd, cwd=scratch)
 
     server = subprocess.Popen([*hook, "serve", "--socket", str(sock)], env=env, cwd=scratch,
@@ -164,10 +169,11 @@ def main() -> int:
     # In-process: the use cases alone, same stream.
     agent = NodeAgent("bench", open_driver("sim", sim_state=str(state)), Journal(str(tmp / "state")),
                       SlurmCli(str(bindir), env=env),
-                      AgentPolicy(admission="features", caps_dir=str(tmp / "sb/dev/nvidia-caps"),
+                      AgentPolicy(admission="counts", caps_dir=str(tmp / "sb/dev/nvidia-caps"),
                                   cgroup_root=None))
     def in_process(use_case, job, want):
         """(wall, CPU) of one use case call; CPU includes the stand-in scontrol it waited for."""
+        current.write_text(f"{job}\n")
         t0, c0 = time.perf_counter(), time.process_time() + _child_cpu()
         assert use_case(JobContext(str(job), os.getuid(), os.getgid())).action == want
         return time.perf_counter() - t0, time.process_time() + _child_cpu() - c0
