@@ -403,7 +403,14 @@ def node_features_from_json(doc: Mapping[str, Any], node: str) -> Tuple[Tuple[st
 # each field ends in the ASCII unit separator, which none of them can hold; width 0 prints whole values.
 _SEP = "\x1f"
 _SQUEUE_JOB_FIELDS = ("JobID", "State", "UserID", "NodeList", "tres-per-node", "admin_comment")
-SQUEUE_JOB_FORMAT = ",".join(f"{f}:0{_SEP}" for f in _SQUEUE_JOB_FIELDS[:-1]) + f",{_SQUEUE_JOB_FIELDS[-1]}:0"
+
+
+def _squeue_format(fields: Sequence[str]) -> str:
+    """``squeue --Format`` of ``fields``, whole values, each but the last ended by the unit separator."""
+    return ",".join(f"{f}:0{_SEP}" for f in fields[:-1]) + f",{fields[-1]}:0"
+
+
+SQUEUE_JOB_FORMAT = _squeue_format(_SQUEUE_JOB_FIELDS)
 _GRES_CHARS = re.compile(r"[A-Za-z0-9_:,./=()+-]*")
 _EMPTY = ("", "N/A", "(null)")
 
@@ -444,7 +451,7 @@ JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
 # The pending queue as count admission reads it (every array task on its own line): Slurm's own fields,
 # the admin comment (job_submit.lua's record) last, as above.
 _PENDING_FIELDS = ("JobArrayID", "PriorityLong", "Reason", "ReqNodes", "tres-per-node", "admin_comment")
-SQUEUE_PENDING_FORMAT = ",".join(f"{f}:0{_SEP}" for f in _PENDING_FIELDS[:-1]) + f",{_PENDING_FIELDS[-1]}:0"
+SQUEUE_PENDING_FORMAT = _squeue_format(_PENDING_FIELDS)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from typing import List, Mapping, Optional
 
 from slurm_gpu.core.errors import BadInputError, SlurmGpuError
 from slurm_gpu.core.vocab import Admission
-from slurm_gpu.testbed.files import publisher_script, wired_hooks, write_config
-from slurm_gpu.testbed.local import ensure_munge
+from slurm_gpu.testbed.files import wired_hooks, write_config
+from slurm_gpu.testbed.local import ensure_munge, start_publisher
 from slurm_gpu.testbed.spec import ClusterSpec, node_names, validate
 
 __all__ = ["CLUSTER_DIR", "spec_from_env", "main"]
@@ -78,18 +78,6 @@ def command(spec: ClusterSpec, args: List[str]) -> List[str]:
     raise BadInputError(_USAGE, part=" ".join(args))
 
 
-def _start_publisher(spec: ClusterSpec, node: str) -> None:
-    """The node's re-plan loop (count admission), beside the slurmd this entry becomes: it outlives a
-    controller not up yet (it retries every interval); the container's init reaps it."""
-    log = open(os.path.join(spec.dir, node, "publish.log"), "ab")  # noqa: SIM115 - the child keeps it
-    try:
-        subprocess.Popen(  # noqa: S603 - fixed argv
-            [publisher_script(spec), "--node", node, "--watch", str(spec.publish_interval_s)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    finally:
-        log.close()
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -99,7 +87,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         _install_munge_key(os.environ.get("SLURM_GPU_MUNGE_KEY"))
         ensure_munge()
         if args[0] == "compute" and spec.admission == Admission.COUNTS and wired_hooks(spec):
-            _start_publisher(spec, daemon[daemon.index("-N") + 1])
+            # beside the slurmd this entry becomes; the container's init reaps it
+            start_publisher(spec, daemon[daemon.index("-N") + 1])
     except (SlurmGpuError, subprocess.CalledProcessError, OSError) as exc:
         print(f"slurm-gpu container: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, BadInputError) else 1

@@ -23,6 +23,7 @@ from slurm_gpu.testbed.files import publisher_script, wired_hooks, write_config
 from slurm_gpu.testbed.spec import ClusterSpec, node_names, validate
 
 __all__ = ["up", "down", "status", "processes", "node_states", "wait_idle", "ensure_munge", "ensure_users",
+           "start_publisher",
            "TEST_USERS"]
 
 TEST_USERS = ("sgtest1", "sgtest2")
@@ -148,18 +149,24 @@ def _publisher_pid_file(spec: ClusterSpec, node: str) -> str:
 
 def _start_publishers(spec: ClusterSpec) -> None:
     """One ``slurm-gpu publish --watch`` per node (what the systemd unit slurm-gpu-publish runs on a real
-    node): new demand reaches idle nodes within ``publish_interval_s``. It runs where the hooks run (inside
-    the root of a rooted cluster, on that version's Slurm tools and the root's python3)."""
+    node): new demand reaches idle nodes within ``publish_interval_s``."""
     for node in node_names(spec):
-        log = open(os.path.join(spec.dir, node, "publish.log"), "ab")  # noqa: SIM115 - the child keeps it
-        args = [publisher_script(spec), "--node", node, "--watch", str(spec.publish_interval_s)]
-        try:
-            proc = subprocess.Popen(  # noqa: S603 - fixed argv
-                rooted.command(spec, args), env=spec.env(), stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True)
-        finally:
-            log.close()
-        atomic_write(_publisher_pid_file(spec, node), f"{proc.pid}\n", mode=0o644)
+        atomic_write(_publisher_pid_file(spec, node), f"{start_publisher(spec, node)}\n", mode=0o644)
+
+
+def start_publisher(spec: ClusterSpec, node: str) -> int:
+    """Start ``node``'s re-plan loop in its own session, log in ``<node>/publish.log``; returns its pid. It
+    runs where the hooks run (inside the root of a rooted cluster, on that version's Slurm tools and the
+    root's python3) and retries every interval while the controller does not answer."""
+    log = open(os.path.join(spec.dir, node, "publish.log"), "ab")  # noqa: SIM115 - the child keeps it
+    args = [publisher_script(spec), "--node", node, "--watch", str(spec.publish_interval_s)]
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            rooted.command(spec, args), env=spec.env(), stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        log.close()
+    return proc.pid
 
 
 def _stop_publishers(spec: ClusterSpec) -> None:
