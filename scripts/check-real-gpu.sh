@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Check slurm-gpu against a real MIG GPU, read-only, in under three minutes:
-#   inventory, --check-catalog (NVML's profile and placement tables vs the catalog), the real-driver
+#   inventory, --check-catalog (NVML's profile and placement tables vs the catalog), the probe (every
+#   read-only NVML answer MIG depends on, error codes included), NVML call latency, the real-driver
 #   contract tests, and one JSON file of what was seen, to commit as a fixture.
 # It never changes the GPU: no MIG mode change, no GPU or compute instance created or destroyed, no reset.
 # Usage: scripts/check-real-gpu.sh [OUT.json]     (default: tests/fixtures/real-gpu/<host>-<date>.json)
@@ -44,6 +45,32 @@ for g in doc.get("gpus", []):
 sys.exit(1 if bad else 0)
 PYEOF
 
+echo "== probe (every read-only NVML answer about MIG) and NVML latency"
+timeout "$(left)" "$PY" -m slurm_gpu inventory --driver nvml --probe --json >"$work/probe.json" \
+    2>"$work/probe.err" || { status=1; cat "$work/probe.err"; }
+timeout "$(left)" "$PY" - "$work/latency.json" <<'PYEOF' || status=1
+import json, sys, time
+t0 = time.perf_counter()
+import pynvml  # noqa: F401
+from slurm_gpu.devices.nvml import NvmlDriver
+ms = {"import_ms": (time.perf_counter() - t0) * 1e3}
+for round_ in ("first", "second"):  # a hook's whole read of the node, twice in one process
+    d, t = NvmlDriver(), time.perf_counter()
+    gpus = d.gpus()
+    ms[f"{round_}_init_and_gpus_ms"] = (time.perf_counter() - t) * 1e3
+    t = time.perf_counter()
+    for g in gpus:
+        d.read_profiles(g.index)
+    ms[f"{round_}_profiles_ms"] = (time.perf_counter() - t) * 1e3
+    t = time.perf_counter()
+    d.instances()
+    ms[f"{round_}_instances_ms"] = (time.perf_counter() - t) * 1e3
+    d.close()
+ms["gpus"] = len(gpus)
+json.dump({k: round(v, 2) if isinstance(v, float) else v for k, v in ms.items()}, open(sys.argv[1], "w"))
+print(" ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in ms.items()))
+PYEOF
+
 echo "== nvidia-smi mig -lgip / -lgipp (read-only listings)"
 timeout 20 nvidia-smi mig -lgip >"$work/lgip.txt" 2>&1 || true
 timeout 20 nvidia-smi mig -lgipp >"$work/lgipp.txt" 2>&1 || true
@@ -65,13 +92,16 @@ def text(name):
         return open(os.path.join(work, name), encoding="utf-8", errors="replace").read()
     except OSError:
         return ""
-try:
-    inventory = json.loads(text("inventory.json"))
-except ValueError:
-    inventory = None
+def parse(name):
+    try:
+        return json.loads(text(name))
+    except ValueError:
+        return None
+inventory = parse("inventory.json")
 doc = {"schema": "slurm-gpu.real-gpu-check/v1", "taken": datetime.datetime.now().astimezone().isoformat(),
        "read_only": True, "agreed": status == 0, "nvidia_smi_query": text("query.csv").splitlines(),
        "inventory": inventory, "lgip": text("lgip.txt"), "lgipp": text("lgipp.txt"),
+       "probe": parse("probe.json"), "nvml_latency": parse("latency.json"),
        "contract_tests": text("pytest.txt").splitlines()[-5:]}
 with open(out, "w", encoding="utf-8") as fh:
     json.dump(doc, fh, indent=1)

@@ -35,7 +35,8 @@ def collect(driver: Any, check_catalog: bool = False) -> Dict[str, Any]:
             if inst.gpu_index == gpu.index
         ]
         if check_catalog:
-            differs = driver.check_catalog(gpu.index) if gpu.model and gpu.mig_current else []
+            # NVML answers the profile table with MIG off too (tests/fixtures/real-gpu/), so check either way.
+            differs = driver.check_catalog(gpu.index) if gpu.model else []
             entry["catalog_differences"] = [d.to_dict() for d in differs]
         gpus.append(entry)
     return {"gpus": gpus}
@@ -44,8 +45,11 @@ def collect(driver: Any, check_catalog: bool = False) -> Dict[str, Any]:
 @click.command("inventory")
 @driver_options
 @click.option("--check-catalog", is_flag=True, help="Also compare NVML's MIG profiles with the catalog.")
+@click.option("--probe", "probe_driver", is_flag=True,
+              help="Record every read-only NVML answer MIG depends on (error codes too); changes nothing.")
 @json_option
-def cmd(driver_kind: Optional[str], sim_state: Optional[str], check_catalog: bool, as_json: bool) -> None:
+def cmd(driver_kind: Optional[str], sim_state: Optional[str], check_catalog: bool, probe_driver: bool,
+        as_json: bool) -> None:
     """List this node's GPUs (index, UUID, model, MIG mode) and MIG instances.
 
     Instances are listed with their GPU instance and compute instance ids (gi_id, ci_id), profile,
@@ -58,7 +62,12 @@ def cmd(driver_kind: Optional[str], sim_state: Optional[str], check_catalog: boo
       slurm-gpu inventory
       slurm-gpu inventory --json | jq -r '.gpus[].instances[].mig_uuid'
       slurm-gpu inventory --sim-state /tmp/node.json --check-catalog
+      slurm-gpu inventory --driver nvml --probe --json > probe-$(hostname).json
     """
+    if probe_driver:
+        with get_context().driver(driver_kind, sim_state) as driver:
+            _show_probe(driver.probe(), as_json)
+        return
     with get_context().driver(driver_kind, sim_state) as driver:
         data = collect(driver, check_catalog)
     if as_json:
@@ -103,6 +112,46 @@ def cmd(driver_kind: Optional[str], sim_state: Optional[str], check_catalog: boo
                 f"catalog differs: GPU {d['gpu_index']} ({d['model']}) profile id {d['profile_id']}: "
                 f"{d['field']} catalog={d['catalog']!r} nvml={d['nvml']!r}"
             )
+
+
+def _show_probe(record: Dict[str, Any], as_json: bool) -> None:
+    from slurm_gpu.core.catalog import load_catalog
+    from slurm_gpu.core.errors import UnknownModelError
+    from slurm_gpu.devices.catalogcheck import catalog_differences
+    from slurm_gpu.devices.probe import profiles_of
+
+    catalog = load_catalog()
+
+    differences: List[Dict[str, Any]] = []
+    rows = []
+    for gpu in record.get("gpus", ()):
+        name = gpu.get("name", {}).get("value", "")
+        pci = gpu.get("pci", {}).get("value", {}).get("pci_device_id", "")
+        try:
+            model = catalog.recognise(name, pci)
+        except UnknownModelError:
+            model = None
+        key = gpu["model"] = model.key if model else None
+        profiles = profiles_of(gpu)
+        if model is not None and profiles:
+            differences += [d.to_dict() for d in catalog_differences(gpu["index"], model, profiles)]
+        rows.append((gpu["index"], name, key or "-", _answer(gpu.get("mig_mode")), len(profiles),
+                     _answer(gpu.get("max_mig_device_count"))))
+    record["catalog_differences"] = differences
+    if as_json:
+        emit_json("inventory.probe", record)
+        return
+    click.echo(f"driver {_answer(record.get('driver_version'))}")
+    emit_table(["GPU", "NAME", "MODEL", "MIG_MODE", "PROFILES_ANSWERED", "MAX_MIG_DEVICES"], rows)
+    for d in differences:
+        click.echo(f"catalog differs: GPU {d['gpu_index']} ({d['model']}) profile id {d['profile_id']}: "
+                   f"{d['field']} catalog={d['catalog']!r} nvml={d['nvml']!r}")
+
+
+def _answer(answer: Any) -> str:
+    if not isinstance(answer, dict):
+        return "-"
+    return str(answer["value"]) if "value" in answer else str(answer.get("error"))
 
 
 def _cell(value: Any) -> str:

@@ -159,7 +159,8 @@ class NvmlDriver:
     # ------------------------------------------------------------------ profiles
 
     def read_profiles(self, gpu_index: int) -> List[NvmlProfile]:
-        """GPU-instance profiles NVML offers on this GPU (empty where MIG is off or unsupported)."""
+        """GPU-instance profiles NVML offers on this GPU (empty where unsupported; with MIG off, what the
+        driver says: 580 on an H200 answers the whole table, tests/fixtures/real-gpu/)."""
         cached = self._profiles.get(gpu_index)
         if cached is not None:
             return list(cached)
@@ -231,7 +232,16 @@ class NvmlDriver:
         gpu = self._gpu(gpu_index)
         if gpu.model is None:
             return [CatalogDifference(gpu_index, gpu.name, None, "model", None, gpu.name)]
-        return catalog_differences(gpu_index, load_catalog().model(gpu.model), self.read_profiles(gpu_index))
+        offered = self.read_profiles(gpu_index)
+        if not offered and not gpu.mig_current:
+            return []  # a driver that answers the table only in MIG mode: nothing to compare yet
+        return catalog_differences(gpu_index, load_catalog().model(gpu.model), offered)
+
+    def probe(self) -> Dict[str, Any]:
+        """Every read-only NVML answer about MIG on this node, error codes kept (``devices.probe``)."""
+        from slurm_gpu.devices.probe import probe
+
+        return probe(self._nv, self._minors.path or "")
 
     # ------------------------------------------------------------------ instances
 

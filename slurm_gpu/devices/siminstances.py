@@ -51,7 +51,7 @@ def _gi_profile_info(profile: Profile, version: int) -> Any:
     info.sliceCount = profile.compute_slices
     info.instanceCount = profile.max_instances
     info.multiprocessorCount = profile.multiprocessors or 0
-    info.copyEngineCount = profile.compute_slices
+    info.copyEngineCount = profile.compute_slices  # the media engines are not modelled (0)
     info.memorySizeMB = profile.usable_memory_mib
     if version == 2:
         info.name = f"MIG {profile.name}".encode("ascii")
@@ -71,7 +71,6 @@ class InstanceCalls(SimCalls):
             fail(nv.NVML_ERROR_FUNCTION_NOT_FOUND)
         if not 0 <= profile < nv.NVML_GPU_INSTANCE_PROFILE_COUNT:
             fail(nv.NVML_ERROR_INVALID_ARGUMENT)
-        self._require_mig(gpu)
         for p in model_of(gpu).profiles:
             if p.nvml_profile_index == profile:
                 return _gi_profile_info(p, version)
@@ -82,7 +81,6 @@ class InstanceCalls(SimCalls):
     @nvml_call
     def nvmlDeviceGetGpuInstanceProfileInfoById(self, handle: Any, profileId: int) -> Any:  # noqa: N803
         gpu = device(self._body(), handle)
-        self._require_mig(gpu)
         return _gi_profile_info(profile_by_id(gpu, profileId), 2)
 
     nvmlDeviceGetGpuInstanceProfileInfoByIdV = nvmlDeviceGetGpuInstanceProfileInfoById
@@ -119,7 +117,6 @@ class InstanceCalls(SimCalls):
         body = self._body()
         self._require_root(body)
         gpu = device(body, handle)
-        self._require_mig(gpu)
         return remaining_capacity(gpu, profile_by_id(gpu, profileId))
 
     # ------------------------------------------------------------------ GPU instances
@@ -176,7 +173,6 @@ class InstanceCalls(SimCalls):
         body = self._body()
         self._require_root(body)
         gpu = device(body, handle)
-        self._require_mig(gpu)
         profile_by_id(gpu, profileId)
         if gpuInstancesRef is None:
             fail(nv.NVML_ERROR_INVALID_ARGUMENT)

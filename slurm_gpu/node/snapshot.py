@@ -86,11 +86,12 @@ def read_snapshot(driver: Driver, journal: JournalStore, catalog: Catalog, enabl
     for g in gpus:
         assert g.model is not None
         model = catalog.model(g.model)
-        if g.mig_current:
-            # A GPU not in MIG mode has no table to read: the catalog's stands in until it is switched on.
-            if g.model not in cache:
-                cache[g.model] = model.with_driver_profiles(driver.read_profiles(g.index))
-            model = cache[g.model]
+        if g.model not in cache:
+            offered = driver.read_profiles(g.index)
+            if offered or g.mig_current:
+                cache[g.model] = model.with_driver_profiles(offered)
+            # else a driver that answers the table only in MIG mode: the catalog's stands in until then
+        model = cache.get(g.model, model)
         models[g.index] = model
         enabled[g.index] = bool(g.mig_current) or (enable_mig_mode and not model.mode_change_requires_reset)
     instances = tuple(driver.instances()) if gpus else ()

@@ -66,8 +66,8 @@ def test_profiles_and_placements(driver):
     checked = 0
     for g in driver.gpus():
         profiles = driver.read_profiles(g.index)
-        if not g.mig_current:
-            continue
+        if not g.mig_current and not profiles:
+            continue  # drivers answer the table with MIG off (580 on H200 does), not every one must
         assert profiles, f"MIG is on for GPU {g.index} but NVML offers no profile"
         assert len({p.profile_id for p in profiles}) == len(profiles)
         indices = [p.nvml_profile_index for p in profiles]
@@ -90,7 +90,7 @@ def test_profiles_and_placements(driver):
                 print(f"GPU {g.index} catalog differences: {[str(d) for d in differences]}")
         checked += 1
     if checked == 0:
-        pytest.skip("no GPU with MIG enabled")
+        pytest.skip("no GPU whose driver offers a MIG profile table")
 
 
 def test_instances_listing(driver):
