@@ -77,12 +77,15 @@ class FakeGresSlurm(FakeSlurm):
         self.on_update: Optional[Any] = None
         self.updates: List[str] = []
 
-    def add_typed(self, job_id: int, profile: str, count: int = 1, state: str = "RUNNING") -> None:
+    def add_typed(self, job_id: int, profile: str, count: int = 1, state: str = "RUNNING",
+                  request: Optional[str] = None) -> None:
+        """A job allocated ``count`` of type ``profile`` (a profile or an alias such as ``20gb``) on the
+        node; ``request`` is what job_submit.lua recorded (default ``gpu:<profile>:<count>``)."""
         from slurm_gpu.core.target import gres_type
 
         tres = f"gres:migp:{gres_type(profile)}:{count}"
-        self.jobs[job_id] = JobInfo(job_id, state, (), 1000, (self.node,), f"slurm-gpu:gpu:{profile}:{count}",
-                                    tres)
+        recorded = request or f"gpu:{profile}:{count}"
+        self.jobs[job_id] = JobInfo(job_id, state, (), 1000, (self.node,), f"slurm-gpu:{recorded}", tres)
 
     def node_gres(self, node: str) -> Tuple[Tuple[GresCount, ...], Tuple[GresCount, ...]]:
         used: Dict[str, int] = dict(self.used_extra)

@@ -12,8 +12,9 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
+from slurm_gpu.core.aliases import cluster_aliases
 from slurm_gpu.core.errors import BadInputError
 from slurm_gpu.core.vocab import ADMISSION_MODES, DEFAULT_ADMISSION, Admission
 from slurm_gpu.slurm.parse import AWAIT_MARK, expand_hostlist
@@ -197,6 +198,7 @@ def job_submit_context(inventory: Inventory, admission: str = DEFAULT_ADMISSION,
         "max_count": max_count,
         "profiles": dict(sorted(profiles.items())),
         "whole": whole,
+        "aliases": cluster_aliases(_dynamic_models(inventory)),
         "memory": list(memory.values()),
         "tolerance": MEMORY_TOLERANCE,
         "static_types": static_types,
@@ -208,19 +210,30 @@ def job_submit_context(inventory: Inventory, admission: str = DEFAULT_ADMISSION,
     }
 
 
-def migp_counts(group: NodeGroup) -> Dict[str, Any]:
-    """Count admission of a dynamic group: every profile's gres type with its count on an idle node (the
-    target ``core.target.choose_target`` publishes with no demand), the most each could reach, and the
-    constant total (the most instances the GPUs hold) that ``PAD_TYPE`` makes up."""
+def _dynamic_models(inventory: Inventory) -> List[Any]:
+    """The dynamic-MIG models of the cluster, in the order job_submit.lua lists them (first seen)."""
+    models: Dict[str, Any] = {}
+    for group in inventory.dynamic:
+        for model in group.gpus:
+            models.setdefault(model.key, model)
+    return list(models.values())
+
+
+def migp_counts(group: NodeGroup, aliases: Sequence[str] = ()) -> Dict[str, Any]:
+    """Count admission of a dynamic group: every profile's gres type, and each of the cluster's
+    ``aliases`` (``core.aliases``) that means one profile on the group's GPUs, with its count on an idle
+    node (the target ``core.target.choose_target`` publishes with no demand), the most each could reach,
+    and the constant total (the most instances the GPUs hold) that ``PAD_TYPE`` makes up."""
     from slurm_gpu.core.features import node_max_counts
     from slurm_gpu.core.geometry import GpuState, NodeState
-    from slurm_gpu.core.target import PAD_TYPE, choose_target, gres_type, node_profiles, total_slots
+    from slurm_gpu.core.target import PAD_TYPE, choose_target, gres_type, node_types, total_slots
 
     node = NodeState.of(GpuState(i, m) for i, m in enumerate(group.gpus))
     idle = choose_target(node, {}, [])
     total = total_slots(node)
     most = node_max_counts(group.gpus)
-    types = [{"type": gres_type(p), "count": idle.get(p, 0), "max": most[p]} for p in node_profiles(node)]
+    types = [{"type": gres_type(t), "count": idle.get(t, 0), "max": most[p]}
+             for t, p in sorted(node_types(node, aliases).items())]
     return {"types": types, "total": total, "pad": total - sum(idle.values()), "pad_type": PAD_TYPE}
 
 
@@ -231,12 +244,13 @@ def _context(inventory: Inventory, options: Options) -> Dict[str, Any]:
         raise BadInputError(f"admission must be one of {', '.join(ADMISSION_MODES)}, "
                             f"not {options.admission!r}", part=options.admission)
     counts = options.admission == Admission.COUNTS
+    aliases = sorted(set(cluster_aliases(_dynamic_models(inventory)).values()))
     groups = []
     for g in inventory.groups:
         groups.append({
             "g": g,
             "features": _site_features(g) if counts else node_features(g, inventory.max_count_per_node),
-            "migp": migp_counts(g) if counts and g.mode == "dynamic" else None,
+            "migp": migp_counts(g, aliases) if counts and g.mode == "dynamic" else None,
             "static": [{"type": g.static_type(d), "files": d.files(g.dev_dir or options.dev_dir)}
                        for d in g.static_devices],
         })
@@ -284,8 +298,9 @@ def _placeholder(inventory: Inventory, options: Options) -> Optional[Dict[str, A
         nodes = sum(len(expand_hostlist(g.names)) for g in dynamic)
         name = f"{name}[1-{nodes}]" if nodes > 1 else name
         most: Dict[str, int] = {}
+        aliases = sorted(set(cluster_aliases(_dynamic_models(inventory)).values()))
         for g in dynamic:
-            for t in migp_counts(g)["types"]:
+            for t in migp_counts(g, aliases)["types"]:
                 most[t["type"]] = max(most.get(t["type"], 0), t["max"])
         features: List[str] = []
         gres = ",".join(f"migp:{t}:{n}" for t, n in sorted(most.items()))

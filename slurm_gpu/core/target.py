@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Sequence, Set, Tuple
 
+from slurm_gpu.core.aliases import alias_profile, is_alias_type
 from slurm_gpu.core.errors import NoFitError
 from slurm_gpu.core.features import feature_token, profile_from_token
 from slurm_gpu.core.planner import fits_counts, plan_counts
@@ -39,8 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from slurm_gpu.core.planner import PlannedInstance, Slots
 
 __all__ = ["GRES_NAME", "PAD_TYPE", "total_slots", "held", "outstanding", "consistent", "choose_target",
-           "choose_target_slots", "held_slots", "place", "place_slots", "lowered", "gres_type",
-           "profile_of_type", "node_profiles"]
+           "choose_typed_target", "choose_target_slots", "held_slots", "place", "place_slots", "lowered",
+           "gres_type", "profile_of_type", "node_profiles", "node_types", "by_profile"]
 
 GRES_NAME = "migp"  # the typed count-only gres: one type per profile, no device files
 # The type no job asks for: it pads a node's migp total to a constant (``total_slots``), so slurmd's count at
@@ -54,17 +55,40 @@ def total_slots(node: NodeState) -> int:
 
 
 def gres_type(profile_name: str) -> str:
-    """The gres type of a profile (``1g.10gb+me`` -> ``1g.10gb_me``: Slurm type names take no ``+``)."""
-    return feature_token(profile_name)
+    """The gres type of a profile (``1g.10gb+me`` -> ``1g.10gb_me``: Slurm type names take no ``+``); an
+    alias (``20gb``, ``whole``) is its own."""
+    return profile_name if is_alias_type(profile_name) else feature_token(profile_name)
 
 
 def profile_of_type(type_name: str) -> str:
-    return profile_from_token(type_name)
+    """The profile (or alias) name of a gres type: :func:`gres_type` undone."""
+    return type_name if is_alias_type(type_name) else profile_from_token(type_name)
 
 
 def node_profiles(node: NodeState) -> Tuple[str, ...]:
     """Every profile name of the node's models (the gres types it declares), sorted."""
     return tuple(sorted({p.name for g in node.gpus for p in g.model.profiles}))
+
+
+def node_types(node: NodeState, aliases: Iterable[str] = ()) -> Dict[str, str]:
+    """Type -> profile for the node: each profile of its models (named as itself) and each of ``aliases``
+    (``core.aliases``: ``20gb``, ``whole``) that means one profile on its GPUs."""
+    out = {p: p for p in node_profiles(node)}
+    models = list({id(g.model): g.model for g in node.gpus}.values())
+    for name in aliases:
+        profile = None if name in out else alias_profile(name, models)
+        if profile is not None:
+            out[name] = profile
+    return out
+
+
+def by_profile(counts: Mapping[str, int], types: Mapping[str, str]) -> Dict[str, int]:
+    """Counts per type summed per profile (types the node has no profile for are left out)."""
+    out: Dict[str, int] = {}
+    for name, n in counts.items():
+        if name in types:
+            out[types[name]] = out.get(types[name], 0) + n
+    return out
 
 
 def held(node: NodeState) -> Dict[str, int]:
@@ -103,6 +127,32 @@ def choose_target(node: NodeState, claims: Mapping[str, int], demand: Sequence[T
     models = [g.model for g in node.gpus]
     return _choose(lambda extra: fits_counts(node, extra), held(node), set(node_profiles(node)),
                    _base_largest_first(models), claims, demand, fill)
+
+
+def choose_typed_target(node: NodeState, alloc: Mapping[str, int], demand: Sequence[Tuple[str, int]],
+                        types: Mapping[str, str], fill: bool = True) -> Dict[str, int]:
+    """:func:`choose_target` per gres type (``types``: :func:`node_types`), aliases included: every type
+    keeps what Slurm allocated of it (``alloc``), instances Slurm counts under no type stay with their
+    profile's own, allocations with no instance yet must fit (:class:`NoFitError` otherwise), then the
+    ``(type, count)`` demand and the fill. Promised slots of every type fit together, per profile."""
+    have = held(node)
+    allocated = by_profile(alloc, types)
+    claims = {p: n - have.get(p, 0) for p, n in allocated.items() if n > have.get(p, 0)}
+    if claims and not fits_counts(node, claims):
+        raise NoFitError(f"allocated instances {claims} no longer fit on the node")
+    base = {t: n for t, n in alloc.items() if t in types and n > 0}
+    for p, n in have.items():
+        if n > allocated.get(p, 0):
+            base[p] = base.get(p, 0) + n - allocated.get(p, 0)
+
+    def fits(extra: Dict[str, int]) -> bool:
+        need = dict(claims)
+        for p, n in by_profile(extra, types).items():
+            need[p] = need.get(p, 0) + n
+        return fits_counts(node, need)
+
+    models = [g.model for g in node.gpus]
+    return _choose(fits, base, set(types), _base_largest_first(models), {}, demand, fill)
 
 
 def choose_target_slots(model: GpuModel, gpus: Sequence[Slots], claims: Mapping[str, int],

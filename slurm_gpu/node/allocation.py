@@ -57,7 +57,7 @@ def check_allocation(req: MigRequest, slices: int, typed: Mapping[str, int], mos
     match the request (None if it does). ``most`` raises the upper bound for requests resolved per model
     (memory sizes)."""
     if typed:
-        return check_typed_allocation(req, typed, node)
+        return check_typed_allocation(req, typed, node, here)
     have = [m.profile(req.profile) for m in here if m.has_profile(req.profile)]
     if not have:
         return f"profile {req.profile} does not exist on the GPUs of {node}"
@@ -73,13 +73,17 @@ def check_allocation(req: MigRequest, slices: int, typed: Mapping[str, int], mos
     return None
 
 
-def check_typed_allocation(req: MigRequest, typed: Mapping[str, int], node: str) -> Optional[str]:
-    """Count admission: Slurm must have allocated exactly ``migp:<profile>:<count>`` of the request's
-    (resolved) profile on this node, nothing of another profile."""
+def check_typed_allocation(req: MigRequest, typed: Mapping[str, int], node: str,
+                           here: Sequence[GpuModel] = ()) -> Optional[str]:
+    """Count admission: Slurm must have allocated exactly ``count`` of one type that means the request's
+    (resolved) profile on this node: the profile's own (``migp:<profile>:<count>``) or, on a mixed-model
+    cluster, an alias that resolves to it here (``migp:20gb``, ``migp:whole``; ``core.aliases``)."""
+    from slurm_gpu.core.aliases import alias_profile
     from slurm_gpu.core.target import GRES_NAME, gres_type
 
-    want = {gres_type(req.profile): req.count}
-    if dict(typed) != want:
-        got = ",".join(f"{GRES_NAME}:{t}:{n}" for t, n in sorted(typed.items()))
+    kind, n = next(iter(typed.items())) if len(typed) == 1 else (None, 0)
+    if kind is None or n != req.count or (kind != gres_type(req.profile)
+                                          and alias_profile(kind, here) != req.profile):
+        got = ",".join(f"{GRES_NAME}:{t}:{c}" for t, c in sorted(typed.items()))
         return f"Slurm allocated {got} on {node} but the request is {req.count}x{req.profile}"
     return None

@@ -18,11 +18,12 @@ from slurm_gpu.core.planner import capacity, plan
 from slurm_gpu.core.target import (
     GRES_NAME,
     PAD_TYPE,
-    choose_target,
+    by_profile,
+    choose_typed_target,
     gres_type,
     held,
     lowered,
-    node_profiles,
+    node_types,
     place,
     profile_of_type,
     total_slots,
@@ -115,14 +116,19 @@ class CountPublisher:
     def _read(self, node: str, state: NodeState) -> _View:
         configured, used = self.slurm.node_gres(node)
         alloc = _typed(used)
+        promised = _typed(configured)
+        # The node's types: its profiles and the aliases Slurm knows for it (slurm.conf lists them: a
+        # mixed-model cluster's memory sizes and whole GPUs, core.aliases), each meaning one profile here.
+        types = node_types(state, [*promised, *alloc])
         # After `scontrol reconfigure` or a slurmctld restart, Slurm 22.05 was seen counting fewer migp
         # allocated than the running jobs hold (2 jobs, GresUsed 1): it is published that much lower, so
-        # that what Slurm sees free stays exactly the promise.
-        under = {p: n - alloc.get(p, 0) for p, n in held(state).items() if n > alloc.get(p, 0)}
-        promised = _typed(configured)
+        # that what Slurm sees free stays exactly the promise. Instances count per profile, whatever type
+        # their jobs asked for; the difference stays with the profile's own type.
+        allocated = by_profile(alloc, types)
+        under = {p: n - allocated.get(p, 0) for p, n in held(state).items() if n > allocated.get(p, 0)}
         for p, n in under.items():
             promised[p] = promised.get(p, 0) + n
-        return _View([g for g in configured if g.name != GRES_NAME], promised, alloc, under)
+        return _View([g for g in configured if g.name != GRES_NAME], promised, alloc, under, types)
 
     def publish(self, node: str, state: NodeState) -> Tuple[str, ...]:
         view = self._read(node, state)
@@ -134,10 +140,8 @@ class CountPublisher:
     def _publish(self, node: str, state: NodeState, view: _View,
                  demand: List[Tuple[str, int]]) -> Dict[str, int]:
         current = view.promised
-        have = held(state)
         for _ in range(_REPLANS):
-            claims = {p: n - have.get(p, 0) for p, n in view.alloc.items() if n > have.get(p, 0)}
-            target = self._target(state, claims, demand)
+            target = self._target(state, view.alloc, demand, view.types)
             if _same(current, target):
                 return current
             low = lowered(current, target)
@@ -163,32 +167,34 @@ class CountPublisher:
         waits again. Decided on Slurm's fields and our admin-comment record only."""
         free = {p: n - alloc.get(p, 0) for p, n in counts.items()}
         for job in queue:
-            request = parse_admin_comment(job.admin_comment)
             waiting = AWAIT_MARK in job.admin_comment.split() or job.reason == BAD_CONSTRAINTS
-            if not (job.held and waiting and request and node in job.req_nodes):
+            if not (job.held and waiting and parse_admin_comment(job.admin_comment)
+                    and node in job.req_nodes):
                 continue
-            if free.get(request.profile, 0) >= request.count:
-                free[request.profile] -= request.count
+            # What Slurm will allocate: the type job_submit.lua set (a profile's, or an alias of one).
+            asked = _profile_counts(parse_gres_counts(job.tres_per_node))
+            if len(asked) == 1 and free.get(asked[0][0], 0) >= asked[0][1]:
+                free[asked[0][0]] -= asked[0][1]
                 try:
                     self.slurm.release(job.job_id, job.admin_comment)
                 except SlurmError:
                     continue  # released meanwhile (another of its nodes), or gone: the next publish sees
                 self.released += 1
 
-    def _target(self, state: NodeState, claims: Dict[str, int],
-                demand: List[Tuple[str, int]]) -> Dict[str, int]:
+    def _target(self, state: NodeState, alloc: Dict[str, int], demand: List[Tuple[str, int]],
+                types: Dict[str, str]) -> Dict[str, int]:
         # The watch loop asks every few seconds with, mostly, the same node and queue: the last answer
         # is kept (the node state is a frozen value, compared whole).
-        key = (state, tuple(sorted(claims.items())), tuple(demand))
+        key = (state, tuple(sorted(alloc.items())), tuple(demand), tuple(sorted(types.items())))
         if self._last is None or self._last[0] != key:
-            self._last = (key, choose_target(state, claims, demand))
+            self._last = (key, choose_typed_target(state, alloc, demand, types))
         return dict(self._last[1])
 
     def _set(self, node: str, state: NodeState, view: _View, counts: Dict[str, int]) -> None:
         # Every profile of the node stays listed (0 when none is promised): the type list never changes;
         # the padding keeps the total what slurmd reports when it registers.
         typed = [GresCount(GRES_NAME, gres_type(p), max(counts.get(p, 0) - view.under.get(p, 0), 0))
-                 for p in node_profiles(state)]
+                 for p in sorted(view.types)]
         pad = total_slots(state) - sum(g.count for g in typed)
         self.slurm.set_gres(node, list(view.others) + typed + [GresCount(GRES_NAME, PAD_TYPE, max(pad, 0))])
         self.updates += 1
@@ -197,17 +203,20 @@ class CountPublisher:
         return None  # a claim fills a promised slot: the counts stay what they are
 
     def place(self, node: str, state: NodeState, profile: str, count: int) -> Tuple[PlannedInstance, ...]:
-        return place(state, self._read(node, state).promised, profile, count)
+        view = self._read(node, state)
+        return place(state, by_profile(view.promised, view.types), profile, count)
 
 
 class _View(NamedTuple):
-    """One read of the node's gres: the other gres names, the counts as promised (published plus what
-    Slurm undercounts), Slurm's allocated counts, and the undercount per profile."""
+    """One read of the node's gres: the other gres names, per type the counts as promised (published plus
+    what Slurm undercounts) and Slurm's allocations, the undercount per profile, and the node's types
+    (type -> the profile it means here)."""
 
     others: List[GresCount]
     promised: Dict[str, int]
     alloc: Dict[str, int]
     under: Dict[str, int]
+    types: Dict[str, str]
 
 
 def publisher_for(slurm: SlurmAdapter, admission: str, max_count_per_node: int,

@@ -69,7 +69,7 @@ def test_profile_forms_of_22_05_and_24_11(tmp_path, text):
 
 def test_count_admission_asks_for_the_typed_count_and_keeps_the_constraint(tmp_path):
     cases = [("gres:gpu:3g.40gb:2", None), ("gres/gpu:1g.10gb+me", "ib"), ("gpu:2", None), ("gpu:20gb", None),
-             ("gres:migp:1g.10gb:1", None), ("gres:gpu:9g.1gb", None)]
+             ("migp:1g.10gb:1", None), ("gres:gpu:9g.1gb", None)]
     r = translate(tmp_path, _inventory(H100_NODES), cases, admission="counts")
     assert r[0] == {"tres": "gres:migp:3g.40gb:2", "constraint": None,
                     "admin_comment": "slurm-gpu:gpu:3g.40gb:2"}
@@ -102,10 +102,46 @@ def test_count_admission_holds_a_job_that_names_its_nodes(tmp_path, admission, r
     assert out == [str(held).lower(), "slurm-gpu-awaits-nodes"]
 
 
-def test_count_admission_refuses_a_size_that_means_two_profiles(tmp_path):
-    nodes = [{"names": "a1", "gpus": "H100-80GB:1"}, {"names": "b1", "gpus": "A100-40GB:1"}]
-    [r] = translate(tmp_path, _inventory(nodes), [("gpu:1", None)], admission="counts")
-    assert "different MIG profiles" in r["error"] and "7g.80gb" in r["error"]
+MIXED_NODES = [{"names": "a1", "gpus": "H100-80GB:1"}, {"names": "b1", "gpus": "A100-40GB:1"}]
+
+
+@pytest.mark.parametrize("request_,tres,recorded", [
+    ("gpu:1", "migp:whole:1", "gpu:1"),  # 7g.80gb on one model, 7g.40gb on the other
+    ("gpu:20gb:2", "migp:20gb:2", "gpu:20gb:2"),  # 1g.20gb / 3g.20gb
+    ("gpu:17gb", "migp:20gb:1", "gpu:17gb:1"),  # the same class: the same alias
+    ("gpu:mem=4G", "migp:5gb:1", "gpu:4g:1"),  # 1g.10gb / 1g.5gb
+    ("gpu:80gb", "migp:7g.80gb:1", "gpu:7g.80gb:1"),  # one model holds it: its profile
+    ("gpu:1g.10gb", "migp:1g.10gb:1", "gpu:1g.10gb:1"),  # a profile both models have
+])
+def test_count_admission_gives_a_request_of_several_profiles_an_alias(tmp_path, request_, tres, recorded):
+    [r] = translate(tmp_path, _inventory(MIXED_NODES), [(request_, None)], admission="counts")
+    assert (r["tres"], r["admin_comment"]) == (tres, f"slurm-gpu:{recorded}"), r
+
+
+def test_the_script_keys_every_size_as_the_aliases_do(tmp_path):
+    # job_submit.lua and core.aliases resolve sizes each in their own language: every whole GB agrees.
+    from slurm_gpu.core.aliases import candidates_key, cluster_aliases
+    from slurm_gpu.core.catalog import load_catalog
+    from slurm_gpu.core.errors import RequestError
+    from slurm_gpu.core.requests import parse_gres, resolve
+    from slurm_gpu.core.target import gres_type
+
+    nodes = [*MIXED_NODES, {"names": "c1", "gpus": "A30-24GB:1"}, {"names": "d1", "gpus": "H200-141GB:1"}]
+    models = [load_catalog().model(n["gpus"].split(":")[0]) for n in nodes]
+    aliases = cluster_aliases(models)
+    sizes = range(1, 142)
+    got = translate(tmp_path, _inventory(nodes), [(f"gpu:{gb}gb", None) for gb in sizes], admission="counts")
+
+    def means(gb, model):
+        try:
+            return resolve(parse_gres(f"gpu:{gb}gb")[0], model).name
+        except RequestError:
+            return None
+
+    for gb, r in zip(sizes, got):
+        key = candidates_key([means(gb, m) for m in models])
+        want = aliases[key] if "|" in key else gres_type(key)
+        assert r["tres"] == f"migp:{want}:1", (gb, key, r)
 
 
 def test_other_gres_kept_and_user_constraint_anded(tmp_path):

@@ -114,3 +114,36 @@ def test_counts_the_node_holds_more_of_are_inconsistent() -> None:
     assert target.total_slots(node) == 7
     assert target.gres_type("1g.10gb+me") == "1g.10gb_me"
     assert target.profile_of_type("1g.10gb_me") == "1g.10gb+me"
+
+
+# ---------------------------------------------------------------------------- alias types (mixed models)
+
+def test_an_alias_means_one_profile_per_node_or_none():
+    from slurm_gpu.core.aliases import alias_profile
+
+    h100, a100 = CATALOG.model("H100-80GB"), CATALOG.model("A100-40GB")
+    assert [alias_profile(t, [h100]) for t in ("5gb", "20gb", "40gb", "whole")] == \
+        ["1g.10gb", "1g.20gb", "3g.40gb", "7g.80gb"]
+    assert alias_profile("20gb", [h100, a100]) is None  # a node of both models: they disagree
+    assert alias_profile("80gb", [a100]) is None  # no A100-40GB profile holds it
+    assert alias_profile("3g.40gb", [h100]) is None  # a profile's type is no alias
+
+
+def test_typed_target_is_the_profile_target_when_no_alias_is_asked():
+    node = NodeState.empty(CATALOG.model("H100-80GB"), 2).place(0, "3g.40gb", 4)
+    types = target.node_types(node, ["20gb", "whole"])
+    for alloc, demand in [({}, []), ({"3g.40gb": 1}, [("1g.10gb", 3)]), ({"3g.40gb": 2}, [("2g.20gb", 2)])]:
+        have = target.held(node)
+        claims = {p: n - have.get(p, 0) for p, n in alloc.items() if n > have.get(p, 0)}
+        assert target.choose_typed_target(node, alloc, demand, types) == \
+            target.choose_target(node, claims, demand)
+
+
+def test_alias_and_profile_slots_are_promised_together():
+    node = NodeState.empty(CATALOG.model("A100-40GB"), 1)
+    types = target.node_types(node, ["20gb", "whole"])
+    counts = target.choose_typed_target(node, {}, [("20gb", 1), ("3g.20gb", 1), ("whole", 1)], types)
+    assert counts == {"20gb": 1, "3g.20gb": 1}  # two 3g.20gb slots fill the GPU: no whole one is left
+    assert target.consistent(target.by_profile(counts, types), node)
+    with pytest.raises(NoFitError):  # Slurm allocated more than fits: the claims must be kept, and cannot
+        target.choose_typed_target(node, {"20gb": 2, "whole": 1}, [], types)

@@ -16,14 +16,19 @@ from slurm_gpu.state.journal import Journal
 from tests.fakes import FakeGresSlurm
 
 
-@pytest.fixture
-def node(tmp_path):
+def _agent(tmp_path, model, slurm):
+    """A count-admission agent on node n1 of two simulated ``model`` GPUs, Slurm faked by ``slurm``."""
     state = str(tmp_path / "sim.json")
-    simstate.init_state(state, [("H100-80GB", 2)], sandbox=str(tmp_path / "sb"))
+    simstate.init_state(state, [(model, 2)], sandbox=str(tmp_path / "sb"))
     policy = AgentPolicy(release_wait_s=0.3, release_poll_s=0.05, cgroup_root=None, admission="counts",
                          caps_dir=str(tmp_path / "sb/dev/nvidia-caps"))
     journal = Journal(str(tmp_path / "state"), boot_id="b")
-    agent = NodeAgent("n1", open_driver("sim", sim_state=state), journal, FakeGresSlurm("n1"), policy)
+    return NodeAgent("n1", open_driver("sim", sim_state=state), journal, slurm, policy)
+
+
+@pytest.fixture
+def node(tmp_path):
+    agent = _agent(tmp_path, "H100-80GB", FakeGresSlurm("n1"))
     yield agent
     agent.driver.close()
 
@@ -144,3 +149,64 @@ def test_a_held_job_waits_while_the_node_cannot_publish_its_slots(node):
     node.slurm.pending = [_held(22, "1g.10gb", 1, ["n1"])]
     publish(node)
     assert node.slurm.released == []
+
+
+@pytest.fixture
+def a100_node(tmp_path):
+    """An A100-40GB node of a cluster that also has H100s: slurm.conf gives it the cluster's aliases."""
+    from slurm_gpu.slurm.parse import GresCount
+
+    slurm = FakeGresSlurm("n1")
+    slurm.gres = [GresCount("migp", t, 0) for t in ("5gb", "20gb", "40gb", "whole")]
+    agent = _agent(tmp_path, "A100-40GB", slurm)
+    yield agent
+    agent.driver.close()
+
+
+def _profiles(agent):
+    from slurm_gpu.core.catalog import load_catalog
+
+    model = load_catalog().model("A100-40GB")
+    return sorted(model.profile_by_id(i.profile_id).name for i in agent.driver.instances())
+
+
+def test_an_alias_follows_the_queue_and_means_this_models_profile(a100_node):
+    node = a100_node
+    node.slurm.pending = ["gres:migp:20gb:2"]  # gpu:20gb:2 on a cluster of H100s and A100-40GBs
+    publish(node)
+    counts = node.slurm.counts()
+    assert counts.get("20gb") == 2 and "3g.20gb" not in counts
+    assert sum(g.count for g in node.slurm.gres if g.name == "migp") == 14  # the constant total
+    node.slurm.pending = []
+    before = list(node.slurm.updates)
+    node.slurm.add_typed(7, "20gb", 2, request="gpu:17gb:2")
+    out = node.prepare(ctx(7))
+    assert out.action == "created", out
+    assert _profiles(node) == ["3g.20gb", "3g.20gb"]  # what gpu:17gb means on an A100-40GB
+    assert node.slurm.updates == before  # a start costs no update, under an alias too
+    assert node.release(ctx(7)).action == "released"
+    assert node.driver.instances() == []
+
+
+def test_whole_gpus_by_alias_and_profiles_share_the_node_exactly(a100_node):
+    node = a100_node
+    node.slurm.pending = ["gres:migp:whole:1", "gres:migp:1g.5gb:3"]
+    publish(node)
+    counts = node.slurm.counts()
+    assert counts.get("whole") == 1 and counts.get("1g.5gb", 0) >= 3
+    assert target.consistent({"7g.40gb": 1, "1g.5gb": counts["1g.5gb"]}, node.snapshot().state())
+    node.slurm.add_typed(1, "whole", 1, request="gpu:1")
+    node.slurm.add_typed(2, "1g.5gb", 3)
+    assert node.prepare(ctx(1)).action == "created"
+    assert node.prepare(ctx(2)).action == "created"
+    assert _profiles(node) == ["1g.5gb", "1g.5gb", "1g.5gb", "7g.40gb"]
+
+
+def test_an_alias_allocation_that_means_another_profile_is_refused(a100_node):
+    node = a100_node
+    node.slurm.pending = ["gres:migp:20gb:1"]
+    publish(node)
+    node.slurm.add_typed(3, "20gb", 1, request="gpu:1g.5gb:1")  # 20gb is 3g.20gb here, not 1g.5gb
+    out = node.prepare(ctx(3))
+    assert out.action != "created" and "migp:20gb:1" in out.message and "1x1g.5gb" in out.message, out
+    assert node.driver.instances() == []
