@@ -115,6 +115,8 @@ def cmd() -> None:
 )
 @click.option("--accounting", is_flag=True,
               help="Run a real slurmdbd over the cluster's own MariaDB, so sacct works (Slurm 22.05).")
+@click.option("--features", "node_features", default="", metavar="F[,F];...",
+              help="Site node features (slurm.conf Features=) per node split by ';', e.g. 'ib;' (node 1).")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for idle nodes.")
 @json_option
 def up_cmd(
@@ -130,6 +132,7 @@ def up_cmd(
     scheduler: str,
     slurm_version: str,
     accounting: bool,
+    node_features: str,
     timeout: float,
     as_json: bool,
 ) -> None:
@@ -142,6 +145,7 @@ def up_cmd(
       slurm-gpu cluster up --slurm 26.05 --dir /var/tmp/sg-2605 --port-base 17400
       slurm-gpu cluster up --admission features --scheduler shipped
       slurm-gpu cluster up --accounting && sacct -X -o JobID,AllocTRES%60,AdminComment%40
+      slurm-gpu cluster up --features "ib;" && sbatch --constraint=ib --gres=gpu:1g.10gb --wrap true
     """
     import os
 
@@ -165,6 +169,7 @@ def up_cmd(
         admission=admission,
         slurm=slurm_version,
         accounting=accounting,
+        features=node_features,
     )
     result = local.up(spec, timeout=timeout)
     if as_json:

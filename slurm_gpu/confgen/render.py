@@ -258,7 +258,7 @@ def _context(inventory: Inventory, options: Options) -> Dict[str, Any]:
         "version": __version__,
         "inventory": inventory,
         "groups": groups,
-        "placeholder": _placeholder(inventory, options),
+        "placeholders": _placeholders(inventory, options),
         "options": options,
         "has_dynamic": bool(inventory.dynamic),
         "has_static": bool(inventory.static),
@@ -281,40 +281,41 @@ def accounting_tres(groups: List[Dict[str, Any]], counts: bool) -> List[str]:
     return ["gres/migp", *(f"gres/migp:{t}" for t in sorted(types))]
 
 
-def _placeholder(inventory: Inventory, options: Options) -> Optional[Dict[str, Any]]:
-    """A ``State=FUTURE`` node that defines every fit feature and the largest node's resources.
+def _placeholders(inventory: Inventory, options: Options) -> List[Dict[str, Any]]:
+    """``State=FUTURE`` nodes, one line per dynamic group, each with the group's own features and its
+    most: what keeps a MIG job pending instead of refused while every node that could run it is busy.
 
-    slurmctld refuses a constraint that no node has active at submit time ("Requested node configuration
-    is not available", measured on 22.05): with every MIG node busy, its fit features are all inactive.
-    A FUTURE node is never scheduled but counts as a place the job could run, so such jobs pend.
+    slurmctld refuses a job at submit that no node could run *now* ("Requested node configuration is not
+    available", measured on 22.05): under fit features when every fit feature is inactive, under count
+    admission when no node publishes the job's type now, and in both when the job also asks for a site
+    feature (``--constraint=ib``) that only busy nodes have. A FUTURE node is never scheduled but counts
+    as a place the job could run, so such jobs pend. Per group, so that a constraint no real node meets
+    (two groups' features together) is still refused.
     """
     dynamic = [g for g in inventory.groups if g.mode == "dynamic"]
     if not dynamic or not options.placeholder:
-        return None
-    name = options.placeholder
-    if options.admission == Admission.COUNTS:
-        # Every migp type at its most: a job asking for a type no node publishes now pends. One placeholder
-        # per MIG node: `-N 2` with no node publishing its type is refused unless two nodes could host it.
-        nodes = sum(len(expand_hostlist(g.names)) for g in dynamic)
-        name = f"{name}[1-{nodes}]" if nodes > 1 else name
-        most: Dict[str, int] = {}
-        aliases = sorted(set(cluster_aliases(_dynamic_models(inventory)).values()))
-        for g in dynamic:
-            for t in migp_counts(g, aliases)["types"]:
-                most[t["type"]] = max(most.get(t["type"], 0), t["max"])
-        features: List[str] = []
-        gres = ",".join(f"migp:{t}:{n}" for t, n in sorted(most.items()))
-    else:
-        features = sorted({f for g in dynamic for f in node_features(g, inventory.max_count_per_node)})
-        gres = f"mig:{max(g.mig_count for g in dynamic)}"
-    return {
-        "name": name,
-        "features": features,
-        "gres": gres,
-        "mig_count": max(g.mig_count for g in dynamic),
-        "cpus": max((g.cpus or 1) for g in dynamic),
-        "memory_mib": max((g.memory_mib or 1) for g in dynamic),
-    }
+        return []
+    aliases = sorted(set(cluster_aliases(_dynamic_models(inventory)).values()))
+    lines: List[Dict[str, Any]] = []
+    first = 1
+    for g in dynamic:
+        if options.admission == Admission.COUNTS:
+            # Every migp type at its most; one placeholder per MIG node: `-N 2` with no node publishing
+            # its type is refused unless two nodes could host it.
+            count = len(expand_hostlist(g.names))
+            features: List[str] = list(_site_features(g))
+            most = migp_counts(g, aliases)["types"]
+            gres = ",".join(f"migp:{t['type']}:{t['max']}" for t in most)
+        else:
+            count = 1
+            features = list(node_features(g, inventory.max_count_per_node))
+            gres = f"mig:{g.mig_count}"
+        last = first + count - 1
+        name = f"{options.placeholder}[{first}-{last}]" if count > 1 else f"{options.placeholder}{first}"
+        lines.append({"name": name, "features": features, "gres": gres, "cpus": g.cpus or 1,
+                      "memory_mib": g.memory_mib or 1})
+        first = last + 1
+    return lines
 
 
 def render(kind: str, inventory: Inventory, options: Optional[Options] = None) -> str:

@@ -99,7 +99,8 @@ def _inventory(spec: ClusterSpec, host: str) -> Inventory:
         if spec.mode == "static":
             groups.append(_static_group(spec, name, common))
         else:
-            groups.append(NodeGroup(names=name, gpus=gpu_models(spec.node_gpus(i)), **common))
+            groups.append(NodeGroup(names=name, gpus=gpu_models(spec.node_gpus(i)),
+                                    features=spec.node_features(i), **common))
     return Inventory(groups=tuple(groups), max_count_per_node=spec.max_count_per_node)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from slurm_gpu.confgen.inventory import MODES, gpu_models
 from slurm_gpu.core.errors import BadInputError
@@ -53,6 +53,8 @@ class ClusterSpec:
     publish_interval_s: float = 2.0
     # A real slurmdbd over the cluster's own MariaDB (slurm_gpu.testbed.accounting): sacct works
     accounting: bool = False
+    # Site node features (slurm.conf Features=), per node split by ';' like gpus, e.g. "ib;" (node 1 only)
+    features: str = ""
 
     @property
     def name(self) -> str:
@@ -72,6 +74,11 @@ class ClusterSpec:
         (node i takes entry i, cycling), e.g. ``H100-80GB:1;A100-40GB:1``."""
         parts = [p.strip() for p in self.gpus.split(";") if p.strip()]
         return parts[(i - 1) % len(parts)]
+
+    def node_features(self, i: int) -> Tuple[str, ...]:
+        """Site features of node ``i`` (1-based): ``features`` split by ';' per node (cycling), ',' within."""
+        parts = self.features.split(";") if self.features else [""]
+        return tuple(f.strip() for f in parts[(i - 1) % len(parts)].split(",") if f.strip())
 
 
 def node_names(spec: ClusterSpec) -> List[str]:

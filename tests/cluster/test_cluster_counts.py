@@ -29,7 +29,7 @@ DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMO
 @pytest.fixture(scope="module")
 def counts_cluster():
     with running_cluster(nodes=3, gpus=GPUS, prefix="sg-test-counts-", admission="counts",
-                         scheduler_parameters="", publish_interval_s=1.0) as cluster:
+                         scheduler_parameters="", publish_interval_s=1.0, features="ib;;") as cluster:
         yield cluster
 
 
@@ -164,3 +164,19 @@ def test_jobs_naming_their_nodes_wait_held_and_run_there(counts_cluster):
     prologs = [e for e in _hooks(cluster, node) if e.get("hook") == "prolog" and e.get("job_id") in ids]
     assert sorted(e["job_id"] for e in prologs if e.get("action") == "created") == sorted(ids), prologs
     assert cluster.run(["sinfo", "-h", "-R"], check=True).stdout.strip() == ""
+
+
+def test_a_site_feature_only_busy_nodes_have_pends_instead_of_being_refused(counts_cluster):
+    # Node 1 alone has `ib`. slurmctld refuses at submit a job no node could run now; the placeholder
+    # of node 1's group carries `ib` with every migp type at its most, so the job pends and runs.
+    cluster = counts_cluster
+    ib = cluster.nodes[0]
+    small = cluster.sbatch("--constraint=ib", "--gres=gpu:1g.10gb", wrap="sleep 4")
+    assert small.returncode == 0, small.stderr  # an idle ib node publishes only whole GPUs
+    assert cluster.wait_job(small.stdout.strip(), states=("RUNNING",) + DONE)["NodeList"] == ib
+    whole = cluster.sbatch("--constraint=ib", "--gres=gpu:7g.80gb:2", wrap="true")
+    assert whole.returncode == 0, whole.stderr  # its only node is busy: it waits
+    info = cluster.wait_job(whole.stdout.strip(), timeout=90)
+    assert (info["JobState"], info["NodeList"]) == ("COMPLETED", ib)
+    impossible = cluster.sbatch("--constraint=ib", "--gres=gpu:7g.80gb:3", wrap="true")
+    assert impossible.returncode != 0  # more than any node could hold: still refused at submit
