@@ -139,6 +139,7 @@ def publish(node: Optional[str], interval: Optional[float], as_json: bool) -> No
     try:
         while True:
             try:
+                agent.publisher.prefetch()  # the queue, read before the node lock is taken
                 with agent.journal.lock():
                     published = agent.publish_features(agent.snapshot())
             except SlurmGpuError as exc:

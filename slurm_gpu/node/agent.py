@@ -138,6 +138,13 @@ class NodeAgent:
         """Tell Slurm what the node can still host (``node.publish``); returns what was published."""
         return self.publisher.publish(self.node, (snap or self.snapshot()).state())
 
+    def _prefetch(self, problems: List[str]) -> None:
+        """The publisher's reads that need no node lock (the queue), taken before the lock is."""
+        try:
+            self.publisher.prefetch()
+        except SlurmGpuError as exc:
+            problems.append(f"reading the queue: {exc}")
+
     def _publish_quietly(self, problems: List[str], snap: Optional[NodeSnapshot] = None) -> None:
         try:
             self.publish_features(snap)
@@ -405,6 +412,7 @@ class NodeAgent:
         self.journal.log_event(str(event), ctx.job_id, self.node, why, detail)
         if publish:  # what made Slurm start the job here may have been stale: say again what fits
             try:
+                self._prefetch(problems)
                 with self.journal.lock():
                     self._publish_quietly(problems)
             except LockTimeout as exc:
@@ -422,6 +430,8 @@ class NodeAgent:
             while True:
                 problems: List[str] = []
                 busy: List[str] = []
+                if self.journal.get(ctx.job_id) is not None:  # a job of ours: its end re-plans the node
+                    self._prefetch(problems)
                 with self.journal.lock():
                     if self.journal.get(ctx.job_id) is None:
                         self.journal.remove_task_env(ctx.job_id)

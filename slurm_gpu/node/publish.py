@@ -53,6 +53,11 @@ class Publisher(Protocol):
     updates: int  # times this object changed what Slurm has (the hooks log it, the exporter counts)
     wait_for_release_s: float  # how long a Prolog with no room waits for other jobs' Epilogs
 
+    def prefetch(self) -> None:
+        """Read from Slurm, *before* the node lock is taken, what the next ``publish`` needs and exactness
+        does not rest on (the pending queue), so that no hook waits on the lock behind a slow read."""
+        ...
+
     def publish(self, node: str, state: NodeState) -> Tuple[str, ...]:
         """Tell Slurm what ``state`` can still host (under the node lock); returns what was published."""
         ...
@@ -80,6 +85,9 @@ class FeaturePublisher:
         """(every fit feature of the node's models, the ones true now)."""
         models = [g.model for g in state.gpus]  # one per GPU: counts add up over the node
         return all_features(models, self.max_count), active_features(capacity(state), self.max_count)
+
+    def prefetch(self) -> None:
+        return None  # fit features depend on the node alone
 
     def publish(self, node: str, state: NodeState) -> Tuple[str, ...]:
         fit_all, fit_active = self.fit_features(state)
@@ -112,6 +120,7 @@ class CountPublisher:
         self.replans = 0  # races seen: an allocation landed while a count was lowered
         self.released = 0  # held jobs naming this node released (_release_waiting)
         self._last: Optional[Tuple[object, Dict[str, int]]] = None
+        self._queue: Optional[Tuple[PendingJob, ...]] = None  # prefetched for the next publish only
 
     def _read(self, node: str, state: NodeState) -> _View:
         configured, used = self.slurm.node_gres(node)
@@ -130,9 +139,17 @@ class CountPublisher:
             promised[p] = promised.get(p, 0) + n
         return _View([g for g in configured if g.name != GRES_NAME], promised, alloc, under, types)
 
+    def prefetch(self) -> None:
+        # The queue only steers which free slots are promised: a read a moment old costs no exactness
+        # (that rests on the node's counts read under the lock), while a squeue of thousands of jobs on a
+        # busy controller takes seconds that every Prolog of the node would wait.
+        self._queue = self.slurm.pending_jobs() if self.follow_queue else ()
+
     def publish(self, node: str, state: NodeState) -> Tuple[str, ...]:
         view = self._read(node, state)
-        queue = self.slurm.pending_jobs() if self.follow_queue else ()
+        queue, self._queue = self._queue, None
+        if queue is None:
+            queue = self.slurm.pending_jobs() if self.follow_queue else ()
         counts = self._publish(node, state, view, demand_of(queue))
         self._release_waiting(node, queue, counts, view.alloc)
         return _terms(counts)

@@ -210,3 +210,25 @@ def test_an_alias_allocation_that_means_another_profile_is_refused(a100_node):
     out = node.prepare(ctx(3))
     assert out.action != "created" and "migp:20gb:1" in out.message and "1x1g.5gb" in out.message, out
     assert node.driver.instances() == []
+
+
+def test_the_queue_is_read_before_the_node_lock_is_taken(node):
+    # A squeue of thousands of jobs on a busy controller takes seconds: no Prolog may wait on the lock
+    # behind it. The Epilog's and the watch loop's re-plans read the queue first, then lock.
+    locked_reads = []
+    read = node.slurm.pending_jobs
+
+    def pending_jobs():
+        locked_reads.append(node.journal.locked)
+        return read()
+
+    node.slurm.pending_jobs = pending_jobs
+    node.slurm.pending = ["gres:migp:1g.10gb:1"]
+    node.publisher.prefetch()
+    publish(node)
+    node.slurm.add_typed(5, "1g.10gb")
+    assert node.prepare(ctx(5)).action == "created"
+    assert node.release(ctx(5)).action == "released"
+    assert locked_reads == [False, False]  # the watch loop's and the Epilog's, each outside the lock
+    node.release(ctx(6))  # not a job of ours: no queue read at all
+    assert len(locked_reads) == 2
