@@ -296,10 +296,12 @@ def _placeholders(inventory: Inventory, options: Options) -> List[Dict[str, Any]
     if not dynamic or not options.placeholder:
         return []
     aliases = sorted(set(cluster_aliases(_dynamic_models(inventory)).values()))
+    counts = options.admission == Admission.COUNTS
+    total = sum(len(expand_hostlist(g.names)) for g in dynamic) if counts else len(dynamic)
     lines: List[Dict[str, Any]] = []
     first = 1
     for g in dynamic:
-        if options.admission == Admission.COUNTS:
+        if counts:
             # Every migp type at its most; one placeholder per MIG node: `-N 2` with no node publishing
             # its type is refused unless two nodes could host it.
             count = len(expand_hostlist(g.names))
@@ -311,7 +313,14 @@ def _placeholders(inventory: Inventory, options: Options) -> List[Dict[str, Any]
             features = list(node_features(g, inventory.max_count_per_node))
             gres = f"mig:{g.mig_count}"
         last = first + count - 1
-        name = f"{options.placeholder}[{first}-{last}]" if count > 1 else f"{options.placeholder}{first}"
+        # The names earlier releases gave (a partition's Nodes= names them): a single placeholder keeps the
+        # bare name, counts' one-per-node placeholders stay numbered 1..N over all groups.
+        if total == 1 or (not counts and first == 1):
+            name = options.placeholder
+        elif count > 1:
+            name = f"{options.placeholder}[{first}-{last}]"
+        else:
+            name = f"{options.placeholder}{first}"
         lines.append({"name": name, "features": features, "gres": gres, "cpus": g.cpus or 1,
                       "memory_mib": g.memory_mib or 1})
         first = last + 1

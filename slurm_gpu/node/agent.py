@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tupl
 from slurm_gpu.core.errors import DriverError, LockTimeout, NoFitError, SlurmError, SlurmGpuError, StateError
 from slurm_gpu.core.ownership import match
 from slurm_gpu.core.vocab import DEFAULT_ADMISSION, HookAction, InstanceState, Phase
-from slurm_gpu.devices.access import DEFAULT_CAPS_DIR
+from slurm_gpu.devices import access
 from slurm_gpu.node import cdi, hpcjobs
 from slurm_gpu.node.allocation import allocated_on, check_allocation, resolve_request
 from slurm_gpu.node.destroy import NODE_FAULT_CODES, busy_reason, create_retrying, destroy_gi
@@ -68,7 +68,7 @@ class AgentPolicy:
     max_count_per_node: int = 8
     release_wait_s: float = 10.0  # how long the Epilog waits for processes to leave an instance
     release_poll_s: float = 0.2
-    caps_dir: str = DEFAULT_CAPS_DIR
+    caps_dir: str = access.DEFAULT_CAPS_DIR
     # "auto": the host's hierarchy (cgroup v1 devices or v2, devices.cgroups); a path; None: no seal.
     cgroup_root: Optional[str] = "auto"
     enable_mig_mode: bool = True  # switch idle Hopper+ GPUs to MIG mode on demand
@@ -137,13 +137,6 @@ class NodeAgent:
     def publish_features(self, snap: Optional[NodeSnapshot] = None) -> Tuple[str, ...]:
         """Tell Slurm what the node can still host (``node.publish``); returns what was published."""
         return self.publisher.publish(self.node, (snap or self.snapshot()).state())
-
-    def _prefetch(self, problems: List[str]) -> None:
-        """The publisher's reads that need no node lock (the queue), taken before the lock is."""
-        try:
-            self.publisher.prefetch()
-        except SlurmGpuError as exc:
-            problems.append(f"reading the queue: {exc}")
 
     def _publish_quietly(self, problems: List[str], snap: Optional[NodeSnapshot] = None) -> None:
         try:
@@ -315,16 +308,12 @@ class NodeAgent:
 
     def _grant(self, ctx: JobContext, mine: Sequence[MigInstance]) -> None:
         """The job's cap files to its user (0400)."""
-        from slurm_gpu.devices import access
-
         access.grant(ctx.uid, ctx.gid, mine, self.policy.caps_dir)
 
     def _seal(self, ctx: JobContext, mine: Sequence[MigInstance], problems: List[str],
               gpus: Optional[Sequence[GpuInfo]] = None) -> Optional[str]:
         """Deny the job every capability and GPU of this node but its own (``access.seal``); returns the
         cgroup written. A failure is a problem of this job only: it is reported, never a drain."""
-        from slurm_gpu.devices import access
-
         if not self.policy.cgroup_root:
             return None
         try:
@@ -412,7 +401,7 @@ class NodeAgent:
         self.journal.log_event(str(event), ctx.job_id, self.node, why, detail)
         if publish:  # what made Slurm start the job here may have been stale: say again what fits
             try:
-                self._prefetch(problems)
+                self.publisher.prefetch()
                 with self.journal.lock():
                     self._publish_quietly(problems)
             except LockTimeout as exc:
@@ -423,15 +412,13 @@ class NodeAgent:
     def release(self, ctx: JobContext) -> Outcome:
         """Destroy the job's instances. Processes still leaving an instance are waited for with the node
         lock released between tries, so no other job's hook waits behind this one."""
-        from slurm_gpu.devices import access
-
         deadline = time.monotonic() + self.policy.release_wait_s
         try:
             while True:
                 problems: List[str] = []
                 busy: List[str] = []
                 if self.journal.get(ctx.job_id) is not None:  # a job of ours: its end re-plans the node
-                    self._prefetch(problems)
+                    self.publisher.prefetch()
                 with self.journal.lock():
                     if self.journal.get(ctx.job_id) is None:
                         self.journal.remove_task_env(ctx.job_id)

@@ -55,7 +55,8 @@ class Publisher(Protocol):
 
     def prefetch(self) -> None:
         """Read from Slurm, *before* the node lock is taken, what the next ``publish`` needs and exactness
-        does not rest on (the pending queue), so that no hook waits on the lock behind a slow read."""
+        does not rest on (the pending queue), so that no hook waits on the lock behind a slow read. Never
+        raises: after a failed read the publish reads again itself (and reports what fails)."""
         ...
 
     def publish(self, node: str, state: NodeState) -> Tuple[str, ...]:
@@ -143,7 +144,10 @@ class CountPublisher:
         # The queue only steers which free slots are promised: a read a moment old costs no exactness
         # (that rests on the node's counts read under the lock), while a squeue of thousands of jobs on a
         # busy controller takes seconds that every Prolog of the node would wait.
-        self._queue = self.slurm.pending_jobs() if self.follow_queue else ()
+        try:
+            self._queue = self.slurm.pending_jobs() if self.follow_queue else ()
+        except SlurmError:
+            self._queue = None
 
     def publish(self, node: str, state: NodeState) -> Tuple[str, ...]:
         view = self._read(node, state)
@@ -208,8 +212,8 @@ class CountPublisher:
         return dict(self._last[1])
 
     def _set(self, node: str, state: NodeState, view: _View, counts: Dict[str, int]) -> None:
-        # Every profile of the node stays listed (0 when none is promised): the type list never changes;
-        # the padding keeps the total what slurmd reports when it registers.
+        # Every type of the node (its profiles, the aliases slurm.conf gives it) stays listed, 0 when none is
+        # promised: the type list never changes; the padding keeps the total what slurmd reports.
         typed = [GresCount(GRES_NAME, gres_type(p), max(counts.get(p, 0) - view.under.get(p, 0), 0))
                  for p in sorted(view.types)]
         pad = total_slots(state) - sum(g.count for g in typed)
