@@ -219,6 +219,11 @@ def _dynamic_models(inventory: Inventory) -> List[Any]:
     return list(models.values())
 
 
+def _alias_types(inventory: Inventory) -> List[str]:
+    """The alias types of the cluster's requests that mean other profiles on other models."""
+    return sorted(set(cluster_aliases(_dynamic_models(inventory)).values()))
+
+
 def migp_counts(group: NodeGroup, aliases: Sequence[str] = ()) -> Dict[str, Any]:
     """Count admission of a dynamic group: every profile's gres type, and each of the cluster's
     ``aliases`` (``core.aliases``) that means one profile on the group's GPUs, with its count on an idle
@@ -244,7 +249,7 @@ def _context(inventory: Inventory, options: Options) -> Dict[str, Any]:
         raise BadInputError(f"admission must be one of {', '.join(ADMISSION_MODES)}, "
                             f"not {options.admission!r}", part=options.admission)
     counts = options.admission == Admission.COUNTS
-    aliases = sorted(set(cluster_aliases(_dynamic_models(inventory)).values()))
+    aliases = _alias_types(inventory)
     groups = []
     for g in inventory.groups:
         groups.append({
@@ -295,7 +300,7 @@ def _placeholders(inventory: Inventory, options: Options) -> List[Dict[str, Any]
     dynamic = [g for g in inventory.groups if g.mode == "dynamic"]
     if not dynamic or not options.placeholder:
         return []
-    aliases = sorted(set(cluster_aliases(_dynamic_models(inventory)).values()))
+    aliases = _alias_types(inventory)
     counts = options.admission == Admission.COUNTS
     total = sum(len(expand_hostlist(g.names)) for g in dynamic) if counts else len(dynamic)
     lines: List[Dict[str, Any]] = []

@@ -123,10 +123,13 @@ def choose_target(node: NodeState, claims: Mapping[str, int], demand: Sequence[T
     """The counts to publish: what the node holds, then ``claims`` (allocated by Slurm, not yet created:
     they must fit), then each ``(profile, count)`` of ``demand`` in order where it still fits (the
     queue's requests, highest priority first), then, with ``fill``, the largest base profiles into what
-    is left (so idle capacity stays allocatable). Raises :class:`NoFitError` if the claims do not fit."""
-    models = [g.model for g in node.gpus]
-    return _choose(lambda extra: fits_counts(node, extra), held(node), set(node_profiles(node)),
-                   _base_largest_first(models), claims, demand, fill)
+    is left (so idle capacity stays allocatable). Raises :class:`NoFitError` if the claims do not fit.
+    :func:`choose_typed_target` with profiles only: Slurm allocated what the node holds plus ``claims``."""
+    alloc = held(node)
+    for name, n in claims.items():
+        if n > 0:
+            alloc[name] = alloc.get(name, 0) + n
+    return choose_typed_target(node, alloc, demand, node_types(node), fill)
 
 
 def choose_typed_target(node: NodeState, alloc: Mapping[str, int], demand: Sequence[Tuple[str, int]],

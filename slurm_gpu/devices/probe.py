@@ -15,9 +15,8 @@ import ctypes
 import os
 from typing import Any, Callable, Dict, List, Optional
 
-__all__ = ["PROBE_SCHEMA", "probe", "profiles_of"]
+__all__ = ["probe", "profiles_of"]
 
-PROBE_SCHEMA = "slurm-gpu.nvml-probe/v1"
 _MAX_PROFILE_INDEX = 20  # NVML_GPU_INSTANCE_PROFILE_COUNT is 0x12 in nvml.h 13.x; ask past it
 _MAX_PROFILE_ID = 32  # profile ids seen: 0..20 (Hopper 19/20/15/14/9/5/0, Blackwell more)
 _INFO_FIELDS = (
@@ -166,7 +165,8 @@ def _listing(path: str) -> Dict[str, Any]:
 
 
 def probe(nv: Any, mig_minors_path: str = "/proc/driver/nvidia-caps/mig-minors") -> Dict[str, Any]:
-    """Every read-only answer of ``nv`` about its GPUs' MIG support (``PROBE_SCHEMA`` without the key)."""
+    """Every read-only answer of ``nv`` about its GPUs' MIG support (the ``slurm-gpu.inventory.probe/v1``
+    payload, less its ``schema`` and ``catalog_differences``)."""
     a = _Asker(nv)
     init = a.ask("nvmlInit")
     record: Dict[str, Any] = {"init": init}
