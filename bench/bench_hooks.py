@@ -2,7 +2,7 @@
 same run (so figures compare across machines).
 
 - prolog / epilog: the whole hook process as the prolog.d/epilog.d scripts of ``slurm-gpu node install``
-  start it (``<interpreter> -c <install.layout.HOOK_LAUNCHER> prolog|epilog``; the console script
+  start it (``<interpreter> -I -S -c <install.layout.HOOK_LAUNCHER> prolog|epilog``; the console script
   ``slurm-gpu-hook`` for comparison) with the hook server running, as a node that ran ``slurm-gpu node
   install`` has it (slurm-gpu-hooks.service): the client process, the served
   child's configuration, journal, planning, simulated driver and stand-in ``scontrol``/``squeue`` that
@@ -24,6 +24,7 @@ Run: ``.venv/bin/python bench/bench_hooks.py [--jobs 24]``
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -126,12 +127,13 @@ def main() -> int:
     base_cmd = [sys.executable, "-c", "pass"]
     sys_python = shutil.which("python3", path="/usr/bin:/bin") or "python3"
     sys_base = [sys_python, "-c", "pass"]
-    from slurm_gpu.install.layout import hook_command
-
-    hook = hook_command()  # what `slurm-gpu node install` writes into prolog.d/epilog.d
+    scratch = str(tmp)  # not the repository: the hooks import the installed package
+    # what `slurm-gpu node install` writes into prolog.d/epilog.d, for the interpreter's installed package
+    hook = json.loads(subprocess.run(
+        [sys.executable, "-c", "import json; from slurm_gpu.install.layout import hook_command as h; "
+         "print(json.dumps(h()))"], cwd=scratch, capture_output=True, text=True, check=True).stdout)
     script = entry("slurm-gpu-hook", "slurm_gpu.hooks.entry")  # the console script, for comparison
     cli = entry("slurm-gpu", "slurm_gpu")
-    scratch = str(tmp)  # not the repository: the hooks import the installed package
     package = subprocess.run([sys.executable, "-c", "import slurm_gpu; print(slurm_gpu.__file__)"],
                              cwd=scratch, capture_output=True, text=True, check=True).stdout.strip()
     # Five rounds of the same stream: served, hook entry alone, CLI, in-process, served by the script.
@@ -142,7 +144,7 @@ def main() -> int:
         current.write_text(f"{job}\n")  # the job whose instances the stand-in's node counts promise
         return paired([*cmd, name], {**env, "SLURM_JOB_ID": str(job), **extra}, base_cmd, cwd=scratch)
 
-    server = subprocess.Popen([*hook, "serve", "--socket", str(sock)], env=env, cwd=scratch,
+    server = subprocess.Popen([*script, "serve", "--socket", str(sock)], env=env, cwd=scratch,
                               stderr=subprocess.DEVNULL)
     while not sock.exists():
         assert server.poll() is None, "the hook server did not start"

@@ -97,6 +97,9 @@ class FakeGresSlurm(FakeSlurm):
             used[t] = max(used.get(t, 0) - n, 0)
         return tuple(self.gres), tuple(GresCount("migp", t, n) for t, n in sorted(used.items()))
 
+    def node_gres_started(self, node: str) -> Any:
+        return lambda: self.node_gres(node)
+
     def set_gres(self, node: str, gres: Sequence[GresCount]) -> None:
         self.gres = list(gres)
         self.updates.append(",".join(format_gres_count(g) for g in gres if g.count))

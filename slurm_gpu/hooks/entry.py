@@ -11,6 +11,7 @@ codes: the hook's (``slurm_gpu.hooks.dispatch``), 2 for a bad command line.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from slurm_gpu.hooks.dispatch import HOOKS
@@ -19,7 +20,9 @@ TYPE_CHECKING = False  # typing is not imported just for annotations
 if TYPE_CHECKING:
     from typing import Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["main"]
+__all__ = ["main", "launch"]
+
+_served = False  # main() had the hook run by the server
 
 USAGE = ("usage: slurm-gpu-hook [--config PATH] prolog|epilog\n"
          "       slurm-gpu-hook serve [--socket PATH]")
@@ -66,6 +69,16 @@ def _parse(args: Sequence[str]) -> Tuple[Optional[str], Optional[str]]:
     return command, options["--socket" if command == "serve" else "--config"] or None
 
 
+def _site() -> None:
+    """Load the site module if the interpreter was started without it (``-S``, as
+    ``install.layout.HOOK_LAUNCHER`` does: asking the server needs nothing from site-packages), before
+    anything that imports the package's dependencies."""
+    if sys.flags.no_site:
+        import site
+
+        site.main()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run what ``argv`` (default ``sys.argv[1:]``) names and return its exit code."""
     try:
@@ -79,6 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stdout.write(f"{USAGE}\n{HELP}")
         return 0
     if command == "serve":
+        _site()
         from slurm_gpu.core.errors import SlurmGpuError
         from slurm_gpu.hooks.client import DEFAULT_SOCKET
         from slurm_gpu.hooks.server import serve
@@ -90,13 +104,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return getattr(exc, "exit_code", 1)
     from slurm_gpu.hooks.client import via_server
 
+    global _served
     code = via_server(command, value)
     if code is not None:
+        _served = True
         return code
+    _site()
     from slurm_gpu.hooks.dispatch import run_hook
 
     return run_hook(command, value)
 
 
+def launch() -> None:
+    """``main()``, then exit with its code (``install.layout.HOOK_LAUNCHER``). A served hook's process has
+    nothing to tear down but its streams: it skips the interpreter's finalisation (milliseconds of
+    every job's start)."""
+    code = main()
+    if _served:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    launch()

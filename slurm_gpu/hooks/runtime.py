@@ -69,7 +69,8 @@ def build_agent(config_path: Optional[str] = None, node: Optional[str] = None) -
     except DriverError as exc:
         driver = FailedDriver(exc)  # the hook still runs: it drains the node with this reason
     journal = Journal(config.state_dir, lock_timeout_s=config.lock_timeout_s)
-    slurm = SlurmCli(config.slurm.bin_dir, env=env)
+    slurm = SlurmCli(config.slurm.bin_dir, env=env,
+                     version_cache=os.path.join(config.state_dir, "slurm-version.json"))
     return HookAgent(name, driver, journal, slurm, policy_from_config(config), config=config,
                      call_log=call_log)
 

@@ -187,19 +187,26 @@ def serve(path: str = DEFAULT_SOCKET) -> int:
     sys.stderr.write(f"slurm-gpu-hook: serving {path} ({package})\n")
     sys.stderr.flush()
     renew = False
+    spare: Optional[socket.socket] = None
     try:
         while not renew:
+            if spare is None:
+                spare = _fork_spare(listener, package)
             conn, _ = listener.accept()
             try:
-                renew = _dispatch(conn, listener, sources, package)
+                renew, spare = _dispatch(conn, listener, spare, sources, package)
             except OSError as exc:  # a peer gone, no memory to fork: that hook runs in its own process
                 sys.stderr.write(f"slurm-gpu-hook: serve: {exc}\n")
                 sys.stderr.flush()
+                if spare is not None and spare.fileno() == -1:
+                    spare = None  # closed on the way: fork the next one
             finally:
                 conn.close()
     except KeyboardInterrupt:
         pass
     finally:
+        if spare is not None:
+            spare.close()  # the spare reads the end of its socket and exits
         listener.close()
         try:
             if os.stat(path).st_ino == identity:
@@ -214,23 +221,64 @@ def serve(path: str = DEFAULT_SOCKET) -> int:
     return 0
 
 
-def _dispatch(conn: socket.socket, listener: socket.socket, sources: Dict[str, int], package: str) -> bool:
-    """Hand one connection to a forked child; True when the package changed and the server must renew."""
+def _dispatch(conn: socket.socket, listener: socket.socket, spare: Optional[socket.socket],
+              sources: Dict[str, int], package: str) -> Tuple[bool, Optional[socket.socket]]:
+    """Hand one connection to the spare child (``_fork_spare``'s control socket ``spare``), or to a child
+    forked for it when there is no spare or it died. Returns (whether the package changed and the server
+    must renew, the spare if it is still unused)."""
     if _peer_uid(conn) not in (0, os.geteuid()):
-        return False
+        return False, spare
     if _changed(sources):
         conn.sendall(STALE + b"\n")  # that hook runs in its own process, on the new code
-        return True
+        return True, spare
+    if spare is not None:
+        try:
+            socket.send_fds(spare, [b"c"], [conn.fileno()])
+            return False, None
+        except OSError:
+            pass  # the spare died: fork a child for this connection
+        finally:
+            spare.close()
     sys.stdout.flush()
     sys.stderr.flush()
     if os.fork() == 0:  # pragma: no cover - the child's coverage is the hook tests'
         code = 1
         try:
             listener.close()
+            _become_child()
             code = _child(conn, package)
         finally:
             os._exit(code)  # never back into the server's loop, whatever the hook raised
-    return False
+    return False, None
+
+
+def _fork_spare(listener: socket.socket, package: str) -> Optional[socket.socket]:
+    """Fork the child that serves the next connection, before it comes: a request then waits for no
+    fork. Returns the server's end of the control socket the connection is passed on (None if the fork
+    failed: the next request forks its own child). The spare exits when that socket closes unused."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        ours.close()
+        theirs.close()
+        sys.stderr.write(f"slurm-gpu-hook: serve: no spare child: {exc}\n")
+        return None
+    if pid == 0:  # pragma: no cover - the child's coverage is the hook tests'
+        code = 1
+        try:
+            ours.close()
+            listener.close()
+            _become_child()
+            _msg, fds, _flags, _addr = socket.recv_fds(theirs, 1, 1)
+            theirs.close()
+            code = _child(socket.socket(fileno=fds[0]), package) if fds else 0
+        finally:
+            os._exit(code)
+    theirs.close()
+    return ours
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -269,12 +317,18 @@ def _adopt(fds: List[int], targets: List[int]) -> None:
         os.close(fd)
 
 
-def _child(conn: socket.socket, package: str) -> int:  # pragma: no cover - runs in the forked child
-    """Become the hook process the request describes, run the hook, send its exit status."""
+def _become_child() -> None:  # pragma: no cover - runs in a forked child
+    """A forked child's settings before it serves a request: no collector (it runs for milliseconds),
+    the default signal dispositions (the server ignores SIGCHLD and stops on SIGTERM)."""
     gc.disable()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _child(conn: socket.socket, package: str) -> int:  # pragma: no cover - runs in the forked child
+    """Become the hook process the request describes, run the hook, send its exit status and close the
+    connection (the client returns then, not when this process has exited)."""
     code = 1
     try:
         data, fds = _receive(conn)
@@ -297,6 +351,7 @@ def _child(conn: socket.socket, package: str) -> int:  # pragma: no cover - runs
         sys.stdout.flush()
         sys.stderr.flush()
         conn.sendall(b"%d\n" % code)
+        conn.close()
     except Exception as exc:  # noqa: BLE001 - a child never returns into the server's loop
         sys.stderr.write(f"slurm-gpu-hook: server: {type(exc).__name__}: {exc}\n")
         sys.stderr.flush()

@@ -20,7 +20,9 @@ virtual environment ``/opt/slurm-gpu``:
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import sys
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -127,26 +129,30 @@ def _entry(opts: InstallOptions, name: str) -> List[str]:
     return [os.path.abspath(sys.executable), "-m", module]
 
 
-# How Prolog and Epilog start the hook entry: this interpreter with ``-c``, not the console script, whose
-# pip-made wrapper imports ``re`` (10 ms of every hook's start, bench/bench_hooks.py); the same code runs.
-HOOK_LAUNCHER = "import sys; from slurm_gpu.hooks.entry import main; sys.exit(main())"
+# How Prolog and Epilog start the hook entry: this interpreter with ``-I -S -c``, not the console script
+# (whose pip-made wrapper imports ``re``) and without the site module (its walk of site-packages' .pth
+# files): a few milliseconds of every hook's start (bench/bench_hooks.py). ``-I``: no PYTHON* variables,
+# no user site, no current directory on the path. The code puts the package's own directory first;
+# ``slurm_gpu.hooks.entry`` loads the site module only when it runs the hook in its own process. (The
+# directory as a JSON string: a Python literal in double quotes, so the shell's single quotes stay plain.)
+HOOK_LAUNCHER = "import sys; sys.path.insert(0, {root}); from slurm_gpu.hooks.entry import launch; launch()"
 
 
 def hook_command() -> List[str]:
     """The argv prefix of ``slurm-gpu-hook`` as the installed Prolog and Epilog run it."""
-    return [os.path.abspath(sys.executable), "-c", HOOK_LAUNCHER]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(slurm_gpu.__file__)))
+    return [os.path.abspath(sys.executable), "-I", "-S", "-c", HOOK_LAUNCHER.format(root=json.dumps(root))]
 
 
 def _root_hook(opts: InstallOptions, hook: str, what: str) -> bytes:
     exports = [("SLURM_GPU_CONFIG", opts.config_path), *opts.hook_env]
-    python, flag, code = hook_command()
     lines = [
         "#!/bin/sh",
         f"# slurm-gpu {what}. Written by `slurm-gpu node install`; Slurm runs it as root",
         "# without PATH, so every path is absolute. It exits 0 unless the node is broken.",
-        "# (slurm-gpu-hook's code, started as `python -c` for a faster start than its console script)",
-        *(f"export {key}={value}" for key, value in exports),
-        f"exec {python} {flag} '{code}' {hook}",
+        "# (slurm-gpu-hook's code, started as `python -I -S -c` for a faster start than its console script)",
+        *(f"export {key}={shlex.quote(value)}" for key, value in exports),
+        f"exec {shlex.join([*hook_command(), hook])}",
     ]
     return ("\n".join(lines) + "\n").encode()
 

@@ -165,7 +165,8 @@ class NodeAgent:
         try:
             while True:
                 with self.journal.lock():
-                    verdict, snap = self._decide_locked(ctx, req, slices, typed, self.snapshot())
+                    with self.publisher.reading(self.node):  # Slurm answers while the GPUs are read
+                        verdict, snap = self._decide_locked(ctx, req, slices, typed, self.snapshot())
                     problems = self._claim_locked(ctx, verdict, snap) if verdict.planned else []
                 if not verdict.requeue[0] or time.monotonic() >= deadline:
                     break

@@ -10,7 +10,20 @@ Any object with the ``Publisher`` methods may stand in (``NodeAgent(publisher=..
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Protocol, Sequence, Tuple
+import contextlib
+from typing import (
+    TYPE_CHECKING,
+    Callable,
+    ContextManager,
+    Dict,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+)
 
 from slurm_gpu.core.errors import SlurmError
 from slurm_gpu.core.features import active_features, all_features, is_fit_feature
@@ -33,6 +46,7 @@ from slurm_gpu.slurm.parse import (
     AWAIT_MARK,
     BAD_CONSTRAINTS,
     GresCount,
+    NodeGres,
     PendingJob,
     parse_admin_comment,
     parse_gres_counts,
@@ -57,6 +71,12 @@ class Publisher(Protocol):
         """Read from Slurm, *before* the node lock is taken, what the next ``publish`` needs and exactness
         does not rest on (the pending queue), so that no hook waits on the lock behind a slow read. Never
         raises: after a failed read the publish reads again itself (and reports what fails)."""
+        ...
+
+    def reading(self, node: str) -> ContextManager[None]:
+        """Under the node lock, around the read of its GPUs: asks Slurm at entry for what the first
+        ``place`` or ``publish`` of ``node`` within reads, so that Slurm answers while the GPUs are read;
+        a read nothing used is waited for at exit, never left behind."""
         ...
 
     def publish(self, node: str, state: NodeState) -> Tuple[str, ...]:
@@ -90,6 +110,9 @@ class FeaturePublisher:
     def prefetch(self) -> None:
         return None  # fit features depend on the node alone
 
+    def reading(self, node: str) -> ContextManager[None]:
+        return contextlib.nullcontext()  # placement reads the GPUs alone
+
     def publish(self, node: str, state: NodeState) -> Tuple[str, ...]:
         fit_all, fit_active = self.fit_features(state)
         if not self.enabled:
@@ -122,9 +145,38 @@ class CountPublisher:
         self.released = 0  # held jobs naming this node released (_release_waiting)
         self._last: Optional[Tuple[object, Dict[str, int]]] = None
         self._queue: Optional[Tuple[PendingJob, ...]] = None  # prefetched for the next publish only
+        self._started: Optional[Tuple[str, Callable[[], NodeGres]]] = None
+
+    @contextlib.contextmanager
+    def reading(self, node: str) -> Iterator[None]:
+        try:
+            self._started = (node, self.slurm.node_gres_started(node))
+        except SlurmError:
+            self._started = None  # could not even start: the read itself says what is wrong
+        try:
+            yield
+        finally:
+            self._drop_read()
+
+    def _drop_read(self) -> None:
+        started, self._started = self._started, None
+        if started is not None:
+            try:
+                started[1]()  # waited for, never left behind
+            except SlurmError:
+                pass
 
     def _read(self, node: str, state: NodeState) -> _View:
-        configured, used = self.slurm.node_gres(node)
+        # The first read after start_read is the one it began (asked under this lock, before the GPUs were
+        # read: Slurm's counts move only by this node's publishes, which take the lock); later reads ask anew.
+        started, self._started = self._started, None
+        if started is not None and started[0] == node:
+            configured, used = started[1]()
+        else:
+            if started is not None:
+                self._started = started
+                self._drop_read()
+            configured, used = self.slurm.node_gres(node)
         alloc = _typed(used)
         promised = _typed(configured)
         # The node's types: its profiles and the aliases Slurm knows for it (slurm.conf lists them: a

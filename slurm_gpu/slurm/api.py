@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Protocol, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Protocol, Sequence, Tuple
 
-from slurm_gpu.slurm.parse import GresCount, JobInfo, PendingJob
+from slurm_gpu.slurm.parse import GresCount, JobInfo, NodeGres, PendingJob
 
 __all__ = ["SlurmAdapter", "GresAdapter"]
 
@@ -36,8 +36,12 @@ class SlurmAdapter(Protocol):
 class GresAdapter(Protocol):
     """What count admission (``node.publish.CountPublisher``) asks of Slurm besides ``SlurmAdapter``."""
 
-    def node_gres(self, node: str) -> Tuple[Tuple[GresCount, ...], Tuple[GresCount, ...]]:
+    def node_gres(self, node: str) -> NodeGres:
         """(configured, allocated) gres of ``node``, typed terms as Slurm keeps them."""
+        ...
+
+    def node_gres_started(self, node: str) -> Callable[[], NodeGres]:
+        """``node_gres`` asked now, answered when the returned function is called (exactly once)."""
         ...
 
     def set_gres(self, node: str, gres: Sequence[GresCount]) -> None:

@@ -23,7 +23,8 @@ import json
 import os
 import re
 import subprocess
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
+import time
+from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from slurm_gpu.core.errors import SlurmError
 from slurm_gpu.slurm.parse import (
@@ -34,6 +35,7 @@ from slurm_gpu.slurm.parse import (
     SQUEUE_PENDING_FORMAT,
     GresCount,
     JobInfo,
+    NodeGres,
     PendingJob,
     format_gres_count,
     job_by_id,
@@ -60,37 +62,95 @@ class SlurmCli:
     """Reads jobs and updates nodes/jobs through ``scontrol`` and ``squeue``."""
 
     def __init__(self, bin_dir: str = "/usr/bin", timeout_s: float = 15.0,
-                 env: Optional[Mapping[str, str]] = None):
+                 env: Optional[Mapping[str, str]] = None, version_cache: Optional[str] = None):
+        """``version_cache``: a file that keeps ``scontrol --version``'s answer for the next process (a
+        hook is a new process for every job), valid while the ``scontrol`` file is the same one."""
         self.bin_dir = bin_dir
         self.timeout_s = timeout_s
         self._env = dict(env) if env is not None else None
         self._version: Optional[Tuple[int, int]] = None
+        self._version_cache = version_cache
 
     # -- plumbing -------------------------------------------------------------------------------------
     def _run(self, tool: str, args: Sequence[str]) -> str:
+        return self._start(tool, args)()
+
+    def _start(self, tool: str, args: Sequence[str]) -> Callable[[], str]:
+        """Start ``tool args``; the returned function waits for it and gives its output (SlurmError when
+        it cannot start, times out or fails). Called exactly once: until then the tool runs alongside."""
         cmd = [os.path.join(self.bin_dir, tool), *args]
         env = self._env if self._env is not None else _minimal_env()
+        started = time.monotonic()
         try:
             # Job names and paths may hold any bytes: undecodable ones must not fail a hook.
-            proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace",
-                                  timeout=self.timeout_s, env=env)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
+                                    env=env)
+        except OSError as exc:
             raise SlurmError(f"{' '.join(cmd)}: {exc}") from exc
-        if proc.returncode != 0:
-            msg = (proc.stderr or proc.stdout).strip()
-            raise SlurmError(f"{' '.join(cmd)} exited {proc.returncode}: {msg}")
-        return proc.stdout
+
+        def result() -> str:
+            try:
+                out, err = proc.communicate(timeout=max(self.timeout_s - (time.monotonic() - started), 0.0))
+            except subprocess.TimeoutExpired as exc:
+                proc.kill()
+                proc.communicate()
+                raise SlurmError(f"{' '.join(cmd)}: {exc}") from exc
+            if proc.returncode != 0:
+                raise SlurmError(f"{' '.join(cmd)} exited {proc.returncode}: {(err or out).strip()}")
+            return out
+
+        return result
 
     # -- reads ----------------------------------------------------------------------------------------
     def version(self) -> Tuple[int, int]:
         """Slurm's ``(major, minor)`` from ``scontrol --version`` (no controller round trip); cached."""
         if self._version is None:
-            out = self._run("scontrol", ["--version"])
-            m = re.search(r"(\d+)\.(\d+)", out)
-            if not m:
-                raise SlurmError(f"cannot read a Slurm version from {out.strip()!r}")
-            self._version = (int(m.group(1)), int(m.group(2)))
+            identity = self._scontrol_identity()
+            self._version = self._cached_version(identity)
+            if self._version is None:
+                out = self._run("scontrol", ["--version"])
+                m = re.search(r"(\d+)\.(\d+)", out)
+                if not m:
+                    raise SlurmError(f"cannot read a Slurm version from {out.strip()!r}")
+                self._version = (int(m.group(1)), int(m.group(2)))
+                self._keep_version(identity, self._version)
         return self._version
+
+    def _scontrol_identity(self) -> Optional[str]:
+        """Which ``scontrol`` file answers (resolved path, inode, size, times): an upgrade replaces or
+        rewrites it, and then the cached version no longer applies."""
+        path = os.path.realpath(os.path.join(self.bin_dir, "scontrol"))
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None  # the call itself will say what is wrong
+        return f"{path}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+    def _cached_version(self, identity: Optional[str]) -> Optional[Tuple[int, int]]:
+        if self._version_cache is None or identity is None:
+            return None
+        try:
+            with open(self._version_cache, encoding="utf-8") as f:
+                kept = json.load(f)
+            major, minor = kept["version"]
+            if kept["scontrol"] == identity and isinstance(major, int) and isinstance(minor, int):
+                return (major, minor)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # absent or unreadable: ask scontrol
+        return None
+
+    def _keep_version(self, identity: Optional[str], version: Tuple[int, int]) -> None:
+        if self._version_cache is None or identity is None:
+            return
+        from slurm_gpu.core.errors import StateError
+        from slurm_gpu.state.fsutil import atomic_write
+
+        try:
+            atomic_write(self._version_cache, json.dumps({"scontrol": identity, "version": list(version)}),
+                         mode=0o600, durable=False)
+        except StateError:
+            pass  # a cache: the next process asks scontrol again
 
     def job(self, job_id: int) -> JobInfo:
         """A job's request, state and per-node allocation, from Slurm's JSON only."""
@@ -134,14 +194,8 @@ class SlurmCli:
     def _node_fields(self, node: str, details: bool = False) -> Dict[str, str]:
         """``scontrol show node`` text as key -> value; only Slurm's own keys are read (the node's Reason
         and Comment are admins' text, never looked at). ``details`` (``-d``) adds ``GresUsed``."""
-        from slurm_gpu.slurm.parse import parse_scontrol_pairs
-
-        fields: Dict[str, str] = {}
         args = ["show", "node", "-d", node] if details else ["show", "node", node]
-        for line in self._run("scontrol", args).splitlines():
-            for k, v in parse_scontrol_pairs(line.strip()).items():
-                fields.setdefault(k, v)
-        return fields
+        return _fields(self._run("scontrol", args))
 
     def node_features(self, node: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
         """``(available, active)`` features of ``node``: JSON from 24.11, ``scontrol show node`` text before
@@ -158,12 +212,22 @@ class SlurmCli:
         available = _feature_list(fields.get("AvailableFeatures", ""))
         return available, _feature_list(fields.get("ActiveFeatures", ""))
 
-    def node_gres(self, node: str) -> Tuple[Tuple[GresCount, ...], Tuple[GresCount, ...]]:
+    def node_gres(self, node: str) -> NodeGres:
         """``(configured, allocated)`` gres of ``node`` (``Gres=``, ``GresUsed=``)."""
-        fields = self._node_fields(node, details=True)
-        if "GresUsed" not in fields:  # never decide on a missing count: 0 would free every slot
-            raise SlurmError(f"scontrol show node -d {node} printed no GresUsed")
-        return parse_gres_counts(fields.get("Gres", "")), parse_gres_counts(fields["GresUsed"])
+        return self.node_gres_started(node)()
+
+    def node_gres_started(self, node: str) -> Callable[[], NodeGres]:
+        """``node_gres`` asked now, read when the returned function is called (once): Slurm answers while
+        the caller reads the node's GPUs."""
+        out = self._start("scontrol", ["show", "node", "-d", node])
+
+        def result() -> NodeGres:
+            fields = _fields(out())
+            if "GresUsed" not in fields:  # never decide on a missing count: 0 would free every slot
+                raise SlurmError(f"scontrol show node -d {node} printed no GresUsed")
+            return parse_gres_counts(fields.get("Gres", "")), parse_gres_counts(fields["GresUsed"])
+
+        return result
 
     def pending_jobs(self) -> Tuple[PendingJob, ...]:
         """Every pending job (each array task on its own), highest priority first: its gres request per
@@ -244,6 +308,17 @@ def _feature_list(text: str) -> Tuple[str, ...]:
     if not text or text == "(null)":
         return ()
     return tuple(f for f in text.split(",") if f)
+
+
+def _fields(text: str) -> Dict[str, str]:
+    """``scontrol show node`` text as key -> value, the first of each key."""
+    from slurm_gpu.slurm.parse import parse_scontrol_pairs
+
+    fields: Dict[str, str] = {}
+    for line in text.splitlines():
+        for k, v in parse_scontrol_pairs(line.strip()).items():
+            fields.setdefault(k, v)
+    return fields
 
 
 def _minimal_env() -> Dict[str, str]:

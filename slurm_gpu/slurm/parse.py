@@ -29,6 +29,7 @@ from slurm_gpu.core.gres import (
 
 __all__ = [
     "GresCount",
+    "NodeGres",
     "MigRequest",
     "JobInfo",
     "ACTIVE_STATES",
@@ -78,6 +79,9 @@ class GresCount:
     name: str
     type: Optional[str]
     count: int
+
+
+NodeGres = Tuple[Tuple[GresCount, ...], Tuple[GresCount, ...]]  # a node's (configured, allocated) gres
 
 
 @dataclass(frozen=True)

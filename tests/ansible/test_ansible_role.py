@@ -181,9 +181,12 @@ def test_the_role_installs_on_a_fresh_debian_12_and_a_second_run_changes_nothing
         assert (st.st_uid, stat.S_IMODE(st.st_mode) & 0o755) == (0, mode), path
     from slurm_gpu.install.layout import HOOK_LAUNCHER
 
-    # the venv's interpreter starts slurm-gpu-hook's code (install.layout.hook_command)
+    # the venv's interpreter starts slurm-gpu-hook's code (install.layout.hook_command), its package first
     prolog = Path(f"{root}/etc/slurm/prolog.d/50-slurm-gpu").read_text()
-    assert f"exec /opt/slurm-gpu/bin/python3 -c '{HOOK_LAUNCHER}' prolog" in prolog, prolog
+    site = re.search(r"/opt/slurm-gpu/lib/python3\.\d+/site-packages", prolog)
+    assert site, prolog
+    launcher = HOOK_LAUNCHER.format(root=f'"{site.group(0)}"')
+    assert f"exec /opt/slurm-gpu/bin/python3 -I -S -c '{launcher}' prolog" in prolog, prolog
     assert os.path.isdir(f"{root}/usr/local/lib/slurm-gpu/slurm_gpu")
     for unit in ("slurm-gpu-reconcile.timer", "slurm-gpu-publish.service"):
         enabled = roots.chroot_run(root, ["systemctl", "is-enabled", unit])

@@ -193,3 +193,44 @@ def test_a_server_whose_package_changed_starts_anew_on_the_new_code(node, tmp_pa
         assert hook(env, "prolog", cwd=tmp_path).stderr.rstrip().endswith("AGENT False")
     finally:
         srv.stop()
+
+
+def _children(pid):
+    """The live child processes of ``pid``."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        kids = [int(p) for p in f.read().split()]
+    out = []
+    for kid in kids:
+        try:
+            with open(f"/proc/{kid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    out.append(kid)
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def _wait_for(check, what, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_the_spare_child_serves_the_next_hook_and_a_dead_one_is_replaced(node, server):
+    tmp, config = node
+    env = _env(tmp, config, server.sock, SLURM_JOB_ID="46")
+    _wait_for(lambda: len(_children(server.proc.pid)) == 1, "no spare child waits for the first request")
+    spare = _children(server.proc.pid)[0]
+    served = hook(env, "prolog")
+    assert f'"served_by":{server.proc.pid}' in served.stderr, served.stderr
+    assert spare not in _children(server.proc.pid)  # it ran the hook and is gone
+    _wait_for(lambda: len(_children(server.proc.pid)) == 1, "no new spare after the first request")
+    os.kill(_children(server.proc.pid)[0], signal.SIGKILL)  # a spare gone (OOM killer, an admin)
+    again = hook(env, "prolog")
+    assert f'"served_by":{server.proc.pid}' in again.stderr, again.stderr  # served by a child forked for it
+    assert again.stderr.rstrip().endswith("AGENT False"), again.stderr
+    _wait_for(lambda: len(_children(server.proc.pid)) == 1, "no spare after a dead one")
+    last = _children(server.proc.pid)[0]
+    server.stop()
+    _wait_for(lambda: not os.path.exists(f"/proc/{last}/cmdline"), "the spare outlived its server")
