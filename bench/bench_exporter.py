@@ -31,7 +31,8 @@ def _node(tmp: str, gpus: int, jobs: int) -> Any:
     from slurm_gpu.core.catalog import load_catalog
     from slurm_gpu.devices import simstate
     from slurm_gpu.devices.open import open_driver
-    from slurm_gpu.node.agent import AgentPolicy, JobContext, NodeAgent
+    from slurm_gpu.node.agent import NodeAgent
+    from slurm_gpu.node.context import AgentPolicy, JobContext
     from slurm_gpu.state.journal import Journal
 
     state = os.path.join(tmp, "gpus.json")

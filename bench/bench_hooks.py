@@ -94,7 +94,8 @@ def main() -> int:
 
     from slurm_gpu.devices import simstate
     from slurm_gpu.devices.open import open_driver
-    from slurm_gpu.node.agent import AgentPolicy, JobContext, NodeAgent
+    from slurm_gpu.node.agent import NodeAgent
+    from slurm_gpu.node.context import AgentPolicy, JobContext
     from slurm_gpu.slurm.client import SlurmCli
     from slurm_gpu.state.journal import Journal
 

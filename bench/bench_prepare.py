@@ -28,7 +28,7 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=2)
     ap.add_argument("--profile", default="1g.10gb")
     args = ap.parse_args()
-    from slurm_gpu.node.agent import JobContext
+    from slurm_gpu.node.context import JobContext
 
     uid, gid = os.getuid(), os.getgid()
     with tempfile.TemporaryDirectory() as tmp:

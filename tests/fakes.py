@@ -11,7 +11,8 @@ from slurm_gpu.devices import simstate
 from slurm_gpu.devices.counting import CountingNvml
 from slurm_gpu.devices.nvml import NvmlDriver
 from slurm_gpu.devices.simnvml import SimNvml
-from slurm_gpu.node.agent import AgentPolicy, NodeAgent
+from slurm_gpu.node.agent import NodeAgent
+from slurm_gpu.node.context import AgentPolicy
 from slurm_gpu.slurm.parse import GresCount, JobInfo, PendingJob, format_gres_count
 from slurm_gpu.state.journal import Journal
 

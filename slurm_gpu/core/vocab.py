@@ -72,3 +72,6 @@ class Admission(_Word):
 ADMISSION_MODES = tuple(str(a) for a in Admission)
 # What ships: exact at Slurm's own start rate (bench/RESULTS.md, "Burst fill"); features stay selectable.
 DEFAULT_ADMISSION = str(Admission.COUNTS)
+# hooks.log: the line of a served Epilog's re-plan of its node after it answered slurmd (hooks.runtime);
+# its updates and problems are the Epilog's, it is no hook run of its own (node.hookstats)
+REPLAN_HOOK = "replan"

@@ -1,12 +1,13 @@
 """The hook server's client: ask ``slurm-gpu-hook serve`` (``slurm_gpu.hooks.server``) to run a hook.
 
-Imports nothing beyond ``os``, ``sys`` and the C module ``_socket``: it runs in every hook process, and
-its point is to keep that process small.
+Imports nothing beyond the built-in ``posix`` and ``sys`` and the C module ``_socket`` (not even ``os``,
+which a ``-S`` interpreter has not loaded): it runs in every hook process, and its point is to keep that
+process small.
 """
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 TYPE_CHECKING = False  # typing is not imported just for annotations
@@ -25,7 +26,14 @@ def package_id() -> str:
     """This install of the package: a server of another one (an upgrade not yet restarted) is not used."""
     import slurm_gpu
 
-    return f"{os.path.dirname(os.path.abspath(slurm_gpu.__file__))}@{slurm_gpu.__version__}"
+    path = slurm_gpu.__file__ or ""
+    if path.startswith("/") and "/." not in path and "//" not in path:
+        directory = path.rpartition("/")[0]  # os.path.dirname of a normal absolute path
+    else:
+        import os
+
+        directory = os.path.dirname(os.path.abspath(path))
+    return f"{directory}@{slurm_gpu.__version__}"
 
 
 def encode_request(hook: str, config: Optional[str], cwd: bytes, umask: int, fds: Sequence[int],
@@ -34,17 +42,21 @@ def encode_request(hook: str, config: Optional[str], cwd: bytes, umask: int, fds
     and a body of NUL-separated fields: package, hook, config path (empty: the default search), cwd, umask
     (octal), the targets (0-2) of the file descriptors passed with it, then the environment's
     ``KEY=VALUE``. NUL cannot occur in any of them."""
-    fields = [os.fsencode(package), hook.encode(), os.fsencode(config or ""), cwd, b"%o" % umask,
+    fields = [_fsencode(package), hook.encode(), _fsencode(config or ""), cwd, b"%o" % umask,
               b",".join(b"%d" % fd for fd in fds), *(k + b"=" + v for k, v in env.items())]
     body = b"\0".join(fields)
     return PROTOCOL + b"\n%d\n" % len(body) + body
+
+
+def _fsencode(text: str) -> bytes:
+    return text.encode(sys.getfilesystemencoding(), "surrogateescape")  # os.fsencode on POSIX
 
 
 def _open_fds() -> List[int]:
     fds = []
     for fd in (0, 1, 2):
         try:
-            os.fstat(fd)
+            posix.fstat(fd)
         except OSError:
             continue
         fds.append(fd)
@@ -82,18 +94,19 @@ def via_server(hook: str, config: Optional[str]) -> Optional[int]:
     """The exit status of ``hook`` run by the hook server, or None to run it in this process: no server
     (``$SLURM_GPU_HOOK_SOCKET``, default DEFAULT_SOCKET; empty or ``none``: never ask), another install's
     server, or a server child that ended without a status (a hook is safe to run again: the journal)."""
-    path = os.environ.get(SOCKET_ENV, DEFAULT_SOCKET)
+    env = posix.environ  # the environment as bytes (os.environb before os exists)
+    raw = env.get(SOCKET_ENV.encode())
+    path = DEFAULT_SOCKET if raw is None else raw.decode(sys.getfilesystemencoding(), "surrogateescape")
     if path in ("", "none"):
         return None
     try:
-        cwd = os.getcwdb()
+        cwd = posix.getcwdb()
     except OSError:
         cwd = b"/"
-    umask = os.umask(0o077)
-    os.umask(umask)
+    umask = posix.umask(0o077)
+    posix.umask(umask)
     fds = _open_fds()
-    reply = _exchange(path, encode_request(hook, config, cwd, umask, fds, dict(os.environb), package_id()),
-                      fds)
+    reply = _exchange(path, encode_request(hook, config, cwd, umask, fds, dict(env), package_id()), fds)
     if reply is None:
         return None
     status = reply.strip()

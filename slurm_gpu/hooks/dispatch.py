@@ -4,7 +4,6 @@ node), 1 for an unexpected error (one line on stderr; ``SLURM_GPU_DEBUG=1`` show
 
 from __future__ import annotations
 
-import os
 import sys
 
 TYPE_CHECKING = False  # typing is not imported just for annotations
@@ -29,6 +28,8 @@ def run_hook(hook: str, config: Optional[str] = None) -> int:
         return 130
     except Exception as exc:
         # As the CLI maps errors (slurm_gpu.cli.main): one line in slurmd's log, not a traceback.
+        import os
+
         from slurm_gpu.core.errors import DEBUG_ENV, EXIT_ERROR, SlurmGpuError
 
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):

@@ -11,7 +11,7 @@ codes: the hook's (``slurm_gpu.hooks.dispatch``), 2 for a bad command line.
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 from slurm_gpu.hooks.dispatch import HOOKS
@@ -123,7 +123,7 @@ def launch() -> None:
     if _served:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)
+        posix._exit(code)  # os._exit: the served path never imports os
     sys.exit(code)
 
 

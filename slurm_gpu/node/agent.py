@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, Tuple
 
 from slurm_gpu.core.errors import DriverError, LockTimeout, NoFitError, SlurmError, SlurmGpuError, StateError
 from slurm_gpu.core.ownership import match
-from slurm_gpu.core.vocab import DEFAULT_ADMISSION, HookAction, InstanceState, Phase
+from slurm_gpu.core.vocab import HookAction, InstanceState, Phase
 from slurm_gpu.devices import access
 from slurm_gpu.node import cdi, hpcjobs
 from slurm_gpu.node.allocation import allocated_on, check_allocation, resolve_request
+from slurm_gpu.node.context import AgentPolicy, JobContext, Outcome
 from slurm_gpu.node.destroy import NODE_FAULT_CODES, busy_reason, create_retrying, destroy_gi
 from slurm_gpu.node.publish import Publisher, publisher_for
 from slurm_gpu.node.snapshot import NodeSnapshot, read_snapshot
@@ -39,59 +40,7 @@ if TYPE_CHECKING:
     from slurm_gpu.slurm.parse import JobInfo, MigRequest
     from slurm_gpu.state.api import JournalStore
 
-__all__ = ["JobContext", "AgentPolicy", "Outcome", "NodeAgent"]
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What a hook knows about its job from Slurm's environment."""
-
-    job_id: str
-    uid: int
-    gid: int
-
-    @classmethod
-    def from_env(cls, environ: Optional[Dict[str, str]] = None) -> JobContext:
-        env = os.environ if environ is None else environ
-        try:
-            return cls(env["SLURM_JOB_ID"], int(env["SLURM_JOB_UID"]), int(env["SLURM_JOB_GID"]))
-        except (KeyError, ValueError) as exc:
-            from slurm_gpu.core.errors import BadInputError
-
-            raise BadInputError(f"hook environment lacks a usable {exc}", part=str(exc)) from None
-
-
-@dataclass(frozen=True)
-class AgentPolicy:
-    """Knobs of the agent; defaults suit production."""
-
-    max_count_per_node: int = 8
-    release_wait_s: float = 10.0  # how long the Epilog waits for processes to leave an instance
-    release_poll_s: float = 0.2
-    caps_dir: str = access.DEFAULT_CAPS_DIR
-    # "auto": the host's hierarchy (cgroup v1 devices or v2, devices.cgroups); a path; None: no seal.
-    cgroup_root: Optional[str] = "auto"
-    enable_mig_mode: bool = True  # switch idle Hopper+ GPUs to MIG mode on demand
-    create_busy_wait_s: float = 3.0  # retry a creation refused IN_USE (another client holds the GPU)
-    create_busy_poll_s: float = 0.5
-    publish_features: bool = True
-    admission: str = DEFAULT_ADMISSION  # "counts": migp target layout (node.publish.CountPublisher)
-    hpc_job_mapping_dir: Optional[str] = None  # dcgm-exporter's job mapping files (node.hpcjobs)
-    cdi_dir: Optional[str] = None  # per-job CDI specs (node.cdi)
-
-
-@dataclass
-class Outcome:
-    """What a hook did (``action``) and why."""
-
-    job_id: str
-    action: HookAction
-    message: str = ""
-    mig_uuids: Tuple[str, ...] = ()
-    problems: List[str] = field(default_factory=list)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dict(asdict(self), action=str(self.action))
+__all__ = ["NodeAgent"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +75,7 @@ class NodeAgent:
             slurm, self.policy.admission, self.policy.max_count_per_node, self.policy.publish_features)
         self._profiles: Dict[str, GpuModel] = {}  # each model's driver profile table, read once
         self._after_release: Optional[NodeSnapshot] = None  # the node as the last release left it
+        self._replan_due = False  # a release(publish=False) left its re-plan to publish_after_release
 
     # ------------------------------------------------------------------ node state
     def snapshot(self) -> NodeSnapshot:
@@ -148,7 +98,7 @@ class NodeAgent:
     def prepare(self, ctx: JobContext) -> Outcome:
         """Create the job's instances. Only what Slurm alone controls is trusted: the recorded request
         (admin comment, set by job_submit.lua) checked against this node's allocation (gres detail)."""
-        job = self.slurm.job(int(ctx.job_id.split("_")[0]))
+        job = self.slurm.job(ctx.base_job_id)
         try:
             req = job.request()
         except SlurmGpuError as exc:
@@ -237,9 +187,10 @@ class NodeAgent:
             for n, p in enumerate(planned):
                 inst = create_retrying(self.driver, p.gpu_index, p.profile_id, p.start,
                                        self.policy.create_busy_wait_s, self.policy.create_busy_poll_s)
-                with self.journal.lock():
-                    self.journal.record_created(ctx.job_id, n, inst)
                 created.append(inst)
+                if n + 1 < len(planned):  # the last one is journalled with the prepare's end
+                    with self.journal.lock():
+                        self.journal.record_created(ctx.job_id, n, inst)
         except DriverError as exc:
             # Something the journal does not know holds the slices, or the GPU failed: undo, then requeue
             # (or drain the node on purpose when the GPU itself is broken), and let reconcile look.
@@ -250,7 +201,7 @@ class NodeAgent:
             return out
         mig_uuids = tuple(i.mig_uuid or "" for i in created)
         with self.journal.lock():
-            self.journal.finish_prepare(ctx.job_id)
+            self.journal.record_created(ctx.job_id, len(created) - 1, created[-1], complete=True)
             self._grant(ctx, created)
             try:
                 self.journal.write_task_env(ctx.job_id, ctx.uid, ctx.gid, mig_uuids)
@@ -345,7 +296,7 @@ class NodeAgent:
         if hook != "prolog":
             return Outcome(ctx.job_id, HookAction.PARTIAL, f"node drained: {exc}", problems=problems)
         try:
-            job = self.slurm.job(int(ctx.job_id.split("_")[0]))
+            job = self.slurm.job(ctx.base_job_id)
             self.slurm.requeue(job.job_id, f"{self.node} drained: GPU driver failure", job.admin_comment)
         except SlurmError as err:
             problems.append(f"requeue failed: {err}")
@@ -410,15 +361,17 @@ class NodeAgent:
         return Outcome(ctx.job_id, event, f"{why}: {detail}", problems=problems)
 
     # ------------------------------------------------------------------ release (Epilog)
-    def release(self, ctx: JobContext) -> Outcome:
+    def release(self, ctx: JobContext, publish: bool = True) -> Outcome:
         """Destroy the job's instances. Processes still leaving an instance are waited for with the node
-        lock released between tries, so no other job's hook waits behind this one."""
+        lock released between tries, so no other job's hook waits behind this one. ``publish=False``:
+        the re-plan of the node is left to :meth:`publish_after_release`."""
         deadline = time.monotonic() + self.policy.release_wait_s
+        self._replan_due = False
         try:
             while True:
                 problems: List[str] = []
                 busy: List[str] = []
-                if self.journal.get(ctx.job_id) is not None:  # a job of ours: its end re-plans the node
+                if publish and self.journal.get(ctx.job_id) is not None:  # ours: its end re-plans the node
                     self.publisher.prefetch()
                 with self.journal.lock():
                     if self.journal.get(ctx.job_id) is None:
@@ -427,7 +380,9 @@ class NodeAgent:
                         return Outcome(ctx.job_id, HookAction.NONE, "no instances recorded")
                     complete = self._release_locked(ctx.job_id, problems, busy)
                     if complete or not busy or time.monotonic() >= deadline:
-                        self._publish_quietly(problems, self._after_release)
+                        if publish:
+                            self._publish_quietly(problems, self._after_release)
+                        self._replan_due = not publish
                         break
                 time.sleep(self.policy.release_poll_s)
         except LockTimeout as exc:
@@ -438,6 +393,20 @@ class NodeAgent:
             return Outcome(ctx.job_id, HookAction.RELEASED, problems=problems)
         return Outcome(ctx.job_id, HookAction.PARTIAL, "left in releasing state for reconcile",
                        problems=problems)
+
+    def publish_after_release(self) -> List[str]:
+        """The re-plan a ``release(publish=False)`` left (none if it released nothing of ours): the queue
+        read, then the node read anew and published under the lock. Never raises: returns the problems."""
+        problems: List[str] = []
+        if self._replan_due:
+            self._replan_due = False
+            self.publisher.prefetch()
+            try:
+                with self.journal.lock():
+                    self._publish_quietly(problems)
+            except (LockTimeout, SlurmGpuError) as exc:
+                problems.append(f"publishing features: {exc}")
+        return problems
 
     def _release_locked(self, job_id: str, problems: List[str], busy: Optional[List[str]] = None,
                         snap: Optional[NodeSnapshot] = None) -> bool:

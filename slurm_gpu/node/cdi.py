@@ -77,7 +77,8 @@ def write_spec(cdi_dir: Optional[str], job_id: str, gid: int, instances: Sequenc
         shared = [n for n in found if n is not None]
         os.makedirs(cdi_dir, mode=0o755, exist_ok=True)
         text = json.dumps(job_spec(job_id, devices, shared), indent=1, sort_keys=True) + "\n"
-        atomic_write(path, text, mode=SPEC_MODE, owner=(0, gid) if os.geteuid() == 0 else None)
+        # not fsynced: a job's spec lasts as long as the job, which a power loss ends
+        atomic_write(path, text, mode=SPEC_MODE, owner=(0, gid) if os.geteuid() == 0 else None, durable=False)
     except (OSError, SlurmGpuError) as exc:
         problems.append(f"CDI spec not written in {cdi_dir}: {exc}")
         return None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Tuple
 
-from slurm_gpu.core.vocab import HookAction, Repair
+from slurm_gpu.core.vocab import REPLAN_HOOK, HookAction, Repair
 from slurm_gpu.node.metrics import PREFIX, Family, Histogram
 
 __all__ = ["LogStats", "HOOK_BUCKETS", "NVML_BUCKETS", "requeue_cause", "NVML_OPERATIONS"]
@@ -78,6 +78,9 @@ class LogStats:
 
     def add_hook_line(self, line: Mapping[str, Any]) -> None:
         hook = str(line.get("hook", ""))
+        if hook == REPLAN_HOOK:  # the Epilog's work, done after it answered: its problems and updates
+            self._add_counts(line, "epilog")
+            return
         if hook not in self.durations:
             return
         if hook == "reconcile":
@@ -91,10 +94,13 @@ class LogStats:
         seconds = _number(line.get("seconds"))
         if seconds >= 0:
             self.durations[hook].observe(seconds)
+        self._add_nvml(line.get("nvml"))
+        self._add_counts(line, hook)
+
+    def _add_counts(self, line: Mapping[str, Any], hook: str) -> None:
         problems = line.get("problems")
         if isinstance(problems, list):
             self.problems[hook] += len(problems)
-        self._add_nvml(line.get("nvml"))
         updates = line.get("capacity_updates")
         if isinstance(updates, int) and updates > 0:
             self.capacity_updates += updates

@@ -35,7 +35,8 @@ def write_mappings(directory: Optional[str], job_id: str, instances: Sequence[Mi
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
         for inst in instances:
-            atomic_write(mapping_path(directory, inst.gpu_index, inst.gi_id), f"{job_id}\n", mode=0o644)
+            atomic_write(mapping_path(directory, inst.gpu_index, inst.gi_id), f"{job_id}\n", mode=0o644,
+                         durable=False)  # lasts as long as the job, which a power loss ends
     except (OSError, SlurmGpuError) as exc:
         problems.append(f"HPC job mapping file not written in {directory}: {exc}")
 

@@ -70,6 +70,7 @@ class SlurmCli:
         self._env = dict(env) if env is not None else None
         self._version: Optional[Tuple[int, int]] = None
         self._version_cache = version_cache
+        self._started_jobs: Dict[int, Callable[[], JobInfo]] = {}  # start_job's reads, for job()
 
     # -- plumbing -------------------------------------------------------------------------------------
     def _run(self, tool: str, args: Sequence[str]) -> str:
@@ -153,23 +154,40 @@ class SlurmCli:
             pass  # a cache: the next process asks scontrol again
 
     def job(self, job_id: int) -> JobInfo:
-        """A job's request, state and per-node allocation, from Slurm's JSON only."""
+        """A job's request, state and per-node allocation, from Slurm's JSON only (what ``start_job``
+        began for it, if it did)."""
         jid = int(job_id)
-        if self.version() >= JSON_PINNED_SINCE:
-            out = self._run("scontrol", ["show", "job", JSON_PINNED, str(jid)])
-        elif self.version() >= JSON_SCONTROL_SINCE:
-            out = self._run("scontrol", ["show", "job", "--json", str(jid)])
-        else:
+        started = self._started_jobs.pop(jid, None)
+        return (started or self._job_started(jid))()
+
+    def start_job(self, job_id: int) -> None:
+        """Ask Slurm for a job now; the next ``job(job_id)`` reads the answer: Slurm answers while the
+        caller builds what else it needs. Never raises: what fails here, that read reports."""
+        jid = int(job_id)
+        if jid not in self._started_jobs:
+            try:
+                self._started_jobs[jid] = self._job_started(jid)
+            except SlurmError:
+                pass
+
+    def _job_started(self, jid: int) -> Callable[[], JobInfo]:
+        if self.version() < JSON_SCONTROL_SINCE:
             # 22.05's `squeue --json` ignores every filter and prints all jobs (7 MB for 2,000 jobs, seconds
             # per call: a burst of Prologs timed out on it). One job's fields that no user writes instead.
-            line = self._run("squeue", ["--noheader", "--states=all", f"--jobs={jid}",
-                                        f"--Format={SQUEUE_JOB_FORMAT}"])
-            return job_from_squeue_line(line, jid)
-        try:
-            doc = json.loads(out)
-        except ValueError as exc:
-            raise SlurmError(f"Slurm printed no JSON for job {jid}: {exc}") from exc
-        return job_by_id(doc, jid)
+            line = self._start("squeue", ["--noheader", "--states=all", f"--jobs={jid}",
+                                          f"--Format={SQUEUE_JOB_FORMAT}"])
+            return lambda: job_from_squeue_line(line(), jid)
+        flag = JSON_PINNED if self.version() >= JSON_PINNED_SINCE else "--json"
+        out = self._start("scontrol", ["show", "job", flag, str(jid)])
+
+        def result() -> JobInfo:
+            try:
+                doc = json.loads(out())
+            except ValueError as exc:
+                raise SlurmError(f"Slurm printed no JSON for job {jid}: {exc}") from exc
+            return job_by_id(doc, jid)
+
+        return result
 
     def active_jobs_on(self, node: str) -> Dict[int, str]:
         """``{job_id: state}`` of jobs on ``node`` that may still own instances there."""

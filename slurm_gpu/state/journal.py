@@ -281,8 +281,10 @@ class Journal:
             raise BadInputError(message, part=str(index))
         return record.instances[index]
 
-    def record_created(self, job_id: Union[str, int], index: int, actual: Any) -> JobRecord:
-        """Save that planned instance ``index`` now exists (after its GI and CI were created)."""
+    def record_created(self, job_id: Union[str, int], index: int, actual: Any,
+                       complete: bool = False) -> JobRecord:
+        """Save that planned instance ``index`` now exists (after its GI and CI were created); with
+        ``complete``, the last one: PrepareCompleted in the same write (``finish_prepare``'s check)."""
         job_id = validate_job_id(job_id)
         try:
             act = Actual.from_any(actual)
@@ -299,7 +301,14 @@ class Journal:
             if item.state != InstanceState.PLANNED:
                 raise StateError(f"job {job_id}: instance {index} is {item.state}, not planned")
             created = InstanceRecord(item.planned, act, InstanceState.CREATED)
-            return self._set_instance(record, index, created, Phase.PREPARE_STARTED)
+            phase = Phase.PREPARE_STARTED
+            if complete:
+                missing = [n for n, i in enumerate(record.instances)
+                           if n != index and i.state != InstanceState.CREATED]
+                if missing:
+                    raise StateError(f"job {job_id}: instances {missing} are not created")
+                phase = Phase.PREPARE_COMPLETED
+            return self._set_instance(record, index, created, phase)
 
     def finish_prepare(self, job_id: Union[str, int]) -> JobRecord:
         """PrepareCompleted: every instance is created."""

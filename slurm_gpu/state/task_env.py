@@ -135,7 +135,9 @@ def write_task_env(state_dir: str, job_id: Union[str, int], uid: int, gid: int,
     _uid(gid)
     path = task_env_path(state_dir, uid, job_id)
     _user_dir(state_dir, uid, gid)
-    atomic_write(path, "".join(u + "\n" for u in uuids), mode=0o400, owner=(uid, gid))
+    # Not fsynced: the file lives as long as its job, and a power loss ends the job (reconcile removes
+    # what is left); atomic for every reader all the same.
+    atomic_write(path, "".join(u + "\n" for u in uuids), mode=0o400, owner=(uid, gid), durable=False)
     return path
 
 

@@ -16,8 +16,9 @@ from slurm_gpu.core.errors import BadInputError, ConfigError, StateError
 from slurm_gpu.devices import simstate
 from slurm_gpu.devices.open import open_driver
 from slurm_gpu.node import containers as nc
-from slurm_gpu.node.agent import AgentPolicy, JobContext, NodeAgent
+from slurm_gpu.node.agent import NodeAgent
 from slurm_gpu.node.config import Config, ContainersConfig, DriverConfig, cdi_dir, parse_config
+from slurm_gpu.node.context import AgentPolicy, JobContext
 from slurm_gpu.state.journal import Journal
 
 pytestmark = pytest.mark.containers

@@ -4,6 +4,7 @@ refuses. The real-cluster suite runs every job's hooks through it (the local clu
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from slurm_gpu.devices import simstate
+from slurm_gpu.devices.open import open_driver
 from slurm_gpu.hooks import client
 
 REPO = Path(__file__).resolve().parents[2]
@@ -234,3 +236,59 @@ def test_the_spare_child_serves_the_next_hook_and_a_dead_one_is_replaced(node, s
     last = _children(server.proc.pid)[0]
     server.stop()
     _wait_for(lambda: not os.path.exists(f"/proc/{last}/cmdline"), "the spare outlived its server")
+
+
+STAND_IN = """#!/bin/sh
+# scontrol/squeue for one running job (42, one 1g.10gb) on node n1 under count admission; an update of the
+# node's counts takes a second and is recorded
+case "$1 $2" in
+  "--version ") echo "slurm 24.11.5" ;;
+  "show job")
+    printf '{{"jobs":[{{"job_id":42,"job_state":["RUNNING"],"user_id":{uid},"nodes":"n1",'
+    printf '"admin_comment":"slurm-gpu:gpu:1g.10gb:1","tres_per_node":"gres/migp:1g.10gb:1",'
+    printf '"gres_detail":["migp:1g.10gb(CNT:1)"]}}]}}\\n' ;;
+  "show node") printf 'NodeName=n1\\n   Gres=migp:1g.10gb:1\\n   GresUsed=migp:1g.10gb:1\\n' ;;
+  "update nodename=n1") sleep 1; echo "$3" >> {updates} ;;
+esac
+exit 0
+"""
+
+
+def test_a_served_epilog_answers_before_it_re_plans_the_node(tmp_path):
+    state = tmp_path / "gpus.json"
+    simstate.init_state(str(state), [("H100-80GB", 1)], sandbox=str(tmp_path / "sb"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    updates = tmp_path / "updates"
+    for tool in ("scontrol", "squeue"):
+        (bin_dir / tool).write_text(STAND_IN.format(uid=os.getuid(), updates=updates))
+        (bin_dir / tool).chmod(0o755)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"version: 1\ndriver:\n  kind: sim\n  sim_state: {state}\n"
+                      f"  sim_sandbox: {tmp_path / 'sb'}\nstate_dir: {tmp_path / 'state'}\n"
+                      f"slurm:\n  bin_dir: {bin_dir}\nadmission:\n  mode: counts\n")
+    sock = tmp_path / "run" / "hooks.sock"
+    env = _env(tmp_path, str(config), sock, SLURM_JOB_ID="42")
+    srv = Server(sock, _env(tmp_path, str(config), "none"))
+    try:
+        prolog = hook(env, "prolog")
+        assert prolog.returncode == 0 and prolog.stderr.rstrip().endswith("AGENT False"), prolog.stderr
+        t0 = time.monotonic()
+        epilog = hook(env, "epilog")
+        took = time.monotonic() - t0
+        assert epilog.returncode == 0 and epilog.stderr.rstrip().endswith("AGENT False"), epilog.stderr
+        log = tmp_path / "state" / "hooks.log"
+        lines = [json.loads(x) for x in log.read_text().splitlines()]
+        # slurmd had its answer once the instance was gone and the epilog's line written ...
+        epi = [x for x in lines if x["hook"] == "epilog"]
+        assert len(epi) == 1 and epi[0]["action"] == "released" and "capacity_updates" not in epi[0], epi
+        assert took < 1.0 and epi[0]["seconds"] < 1.0, (took, epi)
+        # ... the node's counts were re-planned after that (each update takes the stand-in a second)
+        _wait_for(lambda: '"hook":"replan"' in log.read_text(), "the re-plan's log line never came", 60)
+        replan = [json.loads(x) for x in log.read_text().splitlines() if '"hook":"replan"' in x]
+        assert len(replan) == 1 and replan[0]["job_id"] == "42" and replan[0]["problems"] == [], replan
+        assert replan[0]["capacity_updates"] >= 1 and replan[0]["seconds"] >= 1.0, replan
+        assert len(updates.read_text().splitlines()) == replan[0]["capacity_updates"]
+        assert not open_driver("sim", sim_state=str(state)).instances()
+    finally:
+        srv.stop()

@@ -18,8 +18,9 @@ from slurm_gpu.core.geometry import GpuState
 from slurm_gpu.devices import simstate
 from slurm_gpu.devices.calllog import NvmlCallLog
 from slurm_gpu.devices.open import open_driver
-from slurm_gpu.node.agent import AgentPolicy, JobContext, NodeAgent
+from slurm_gpu.node.agent import NodeAgent
 from slurm_gpu.node.config import parse_config
+from slurm_gpu.node.context import AgentPolicy, JobContext
 from slurm_gpu.node.hookstats import LogStats, requeue_cause
 from slurm_gpu.node.metrics import NodeView, feature_counts, node_families, pending_families
 from slurm_gpu.state.journal import Journal
@@ -140,6 +141,9 @@ def test_hook_lines_carry_nvml_times_and_feed_the_histograms(node):
     stats.add_hook_line({"hook": "prolog", "action": "created", "seconds": 0.3,
                          "nvml": node.call_log.to_dict(), "capacity_updates": 1, "problems": []})
     stats.add_hook_line({"hook": "epilog", "error": "x"})
+    # a served Epilog's re-plan after its answer: its updates and problems count, it is no run of its own
+    stats.add_hook_line({"hook": "replan", "job_id": "10", "seconds": 2.0, "capacity_updates": 2,
+                         "problems": ["publishing features: x"]})
     stats.add_hook_line({"hook": "reconcile", "failed": 0, "repairs": {"destroy_orphan": 2}})
     stats.add_history_line({"event": "cancelled", "reason": "node lock of n1 busy"})
     fams = {f.name: f for f in stats.families()}
@@ -148,6 +152,9 @@ def test_hook_lines_carry_nvml_times_and_feed_the_histograms(node):
     assert dict(fams["slurm_gpu_hook_duration_seconds"].histograms)[("n1", "prolog")].count == 1
     runs = {v: x for v, x in fams["slurm_gpu_hook_runs"].samples}
     assert runs[("n1", "epilog", "error")] == 1 and runs[("n1", "reconcile", "ok")] == 1
+    assert not [v for v in runs if "replan" in v]
+    assert dict(fams["slurm_gpu_hook_duration_seconds"].histograms)[("n1", "epilog")].count == 0
+    assert {v: x for v, x in fams["slurm_gpu_capacity_updates"].samples}[("n1",)] == 3
     assert {v: x for v, x in fams["slurm_gpu_reconcile_repairs"].samples}[("n1", "destroy_orphan")] == 2
     assert {v: x for v, x in fams["slurm_gpu_requeues"].samples}[("n1", "cancelled", "lock_busy")] == 1
     assert requeue_cause("no placement for 2x3g.40gb on n2") == "no_placement"

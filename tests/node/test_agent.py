@@ -18,7 +18,8 @@ from slurm_gpu.core.features import is_fit_feature
 from slurm_gpu.devices import simstate
 from slurm_gpu.devices.open import open_driver
 from slurm_gpu.devices.simprocs import attach_process
-from slurm_gpu.node.agent import AgentPolicy, JobContext, NodeAgent
+from slurm_gpu.node.agent import NodeAgent
+from slurm_gpu.node.context import AgentPolicy, JobContext
 from slurm_gpu.slurm.parse import JobInfo
 from slurm_gpu.state.journal import Journal
 from slurm_gpu.state.task_env import read_task_env

@@ -15,7 +15,8 @@ from fakes import FakeSlurm
 from slurm_gpu.devices import simstate
 from slurm_gpu.devices.open import open_driver
 from slurm_gpu.devices.simprocs import hold_gpu, release_gpu
-from slurm_gpu.node.agent import AgentPolicy, JobContext, NodeAgent
+from slurm_gpu.node.agent import NodeAgent
+from slurm_gpu.node.context import AgentPolicy, JobContext
 from slurm_gpu.state.journal import Journal
 
 

@@ -11,7 +11,8 @@ import pytest
 from slurm_gpu.core import target
 from slurm_gpu.devices import simstate
 from slurm_gpu.devices.open import open_driver
-from slurm_gpu.node.agent import AgentPolicy, JobContext, NodeAgent
+from slurm_gpu.node.agent import NodeAgent
+from slurm_gpu.node.context import AgentPolicy, JobContext
 from slurm_gpu.state.journal import Journal
 from tests.fakes import FakeGresSlurm
 

@@ -9,7 +9,7 @@ import os
 from fakes import FakeSlurm, counted_agent
 
 from slurm_gpu.core.features import is_fit_feature
-from slurm_gpu.node.agent import JobContext
+from slurm_gpu.node.context import JobContext
 from slurm_gpu.slurm.api import SlurmAdapter
 from slurm_gpu.slurm.client import SlurmCli
 

@@ -90,3 +90,32 @@ def test_a_started_read_nothing_used_is_waited_for(tmp_path):
     # no scontrol of ours is left running, or ended and unreaped (a zombie keeps its name in stat)
     kids = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
     assert not [k for k in kids if "(scontrol)" in Path(f"/proc/{k}/stat").read_text()]
+
+
+JOB = """#!/bin/sh
+# scontrol 24.11: --version, and job 5 (a 1g.10gb job on n1); every show job is counted
+case "$1 $2" in
+  "--version ") echo "slurm 24.11.5" ;;
+  "show job")
+    echo asked >> {calls}
+    printf '{{"jobs":[{{"job_id":5,"job_state":["RUNNING"],"user_id":1000,"nodes":"n1",'
+    printf '"admin_comment":"slurm-gpu:gpu:1g.10gb:1","tres_per_node":"gres/migp:1g.10gb:1",'
+    printf '"gres_detail":["migp:1g.10gb(CNT:1)"]}}]}}\\n' ;;
+esac
+"""
+
+
+def test_a_started_job_read_is_the_next_read_of_that_job(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    (bin_dir / "scontrol").write_text(JOB.format(calls=calls))
+    (bin_dir / "scontrol").chmod(0o755)
+    cli = SlurmCli(str(bin_dir))
+    cli.start_job(5)
+    cli.start_job(5)  # once started, not again
+    job = cli.job(5)
+    assert (job.job_id, job.state, job.admin_comment) == (5, "RUNNING", "slurm-gpu:gpu:1g.10gb:1")
+    assert len(calls.read_text().splitlines()) == 1
+    assert cli.job(5).job_id == 5  # the started read is used once: a later read asks Slurm again
+    assert len(calls.read_text().splitlines()) == 2
