@@ -47,8 +47,11 @@ class _Recorded:
         self._log = log
 
     def __getattr__(self, name: str) -> Any:
+        # Looked up once per name: what this returns is kept on the object (a hook makes a few hundred
+        # NVML calls of a few dozen names; a new closure per call was a sizeable share of them).
         value = getattr(self._module, name)
         if not (name.startswith("nvml") and callable(value)):
+            self.__dict__[name] = value
             return value
         log, error_type, op = self._log, self._module.NVMLError, TIMED_CALLS.get(name)
 
@@ -66,4 +69,5 @@ class _Recorded:
                 log.timings.append((op, time.monotonic() - t0))
             return result
 
+        self.__dict__[name] = recorded
         return recorded

@@ -35,6 +35,9 @@ from slurm_gpu.hooks.dispatch import HOOKS, run_hook
 __all__ = ["serve", "parse_request", "Request"]
 
 MAX_REQUEST = 1 << 20  # argv and a hook's environment are a few KiB
+# A new spare waits this long for a request before it takes its copy-on-write faults (``_own_pages``): not
+# while the hook just handed off still runs (on a node's few idle cores they would slow it down).
+_SETTLE_S = 0.03
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 # What a hook imports (measured: the modules a prolog and an epilog load), loaded once in the server so
@@ -286,7 +289,7 @@ def _fork_spare(listener: socket.socket, package: str) -> Optional[socket.socket
             ours.close()
             listener.close()
             _become_child()
-            if not select.select([theirs], [], [], 0)[0]:  # no request waiting yet
+            if not select.select([theirs], [], [], _SETTLE_S)[0]:  # no request came meanwhile
                 _own_pages()
             _msg, fds, _flags, _addr = socket.recv_fds(theirs, 1, 1)
             theirs.close()
