@@ -43,7 +43,7 @@ def maximal_packings(g: _Gpu, profiles: Tuple[_P, ...]) -> FrozenSet[Vec]:
 def _reachable(g: _Gpu, ps: Tuple[_P, ...], pids: Tuple[int, ...], i: int) -> FrozenSet[Vec]:
     # Instances are added in profile order (index >= i), so each layout is reached by few paths; the
     # layout key dedups the rest.
-    ck = (id(g.m.model), g.key, pids, i)
+    ck = (id(g.m), g.key, pids, i)
     hit = _memo.get(ck)
     if hit is not None:
         return hit
@@ -110,7 +110,7 @@ def _step(g: _Gpu, demand: Sequence[Tuple[Callable[[_Model], Optional[_P]], int]
     """The :class:`_Step` of GPU ``g`` for the profiles the demand chooses on it, memoised: a re-plan asks
     about the same GPUs and profiles many times over with other counts."""
     chosen = [choose(g.m) for choose, _ in demand]
-    ck = (id(g.m.model), g.key, tuple(-1 if p is None else p.pid for p in chosen))
+    ck = (id(g.m), g.key, tuple(-1 if p is None else p.pid for p in chosen))
     found = _steps.get(ck)
     if found is None:
         if len(_steps) >= _CACHE_LIMIT:

@@ -24,7 +24,7 @@ docs/planner.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from slurm_gpu.core.errors import BadInputError, NoFitError, UnknownProfileError
 from slurm_gpu.core.packing import clear_packings, feasible
@@ -82,13 +82,16 @@ class _P:
 
 
 class _Model:
-    def __init__(self, model: GpuModel):
+    def __init__(self, model: GpuModel, avoid: FrozenSet[Tuple[int, int]] = frozenset()):
         self.model = model  # keeps the model alive while its id() keys the caches
+        self.avoid = avoid  # (profile id, start) placements left out: the strict model (``_strict``)
+        self.strict: Optional[_Model] = None
         self.compute_total = model.compute_slices_total
         self.max_gi = model.max_gpu_instances
         ps = []
         for p in model.profiles:
-            placements = tuple((s, ((1 << z) - 1) << s) for s, z in p.placements)
+            kept = tuple((s, z) for s, z in p.placements if (p.profile_id, s) not in avoid)
+            placements = tuple((s, ((1 << z) - 1) << s) for s, z in kept)
             ps.append(
                 _P(
                     name=p.name,
@@ -100,7 +103,7 @@ class _Model:
                     placements=placements,
                     weight=p.memory_slices * p.compute_slices,
                     is_base=p.is_base,
-                    by_end=tuple(sorted((s + z, s, ((1 << z) - 1) << s) for s, z in p.placements)),
+                    by_end=tuple(sorted((s + z, s, ((1 << z) - 1) << s) for s, z in kept)),
                 )
             )
         self.profiles: Tuple[_P, ...] = tuple(ps)
@@ -117,6 +120,28 @@ def _model(model: GpuModel) -> _Model:
     if m is None or m.model is not model:
         m = _models[id(model)] = _Model(model)
     return m
+
+
+def stranding_placements(model: GpuModel) -> FrozenSet[Tuple[int, int]]:
+    """``(profile id, start)`` of the placements that strand compute on any GPU holding them: alone on an
+    empty GPU they leave free compute slices no further instance can use (a 3g.40gb at 0 on an H100 takes
+    memory slices 0-3 and compute 0-2: slices 4-7 feed at most 3 more compute slices), and more instances
+    never give them back."""
+    from slurm_gpu.core.fragmentation import spare_compute  # lazy: geometry is not the planner's import
+
+    total = model.compute_slices_total
+    return frozenset((p.profile_id, start) for p in model.profiles for start, size in p.placements
+                     if spare_compute(model, ((start, size, p.profile_id),)) < total - p.compute_slices)
+
+
+def _strict(m: _Model) -> _Model:
+    """``m`` without its stranding placements (``m`` itself when it has none); its GPUs are memoised
+    apart from ``m``'s."""
+    if m.strict is None:
+        avoid = stranding_placements(m.model)
+        m.strict = _Model(m.model, avoid) if avoid else m
+        m.strict.strict = m.strict
+    return m.strict
 
 
 # --- one GPU ----------------------------------------------------------------------------------------
@@ -231,7 +256,7 @@ _gpus: Dict[Tuple[int, Key], _Gpu] = {}
 
 
 def _gpu(m: _Model, key: Key) -> _Gpu:
-    ck = (id(m.model), key)
+    ck = (id(m), key)
     g = _gpus.get(ck)
     if g is None:
         if len(_gpus) >= _CACHE_LIMIT:
@@ -360,9 +385,10 @@ def plan_counts(node: NodeState, counts: Mapping[str, int],
     return _plan(_node_gpus(node), _count_demand(node, counts), stop)
 
 
-def fits_counts(node: NodeState, counts: Mapping[str, int]) -> bool:
-    """Whether all of ``{profile name: count}`` fit on the node together now (exact)."""
-    return _feasible([g for _, g in _node_gpus(node)], _count_demand(node, counts))
+def fits_counts(node: NodeState, counts: Mapping[str, int], strict: bool = False) -> bool:
+    """Whether all of ``{profile name: count}`` fit on the node together now (exact); ``strict``: without
+    any new placement that strands compute (:func:`stranding_placements`)."""
+    return _feasible([g for _, g in _node_gpus(node, strict)], _count_demand(node, counts))
 
 
 def _positive(count: int, what: str) -> int:
@@ -371,8 +397,11 @@ def _positive(count: int, what: str) -> int:
     return count
 
 
-def _node_gpus(node: NodeState) -> List[Tuple[int, _Gpu]]:
-    return [(g.index, _gpu(_model(g.model), _key(g))) for g in node.gpus if g.mig_enabled]
+def _node_gpus(node: NodeState, strict: bool = False) -> List[Tuple[int, _Gpu]]:
+    def m(g: GpuState) -> _Model:
+        return _strict(_model(g.model)) if strict else _model(g.model)
+
+    return [(g.index, _gpu(m(g), _key(g))) for g in node.gpus if g.mig_enabled]
 
 
 def _plan(

@@ -20,6 +20,7 @@ from slurm_gpu.core.planner import (
     _model,
     _plan,
     _positive,
+    _strict,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,11 +47,13 @@ def fits_counts_slots(model: GpuModel, gpus: Sequence[Slots], counts: Mapping[st
     return counts_checker(model, gpus)(counts)
 
 
-def counts_checker(model: GpuModel, gpus: Sequence[Slots]) -> Callable[[Mapping[str, int]], bool]:
+def counts_checker(model: GpuModel, gpus: Sequence[Slots],
+                   strict: bool = False) -> Callable[[Mapping[str, int]], bool]:
     """:func:`fits_counts_slots` for one node state asked many times (a re-plan): the facts of its GPUs
     are gathered once; necessary conditions (each profile alone, memory and compute slices) answer most
-    refusals before the exact walk."""
-    m = _model(model)
+    refusals before the exact walk. ``strict``: fit without any new placement that strands compute
+    (``planner.stranding_placements``)."""
+    m = _strict(_model(model)) if strict else _model(model)
     gs = [_gpu(m, key) for key in gpus]
     free_mem = sum(model.memory_slices_total - bin(g.used).count("1") for g in gs)
     free_cmp = sum(m.compute_total - g.compute for g in gs)

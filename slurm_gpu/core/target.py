@@ -26,7 +26,7 @@ False
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from slurm_gpu.core.aliases import alias_profile, is_alias_type
 from slurm_gpu.core.errors import NoFitError
@@ -148,14 +148,18 @@ def choose_typed_target(node: NodeState, alloc: Mapping[str, int], demand: Seque
         if n > allocated.get(p, 0):
             base[p] = base.get(p, 0) + n - allocated.get(p, 0)
 
-    def fits(extra: Dict[str, int]) -> bool:
-        need = dict(claims)
-        for p, n in by_profile(extra, types).items():
-            need[p] = need.get(p, 0) + n
-        return fits_counts(node, need)
+    def checker(strict: bool) -> Callable[[Dict[str, int]], bool]:
+        def fits(extra: Dict[str, int]) -> bool:
+            need = dict(claims)
+            for p, n in by_profile(extra, types).items():
+                need[p] = need.get(p, 0) + n
+            return fits_counts(node, need, strict)
+
+        return fits
 
     models = [g.model for g in node.gpus]
-    return _choose(fits, base, set(types), _base_largest_first(models), {}, demand, fill)
+    return _choose(checker(False), base, set(types), _base_largest_first(models), {}, demand, fill,
+                   checker(True))
 
 
 def choose_target_slots(model: GpuModel, gpus: Sequence[Slots], claims: Mapping[str, int],
@@ -163,7 +167,8 @@ def choose_target_slots(model: GpuModel, gpus: Sequence[Slots], claims: Mapping[
     """:func:`choose_target` for MIG GPUs of one model given as plain slots (``planner.plan_slots``'s
     form; the simulator keeps its nodes so): the same rules, without a :class:`NodeState`."""
     return _choose(counts_checker(model, gpus), held_slots(model, gpus),
-                   {p.name for p in model.profiles}, _base_largest_first([model]), claims, demand, fill)
+                   {p.name for p in model.profiles}, _base_largest_first([model]), claims, demand, fill,
+                   counts_checker(model, gpus, strict=True))
 
 
 def held_slots(model: GpuModel, gpus: Sequence[Slots]) -> Dict[str, int]:
@@ -178,29 +183,44 @@ def held_slots(model: GpuModel, gpus: Sequence[Slots]) -> Dict[str, int]:
 
 def _choose(fits: Callable[[Dict[str, int]], bool], have: Dict[str, int], known: Set[str],
             base: List[str], claims: Mapping[str, int], demand: Sequence[Tuple[str, int]],
-            fill: bool) -> Dict[str, int]:
+            fill: bool, strict: Optional[Callable[[Dict[str, int]], bool]] = None) -> Dict[str, int]:
+    """The target's rules. With ``strict`` (``fits`` without placements that strand compute), the demand
+    and the fill each take two passes: first what fits strictly (in the demand's order), then the rest
+    where it fits at all, so that a promise strands compute only where nothing else waiting (or the fill)
+    could use that space (docs/admission.md)."""
     extra: Dict[str, int] = {n: c for n, c in claims.items() if c > 0}
     if extra and not fits(extra):
         raise NoFitError(f"allocated instances {extra} no longer fit on the node")
-    refused: Dict[str, int] = {}  # per profile the least count refused: a larger one never fits later
-    for name, count, times in _runs(demand):
-        if name not in known or count <= 0:
-            continue
-        if times > 1 and count * times < refused.get(name, count * times + 1) \
-                and _add_if_fits(fits, extra, name, count * times):
-            continue  # the whole run (a job array's tasks) at once
-        for _ in range(times):
-            if count >= refused.get(name, count + 1) or not _add_if_fits(fits, extra, name, count):
-                refused[name] = min(count, refused.get(name, count))
-                break
+    runs = [r for r in _runs(demand) if r[0] in known and r[1] > 0]
+    checks = [fits] if strict is None else [strict, fits]
+    for check in checks:
+        runs = _walk(check, extra, runs)
     if fill:
-        for name in base:
-            while _add_if_fits(fits, extra, name, 1):
-                pass
+        for check in checks:
+            for name in base:
+                while _add_if_fits(check, extra, name, 1):
+                    pass
     counts = dict(have)
     for name, c in extra.items():
         counts[name] = counts.get(name, 0) + c
     return {n: counts[n] for n in sorted(counts) if counts[n]}
+
+
+def _walk(fits: Callable[[Dict[str, int]], bool], extra: Dict[str, int],
+          runs: Sequence[Tuple[str, int, int]]) -> List[Tuple[str, int, int]]:
+    """Adds each run of the demand to ``extra`` in order where it fits; returns what was left out."""
+    refused: Dict[str, int] = {}  # per profile the least count refused: a larger one never fits later
+    left: List[Tuple[str, int, int]] = []
+    for name, count, times in runs:
+        if times > 1 and count * times < refused.get(name, count * times + 1) \
+                and _add_if_fits(fits, extra, name, count * times):
+            continue  # the whole run (a job array's tasks) at once
+        for k in range(times):
+            if count >= refused.get(name, count + 1) or not _add_if_fits(fits, extra, name, count):
+                refused[name] = min(count, refused.get(name, count))
+                left.append((name, count, times - k))
+                break
+    return left
 
 
 def _runs(demand: Sequence[Tuple[str, int]]) -> List[Tuple[str, int, int]]:

@@ -53,6 +53,7 @@ _PRELOAD = (
     "slurm_gpu.node.config",
     "slurm_gpu.node.containers",
     "slurm_gpu.node.publish",
+    "slurm_gpu.core.fragmentation",  # the target's stranding rule (core.planner.stranding_placements)
     "slurm_gpu.slurm.client",
     "slurm_gpu.state.journal",
     "yaml",
