@@ -147,3 +147,25 @@ def test_alias_and_profile_slots_are_promised_together():
     assert target.consistent(target.by_profile(counts, types), node)
     with pytest.raises(NoFitError):  # Slurm allocated more than fits: the claims must be kept, and cannot
         target.choose_typed_target(node, {"20gb": 2, "whole": 1}, [], types)
+
+
+def test_the_placements_that_strand_compute():
+    from slurm_gpu.core.planner import stranding_placements
+
+    h100 = CATALOG.model("H100-80GB")
+    found = {(h100.profile_by_id(pid).name, start) for pid, start in stranding_placements(h100)}
+    # a 3g.40gb at 0 takes memory slices 0-3 for compute 0-2: compute slice 3 has no memory slice left
+    assert found == {("3g.40gb", 0), ("1g.20gb", 0), ("1g.20gb", 2), ("1g.20gb", 4)}
+
+
+def test_the_target_promises_without_stranding_while_the_queue_can_use_the_space():
+    h100 = CATALOG.model("H100-80GB")
+    node = NodeState.empty(h100, 1).place(0, "3g.40gb", 4)  # slices 4-7 taken: a new 3g.40gb only fits at 0
+    # Smaller jobs wait behind a 3g.40gb: they get the half GPU it would strand a compute slice in; the
+    # profile asked for is never changed.
+    assert target.choose_target(node, {}, [("3g.40gb", 1), ("1g.10gb", 1), ("2g.20gb", 1)]) == {
+        "1g.10gb": 2, "2g.20gb": 1, "3g.40gb": 1}
+    # Nothing else waits: the 3g.40gb is promised there all the same.
+    assert target.choose_target(node, {}, [("3g.40gb", 1)]) == {"3g.40gb": 2}
+    # What Slurm allocated keeps its slot, stranding or not.
+    assert target.choose_target(node, {"3g.40gb": 1}, [("1g.10gb", 4)])["3g.40gb"] == 2
