@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optio
 from slurm_gpu.core.aliases import alias_profile, is_alias_type
 from slurm_gpu.core.errors import NoFitError
 from slurm_gpu.core.features import feature_token, profile_from_token
-from slurm_gpu.core.planner import fits_counts, plan_counts
+from slurm_gpu.core.planner import fits_counts, node_counts_checker, plan_counts
 from slurm_gpu.core.slotplan import counts_checker, plan_counts_slots
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -149,11 +149,13 @@ def choose_typed_target(node: NodeState, alloc: Mapping[str, int], demand: Seque
             base[p] = base.get(p, 0) + n - allocated.get(p, 0)
 
     def checker(strict: bool) -> Callable[[Dict[str, int]], bool]:
+        node_fits = node_counts_checker(node, strict)
+
         def fits(extra: Dict[str, int]) -> bool:
             need = dict(claims)
             for p, n in by_profile(extra, types).items():
                 need[p] = need.get(p, 0) + n
-            return fits_counts(node, need, strict)
+            return node_fits(need)
 
         return fits
 

@@ -169,3 +169,18 @@ def test_the_target_promises_without_stranding_while_the_queue_can_use_the_space
     assert target.choose_target(node, {}, [("3g.40gb", 1)]) == {"3g.40gb": 2}
     # What Slurm allocated keeps its slot, stranding or not.
     assert target.choose_target(node, {"3g.40gb": 1}, [("1g.10gb", 4)])["3g.40gb"] == 2
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_node_checker_answers_as_fits_counts(model):
+    from slurm_gpu.core.planner import node_counts_checker
+
+    names = [p.name for p in CATALOG.model(model).profiles]
+    for seed in range(40):
+        node = _node(model, 2, seed, fill=seed % 6)
+        rng = random.Random(seed)
+        for strict in (False, True):
+            check = node_counts_checker(node, strict)
+            for _ in range(25):
+                counts = {n: rng.randint(0, 3) for n in rng.sample(names, rng.randint(1, 3))}
+                assert check(counts) == fits_counts(node, counts, strict), (seed, strict, counts)
