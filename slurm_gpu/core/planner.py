@@ -122,31 +122,12 @@ def _model(model: GpuModel) -> _Model:
     return m
 
 
-def stranding_placements(model: GpuModel) -> FrozenSet[Tuple[int, int]]:
-    """``(profile id, start)`` of the placements that strand compute on any GPU holding them: alone on an
-    empty GPU they leave free compute slices no further instance can use (a 3g.40gb at 0 on an H100 takes
-    memory slices 0-3 and compute 0-2: slices 4-7 feed at most 3 more compute slices), and more instances
-    never give them back. An exact search (tens of milliseconds a model), memoised per model: the hook
-    server computes it for every catalogued model before it forks."""
-    found = _stranding.get(id(model))
-    if found is None:
-        from slurm_gpu.core.fragmentation import spare_compute  # lazy: geometry is not the planner's import
-
-        total = model.compute_slices_total
-        placements = frozenset((p.profile_id, start) for p in model.profiles for start, size in p.placements
-                               if spare_compute(model, ((start, size, p.profile_id),))
-                               < total - p.compute_slices)
-        found = _stranding[id(model)] = (model, placements)  # the model kept: its id stays its own
-    return found[1]
-
-
-_stranding: Dict[int, Tuple[GpuModel, FrozenSet[Tuple[int, int]]]] = {}
-
-
 def _strict(m: _Model) -> _Model:
     """``m`` without its stranding placements (``m`` itself when it has none); its GPUs are memoised
     apart from ``m``'s."""
     if m.strict is None:
+        from slurm_gpu.core.fragmentation import stranding_placements  # lazy: not the planner's import
+
         avoid = stranding_placements(m.model)
         m.strict = _Model(m.model, avoid) if avoid else m
         m.strict.strict = m.strict
@@ -394,35 +375,9 @@ def plan_counts(node: NodeState, counts: Mapping[str, int],
     return _plan(_node_gpus(node), _count_demand(node, counts), stop)
 
 
-def node_counts_checker(node: NodeState, strict: bool = False) -> Callable[[Mapping[str, int]], bool]:
-    """:func:`fits_counts` for one node state asked many times (a target's re-plan): the GPUs' facts are
-    gathered once, and each profile's own room on the node (what it alone could add) answers most
-    refusals before the exact walk. The same answers as ``fits_counts(node, counts, strict)``."""
-    gpus = [g for _, g in _node_gpus(node, strict)]
-    sizes = {p.name: (p.memory_slices, p.compute_slices) for g in node.gpus for p in g.model.profiles}
-    alone: Dict[str, Tuple[str, int]] = {}  # name as asked -> (profile name, its own room)
-
-    def fits(counts: Mapping[str, int]) -> bool:
-        named = []
-        for name, c in counts.items():
-            if not c:
-                continue
-            known = alone.get(name)
-            if known is None:
-                canon = _check_name(node, name)
-                known = alone[name] = (canon, sum(g.caps().get(canon, 0) for g in gpus))
-            if isinstance(c, int) and known[1] < c:
-                return False
-            named.append((known[0], c))
-        named.sort(key=lambda nc: (-sizes[nc[0]][0], -sizes[nc[0]][1], nc[0]))  # as _count_demand
-        return _feasible(gpus, [(_chooser_by_name(n), _positive(c, n)) for n, c in named])
-
-    return fits
-
-
 def fits_counts(node: NodeState, counts: Mapping[str, int], strict: bool = False) -> bool:
     """Whether all of ``{profile name: count}`` fit on the node together now (exact); ``strict``: without
-    any new placement that strands compute (:func:`stranding_placements`)."""
+    any new placement that strands compute (``fragmentation.stranding_placements``)."""
     return _feasible([g for _, g in _node_gpus(node, strict)], _count_demand(node, counts))
 
 

@@ -1,6 +1,7 @@
 """Count admission's questions on plain slot tuples (the simulator's form of a node, one GPU model):
 does a set of counts fit together (``counts_checker``), and where does the Prolog put instances under
-them (``plan_counts_slots``). The planner's own kernel answers (``slurm_gpu.core.planner``), so the
+them (``plan_counts_slots``); and the first for a node agent's ``NodeState`` asked many times
+(``node_counts_checker``). The planner's own kernel answers (``slurm_gpu.core.planner``), so the
 simulator and the node agent share one statement of the rules.
 """
 
@@ -12,12 +13,14 @@ from slurm_gpu.core.errors import UnknownProfileError
 from slurm_gpu.core.planner import (
     PlannedInstance,
     Slots,
+    _check_name,
     _chooser_by_name,
     _Demand,
     _feasible,
     _gpu,
     _Model,
     _model,
+    _node_gpus,
     _plan,
     _positive,
     _strict,
@@ -25,8 +28,9 @@ from slurm_gpu.core.planner import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from slurm_gpu.core.catalog import GpuModel
+    from slurm_gpu.core.geometry import NodeState
 
-__all__ = ["fits_counts_slots", "counts_checker", "plan_counts_slots"]
+__all__ = ["fits_counts_slots", "counts_checker", "node_counts_checker", "plan_counts_slots"]
 
 
 def _slot_demand(m: _Model, counts: Mapping[str, int]) -> _Demand:
@@ -52,7 +56,7 @@ def counts_checker(model: GpuModel, gpus: Sequence[Slots],
     """:func:`fits_counts_slots` for one node state asked many times (a re-plan): the facts of its GPUs
     are gathered once; necessary conditions (each profile alone, memory and compute slices) answer most
     refusals before the exact walk. ``strict``: fit without any new placement that strands compute
-    (``planner.stranding_placements``)."""
+    (``fragmentation.stranding_placements``)."""
     m = _strict(_model(model)) if strict else _model(model)
     gs = [_gpu(m, key) for key in gpus]
     free_mem = sum(model.memory_slices_total - bin(g.used).count("1") for g in gs)
@@ -87,3 +91,29 @@ def plan_counts_slots(model: GpuModel, gpus: Sequence[Tuple[int, Slots]], counts
     ``n`` instances of ``profile`` are placed (what count admission's Prolog takes of it)."""
     m = _model(model)
     return _plan([(i, _gpu(m, key)) for i, key in gpus], _slot_demand(m, counts), stop)
+
+
+def node_counts_checker(node: NodeState, strict: bool = False) -> Callable[[Mapping[str, int]], bool]:
+    """:func:`fits_counts` for one node state asked many times (a target's re-plan): the GPUs' facts are
+    gathered once, and each profile's own room on the node (what it alone could add) answers most
+    refusals before the exact walk. The same answers as ``fits_counts(node, counts, strict)``."""
+    gpus = [g for _, g in _node_gpus(node, strict)]
+    sizes = {p.name: (p.memory_slices, p.compute_slices) for g in node.gpus for p in g.model.profiles}
+    alone: Dict[str, Tuple[str, int]] = {}  # name as asked -> (profile name, its own room)
+
+    def fits(counts: Mapping[str, int]) -> bool:
+        named = []
+        for name, c in counts.items():
+            if not c:
+                continue
+            known = alone.get(name)
+            if known is None:
+                canon = _check_name(node, name)
+                known = alone[name] = (canon, sum(g.caps().get(canon, 0) for g in gpus))
+            if isinstance(c, int) and known[1] < c:
+                return False
+            named.append((known[0], c))
+        named.sort(key=lambda nc: (-sizes[nc[0]][0], -sizes[nc[0]][1], nc[0]))  # as _count_demand
+        return _feasible(gpus, [(_chooser_by_name(n), _positive(c, n)) for n, c in named])
+
+    return fits

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optio
 from slurm_gpu.core.aliases import alias_profile, is_alias_type
 from slurm_gpu.core.errors import NoFitError
 from slurm_gpu.core.features import feature_token, profile_from_token
-from slurm_gpu.core.planner import fits_counts, node_counts_checker, plan_counts
-from slurm_gpu.core.slotplan import counts_checker, plan_counts_slots
+from slurm_gpu.core.planner import fits_counts, plan_counts
+from slurm_gpu.core.slotplan import counts_checker, node_counts_checker, plan_counts_slots
 
 if TYPE_CHECKING:  # pragma: no cover
     from slurm_gpu.core.catalog import GpuModel

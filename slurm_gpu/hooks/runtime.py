@@ -156,7 +156,10 @@ def run_job_hook(hook: str, action: str, config_path: Optional[str] = None) -> i
             out = agent.driver_broken(ctx, hook, exc)
         log_event(agent, hook, {**out.to_dict(), "seconds": round(time.monotonic() - t0, 4)})
         if _answer is not None:
-            _answer(0)  # served: the hook's process ends here, its log line written
+            try:
+                _answer(0)  # served: the hook's process ends here, its log line written
+            except OSError:
+                pass  # the client is gone (slurmd killed it): what is left is still done
         if later:
             t1 = time.monotonic()
             problems = agent.publish_after_release()

@@ -2,12 +2,14 @@
 
 A hook's own work takes a few tens of milliseconds; starting Python, importing the package and building
 its types takes several times that, for every job. The server pays that once: it imports everything a
-hook needs, then for each request forks a child that *is* the hook process it stands in for. The child
-takes the request's environment, working directory and umask and the client's stdin, stdout and stderr
-(passed as file descriptors), runs the same code as ``slurm-gpu-hook prolog|epilog`` would in its own
-process (its own locks, its own driver session: NVML is opened after the fork, never inherited), and
-sends the exit status back. The client (``slurm_gpu.hooks.client``) runs the hook in its own process
-whenever no server answers, so the server speeds hooks up and is never needed for them to work.
+hook needs, then hands each request to a child that *is* the hook process it stands in for (forked
+before the request comes: one spare waits on a socket pair for the next connection). The child takes the
+request's environment, working directory and umask and the client's stdin, stdout and stderr (passed as
+file descriptors), runs the same code as ``slurm-gpu-hook prolog|epilog`` would in its own process (its
+own locks, its own driver session: NVML is opened after the fork, never inherited), and sends the exit
+status back as soon as the hook's outcome is logged (an Epilog's node re-plan follows the answer:
+``hooks.runtime``). The client (``slurm_gpu.hooks.client``) runs the hook in its own process whenever no
+server answers, so the server speeds hooks up and is never needed for them to work.
 
 Only a peer of the server's own uid (root on a node) is served (``SO_PEERCRED``); the socket is created
 0600 in a 0700 directory. A client of another install (package path or version) is told ``stale`` and
@@ -54,7 +56,7 @@ _PRELOAD = (
     "slurm_gpu.node.config",
     "slurm_gpu.node.containers",
     "slurm_gpu.node.publish",
-    "slurm_gpu.core.fragmentation",  # the target's stranding rule (core.planner.stranding_placements)
+    "slurm_gpu.core.fragmentation",  # the target's stranding rule (fragmentation.stranding_placements)
     "slurm_gpu.slurm.client",
     "slurm_gpu.state.journal",
     "yaml",
@@ -112,7 +114,7 @@ def _warm(catalog: Catalog) -> None:
     the configuration as the hooks find it, forgotten (what its first read builds, the YAML loader and the
     checks' tables, is then shared; each child reads its own anew). A configuration that does not load
     is the hooks' to report."""
-    from slurm_gpu.core.planner import stranding_placements
+    from slurm_gpu.core.fragmentation import stranding_placements
     from slurm_gpu.node.config import load_config
 
     for key in catalog.keys():

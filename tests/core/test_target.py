@@ -150,7 +150,7 @@ def test_alias_and_profile_slots_are_promised_together():
 
 
 def test_the_placements_that_strand_compute():
-    from slurm_gpu.core.planner import stranding_placements
+    from slurm_gpu.core.fragmentation import stranding_placements
 
     h100 = CATALOG.model("H100-80GB")
     found = {(h100.profile_by_id(pid).name, start) for pid, start in stranding_placements(h100)}
@@ -173,7 +173,7 @@ def test_the_target_promises_without_stranding_while_the_queue_can_use_the_space
 
 @pytest.mark.parametrize("model", MODELS)
 def test_the_node_checker_answers_as_fits_counts(model):
-    from slurm_gpu.core.planner import node_counts_checker
+    from slurm_gpu.core.slotplan import node_counts_checker
 
     names = [p.name for p in CATALOG.model(model).profiles]
     for seed in range(40):

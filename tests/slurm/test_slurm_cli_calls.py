@@ -57,13 +57,18 @@ printf 'NodeName=n1 Arch=x86_64\\n   Gres=migp:1g.10gb:7\\n   GresUsed=migp:1g.1
 """
 
 
-def test_a_started_node_read_runs_alongside_and_is_read_later(tmp_path):
+def _stand_in(tmp_path, script: str) -> str:
+    """A bin directory whose ``scontrol`` is ``script``."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    started = tmp_path / "started"
-    (bin_dir / "scontrol").write_text(NODE.format(started=started))
+    (bin_dir / "scontrol").write_text(script)
     (bin_dir / "scontrol").chmod(0o755)
-    cli = SlurmCli(str(bin_dir))
+    return str(bin_dir)
+
+
+def test_a_started_node_read_runs_alongside_and_is_read_later(tmp_path):
+    started = tmp_path / "started"
+    cli = SlurmCli(_stand_in(tmp_path, NODE.format(started=started)))
     t0 = time.monotonic()
     result = cli.node_gres_started("n1")
     assert time.monotonic() - t0 < 0.2  # returned at once: scontrol runs while the caller reads the GPUs
@@ -79,11 +84,7 @@ def test_a_started_node_read_runs_alongside_and_is_read_later(tmp_path):
 def test_a_started_read_nothing_used_is_waited_for(tmp_path):
     from slurm_gpu.node.publish import CountPublisher
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text(NODE.format(started=tmp_path / "started"))
-    (bin_dir / "scontrol").chmod(0o755)
-    publisher = CountPublisher(SlurmCli(str(bin_dir)))
+    publisher = CountPublisher(SlurmCli(_stand_in(tmp_path, NODE.format(started=tmp_path / "started"))))
     with publisher.reading("n1"):
         pass  # a refusal: nothing placed, nothing read
     assert publisher._started is None
@@ -106,12 +107,8 @@ esac
 
 
 def test_a_started_job_read_is_the_next_read_of_that_job(tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     calls = tmp_path / "calls"
-    (bin_dir / "scontrol").write_text(JOB.format(calls=calls))
-    (bin_dir / "scontrol").chmod(0o755)
-    cli = SlurmCli(str(bin_dir))
+    cli = SlurmCli(_stand_in(tmp_path, JOB.format(calls=calls)))
     cli.start_job(5)
     cli.start_job(5)  # once started, not again
     job = cli.job(5)
