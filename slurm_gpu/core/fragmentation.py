@@ -20,7 +20,7 @@ numbers a monitor can plot. Pure: geometry only, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, Tuple
+from typing import Dict, Tuple
 
 from slurm_gpu.core.catalog import GpuModel
 from slurm_gpu.core.geometry import GpuState, Slot
@@ -103,23 +103,3 @@ def spare_compute(model: GpuModel, slots: Slots) -> int:
             _spare.clear()
         _spare[key] = found
     return found
-
-
-def stranding_placements(model: GpuModel) -> FrozenSet[Tuple[int, int]]:
-    """``(profile id, start)`` of the placements that strand compute on any GPU holding them: alone on an
-    empty GPU they leave free compute slices no further instance can use (a 3g.40gb at 0 on an H100 takes
-    memory slices 0-3 and compute 0-2: slices 4-7 feed at most 3 more compute slices), and more instances
-    never give them back. An exact search (tens of milliseconds a model), memoised per model: the hook
-    server computes it for every catalogued model before it forks (``core.planner`` leaves these
-    placements out of its strict models)."""
-    found = _stranding.get(id(model))
-    if found is None:
-        total = model.compute_slices_total
-        placements = frozenset((p.profile_id, start) for p in model.profiles for start, size in p.placements
-                               if spare_compute(model, ((start, size, p.profile_id),))
-                               < total - p.compute_slices)
-        found = _stranding[id(model)] = (model, placements)  # the model kept: its id stays its own
-    return found[1]
-
-
-_stranding: Dict[int, Tuple[GpuModel, FrozenSet[Tuple[int, int]]]] = {}

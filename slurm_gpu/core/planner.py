@@ -38,14 +38,13 @@ __all__ = [
     "PlannedInstance",
     "Slots",
     "plan",
-    "plan_slots",
     "plan_request",
     "plan_counts",
     "fits_counts",
     "capacity",
-    "slot_capacity",
     "fits",
     "room",
+    "stranding_placements",
     "clear_caches",
 ]
 
@@ -122,16 +121,42 @@ def _model(model: GpuModel) -> _Model:
     return m
 
 
+def stranding_placements(model: GpuModel) -> FrozenSet[Tuple[int, int]]:
+    """``(profile id, start)`` of the placements that strand compute on any GPU holding them: alone on an
+    empty GPU they leave free compute slices no further instance can use (a 3g.40gb at 0 on an H100 takes
+    memory slices 0-3 and compute 0-2: slices 4-7 feed at most 3 more compute slices), and more instances
+    never give them back. Count admission's target promises them only after everything else
+    (``core.target``). Exact, on the planner's kernel (``fragmentation.spare_compute`` answers the same
+    from the geometry rules; a test compares them on every catalogued model)."""
+    return _strict(_model(model)).avoid
+
+
 def _strict(m: _Model) -> _Model:
     """``m`` without its stranding placements (``m`` itself when it has none); its GPUs are memoised
     apart from ``m``'s."""
     if m.strict is None:
-        from slurm_gpu.core.fragmentation import stranding_placements  # lazy: not the planner's import
-
-        avoid = stranding_placements(m.model)
+        empty = _gpu(m, ())
+        memo: Dict[Key, int] = {}
+        avoid = frozenset((p.pid, start) for p in m.profiles for start, _mask in empty.free_starts(p)
+                          if _most_compute(empty.after(p, start), memo) < m.compute_total - p.compute)
         m.strict = _Model(m.model, avoid) if avoid else m
         m.strict.strict = m.strict
     return m.strict
+
+
+def _most_compute(g: _Gpu, memo: Dict[Key, int]) -> int:
+    """The most compute slices instances added to ``g`` can take together (exact; memoised per layout)."""
+    found = memo.get(g.key)
+    if found is None:
+        free = g.m.compute_total - g.compute
+        found = 0
+        for p in g.m.profiles:
+            for start, _mask in g.free_starts(p):
+                if found == free:
+                    break  # every free compute slice is usable: nothing does better
+                found = max(found, p.compute + _most_compute(g.after(p, start), memo))
+        memo[g.key] = found
+    return found
 
 
 # --- one GPU ----------------------------------------------------------------------------------------
@@ -306,21 +331,6 @@ def plan(node: NodeState, profile_name: str, count: int = 1) -> Tuple[PlannedIns
     return _plan(_node_gpus(node), [(_chooser_by_name(name), _positive(count, profile_name))])
 
 
-def plan_slots(
-    model: GpuModel, gpus: Sequence[Tuple[int, Slots]], profile_name: str, count: int = 1
-) -> Tuple[PlannedInstance, ...]:
-    """:func:`plan` for GPUs of one model given as ``(gpu_index, slots)`` in index order, MIG on:
-    the same decision without building a :class:`NodeState` (the simulator keeps plain tuples).
-    The slots are trusted: they must be a valid state, as geometry would have built it."""
-    m = _model(model)
-    name = str(profile_name).strip().lower()
-    p = m.by_name.get(name)
-    if p is None:
-        raise UnknownProfileError(f"MIG profile {name!r} is not one of {model.key}", part=name)
-    demand = [(_chooser_by_name(p.name), _positive(count, p.name))]
-    return _plan([(i, _gpu(m, key)) for i, key in gpus], demand)
-
-
 def plan_request(node: NodeState, requests: Sequence[GresRequest]) -> Tuple[PlannedInstance, ...]:
     """Placements for all gpu requests together (other gres names are ignored), largest profiles
     first; each request is resolved per GPU model (``slurm_gpu.core.requests.resolve``)."""
@@ -377,7 +387,7 @@ def plan_counts(node: NodeState, counts: Mapping[str, int],
 
 def fits_counts(node: NodeState, counts: Mapping[str, int], strict: bool = False) -> bool:
     """Whether all of ``{profile name: count}`` fit on the node together now (exact); ``strict``: without
-    any new placement that strands compute (``fragmentation.stranding_placements``)."""
+    any new placement that strands compute (:func:`stranding_placements`)."""
     return _feasible([g for _, g in _node_gpus(node, strict)], _count_demand(node, counts))
 
 
@@ -464,11 +474,6 @@ def capacity(node: NodeState) -> Dict[str, int]:
         for name, n in caps.items():
             out[name] = out.get(name, 0) + n
     return out
-
-
-def slot_capacity(model: GpuModel, slots: Slots) -> Dict[str, int]:
-    """:func:`capacity` of one MIG GPU of ``model`` given as plain slots (see :func:`plan_slots`)."""
-    return dict(_gpu(_model(model), slots).caps())
 
 
 def fits(node: NodeState, profile_name: str, count: int) -> bool:

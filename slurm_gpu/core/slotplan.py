@@ -30,7 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from slurm_gpu.core.catalog import GpuModel
     from slurm_gpu.core.geometry import NodeState
 
-__all__ = ["fits_counts_slots", "counts_checker", "node_counts_checker", "plan_counts_slots"]
+__all__ = ["plan_slots", "slot_capacity", "fits_counts_slots", "counts_checker", "node_counts_checker",
+           "plan_counts_slots"]
 
 
 def _slot_demand(m: _Model, counts: Mapping[str, int]) -> _Demand:
@@ -56,7 +57,7 @@ def counts_checker(model: GpuModel, gpus: Sequence[Slots],
     """:func:`fits_counts_slots` for one node state asked many times (a re-plan): the facts of its GPUs
     are gathered once; necessary conditions (each profile alone, memory and compute slices) answer most
     refusals before the exact walk. ``strict``: fit without any new placement that strands compute
-    (``fragmentation.stranding_placements``)."""
+    (``planner.stranding_placements``)."""
     m = _strict(_model(model)) if strict else _model(model)
     gs = [_gpu(m, key) for key in gpus]
     free_mem = sum(model.memory_slices_total - bin(g.used).count("1") for g in gs)
@@ -117,3 +118,23 @@ def node_counts_checker(node: NodeState, strict: bool = False) -> Callable[[Mapp
         return _feasible(gpus, [(_chooser_by_name(n), _positive(c, n)) for n, c in named])
 
     return fits
+
+
+def plan_slots(
+    model: GpuModel, gpus: Sequence[Tuple[int, Slots]], profile_name: str, count: int = 1
+) -> Tuple[PlannedInstance, ...]:
+    """``planner.plan`` for GPUs of one model given as ``(gpu_index, slots)`` in index order, MIG on:
+    the same decision without building a :class:`NodeState` (the simulator keeps plain tuples).
+    The slots are trusted: they must be a valid state, as geometry would have built it."""
+    m = _model(model)
+    name = str(profile_name).strip().lower()
+    p = m.by_name.get(name)
+    if p is None:
+        raise UnknownProfileError(f"MIG profile {name!r} is not one of {model.key}", part=name)
+    demand = [(_chooser_by_name(p.name), _positive(count, p.name))]
+    return _plan([(i, _gpu(m, key)) for i, key in gpus], demand)
+
+
+def slot_capacity(model: GpuModel, slots: Slots) -> Dict[str, int]:
+    """``planner.capacity`` of one MIG GPU of ``model`` given as plain slots (see :func:`plan_slots`)."""
+    return dict(_gpu(_model(model), slots).caps())

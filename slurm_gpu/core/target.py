@@ -166,7 +166,7 @@ def choose_typed_target(node: NodeState, alloc: Mapping[str, int], demand: Seque
 
 def choose_target_slots(model: GpuModel, gpus: Sequence[Slots], claims: Mapping[str, int],
                         demand: Sequence[Tuple[str, int]], fill: bool = True) -> Dict[str, int]:
-    """:func:`choose_target` for MIG GPUs of one model given as plain slots (``planner.plan_slots``'s
+    """:func:`choose_target` for MIG GPUs of one model given as plain slots (``slotplan.plan_slots``'s
     form; the simulator keeps its nodes so): the same rules, without a :class:`NodeState`."""
     return _choose(counts_checker(model, gpus), held_slots(model, gpus),
                    {p.name for p in model.profiles}, _base_largest_first([model]), claims, demand, fill,

@@ -56,7 +56,6 @@ _PRELOAD = (
     "slurm_gpu.node.config",
     "slurm_gpu.node.containers",
     "slurm_gpu.node.publish",
-    "slurm_gpu.core.fragmentation",  # the target's stranding rule (fragmentation.stranding_placements)
     "slurm_gpu.slurm.client",
     "slurm_gpu.state.journal",
     "yaml",
@@ -114,7 +113,7 @@ def _warm(catalog: Catalog) -> None:
     the configuration as the hooks find it, forgotten (what its first read builds, the YAML loader and the
     checks' tables, is then shared; each child reads its own anew). A configuration that does not load
     is the hooks' to report."""
-    from slurm_gpu.core.fragmentation import stranding_placements
+    from slurm_gpu.core.planner import stranding_placements
     from slurm_gpu.node.config import load_config
 
     for key in catalog.keys():

@@ -1,7 +1,7 @@
 """A GPU model as the simulator sees it: request keys, and the planner's answers on plain slot tuples.
 
 A GPU's occupancy is a sorted tuple of ``(start, size, profile_id)`` slots (the fields of
-``slurm_gpu.core.geometry.Slot``, what ``slurm_gpu.core.planner.plan_slots`` takes). The MIG rules are not
+``slurm_gpu.core.geometry.Slot``, what ``slurm_gpu.core.slotplan.plan_slots`` takes). The MIG rules are not
 stated here: capacity and placement come from ``slurm_gpu.core.planner`` (the node agent's code), so the
 replay places exactly as the agent would. This module only maps request keys to profiles, memoises the
 planner's capacity per GPU state and keeps the books of placed slots.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from slurm_gpu.core import planner
+from slurm_gpu.core import planner, slotplan
 from slurm_gpu.core.catalog import GpuModel, Profile
 from slurm_gpu.core.errors import NoFitError
 from slurm_gpu.core.fragmentation import spare_compute
@@ -88,7 +88,7 @@ class ModelTable:
         ``capacity``, what the agent publishes as fit features)."""
         found = self._cap.get(slots)
         if found is None:
-            caps = planner.slot_capacity(self.model, slots)
+            caps = slotplan.slot_capacity(self.model, slots)
             found = tuple(0 if p is None else caps[p.name] for p in self.profiles)
             self._cap[slots] = found
         return found
@@ -104,7 +104,7 @@ class ModelTable:
             free_c = model.compute_slices_total - sum(model.profile_by_id(pid).compute_slices
                                                       for _, _, pid in slots)
             free_m = self.total_slices - self.used_slices(slots)
-            caps = planner.slot_capacity(model, slots)
+            caps = slotplan.slot_capacity(model, slots)
             largest = max((p.memory_slices for p in model.profiles if caps[p.name]), default=0)
             found = (free_c, free_c - spare_compute(model, slots), free_m, free_m - largest)
             self._spare[slots] = found
@@ -112,12 +112,12 @@ class ModelTable:
 
     def plan(self, gpus: Sequence[Tuple[int, GpuSlots]], key: int, count: int) -> Optional[Placement]:
         """Where the node agent puts ``count`` instances of request ``key`` on ``gpus`` (``(index, slots)``
-        in index order): ``slurm_gpu.core.planner.plan_slots``; None when they do not all fit now."""
+        in index order): ``slurm_gpu.core.slotplan.plan_slots``; None when they do not all fit now."""
         profile = self.profiles[key]
         if profile is None:
             return None
         try:
-            planned = planner.plan_slots(self.model, gpus, profile.name, count)
+            planned = slotplan.plan_slots(self.model, gpus, profile.name, count)
         except NoFitError:
             return None
         slots = dict(gpus)

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 from slurm_gpu.core.catalog import GpuModel, Profile
 from slurm_gpu.core.errors import BadInputError, NoFitError
 from slurm_gpu.core.geometry import GpuState
-from slurm_gpu.core.planner import plan_slots
+from slurm_gpu.core.slotplan import plan_slots
 from slurm_gpu.simulate.base import Policy
 from slurm_gpu.simulate.slots import GpuSlots, ModelTable
 from slurm_gpu.simulate.state import SimJob, SimNode

@@ -7,7 +7,8 @@ import pytest
 from slurm_gpu.core.catalog import load_catalog
 from slurm_gpu.core.errors import NoFitError, UnknownProfileError
 from slurm_gpu.core.geometry import GpuState, NodeState
-from slurm_gpu.core.planner import capacity, plan, plan_slots, slot_capacity
+from slurm_gpu.core.planner import capacity, plan
+from slurm_gpu.core.slotplan import plan_slots, slot_capacity
 
 CAT = load_catalog()
 

@@ -150,12 +150,24 @@ def test_alias_and_profile_slots_are_promised_together():
 
 
 def test_the_placements_that_strand_compute():
-    from slurm_gpu.core.fragmentation import stranding_placements
+    from slurm_gpu.core.planner import stranding_placements
 
     h100 = CATALOG.model("H100-80GB")
     found = {(h100.profile_by_id(pid).name, start) for pid, start in stranding_placements(h100)}
     # a 3g.40gb at 0 takes memory slices 0-3 for compute 0-2: compute slice 3 has no memory slice left
     assert found == {("3g.40gb", 0), ("1g.20gb", 0), ("1g.20gb", 2), ("1g.20gb", 4)}
+
+
+def test_the_stranding_rule_agrees_with_the_geometry_rules_on_every_model():
+    from slurm_gpu.core.fragmentation import spare_compute
+    from slurm_gpu.core.planner import stranding_placements
+
+    for key in CATALOG.keys():
+        m = CATALOG.model(key)
+        free = {p.profile_id: m.compute_slices_total - p.compute_slices for p in m.profiles}
+        by_geometry = {(p.profile_id, start) for p in m.profiles for start, size in p.placements
+                       if spare_compute(m, ((start, size, p.profile_id),)) < free[p.profile_id]}
+        assert stranding_placements(m) == by_geometry, key
 
 
 def test_the_target_promises_without_stranding_while_the_queue_can_use_the_space():

@@ -11,7 +11,7 @@ from cli_runner import cli_runner
 from slurm_gpu.cli.main import main as MAIN
 from slurm_gpu.core.catalog import load_catalog
 from slurm_gpu.core.fragmentation import spare_compute
-from slurm_gpu.core.planner import slot_capacity
+from slurm_gpu.core.slotplan import slot_capacity
 from slurm_gpu.simulate.cluster import parse_cluster
 from slurm_gpu.simulate.engine import SimConfig, Simulation, simulate
 from slurm_gpu.simulate.ideal import fluid_spare
