@@ -113,11 +113,14 @@ def _warm(catalog: Catalog) -> None:
     the configuration as the hooks find it, forgotten (what its first read builds, the YAML loader and the
     checks' tables, is then shared; each child reads its own anew). A configuration that does not load
     is the hooks' to report."""
-    from slurm_gpu.core.planner import stranding_placements
+    from slurm_gpu.core.planner import clear_caches, stranding_placements
     from slurm_gpu.node.config import load_config
 
     for key in catalog.keys():
         stranding_placements(catalog.model(key))
+    # The search leaves some ten thousand GPU layouts memoised: every fork and every spare's page walk
+    # would carry them, and a hook meets few of them. The rule itself stays with each model.
+    clear_caches()
 
     try:
         load_config()
