@@ -371,9 +371,17 @@ _Demand = List[Tuple[Callable[[_Model], Optional[_P]], int]]
 
 def _count_demand(node: NodeState, counts: Mapping[str, int]) -> _Demand:
     """Profiles by name with their counts, largest first (the order :func:`_plan` places them in)."""
-    sizes = {p.name: (p.memory_slices, p.compute_slices) for g in node.gpus for p in g.model.profiles}
     named = [(_check_name(node, n), c) for n, c in counts.items() if c]
-    named.sort(key=lambda nc: (-sizes[nc[0]][0], -sizes[nc[0]][1], nc[0]))
+    return _largest_first(named, _sizes(node))
+
+
+def _sizes(node: NodeState) -> Dict[str, Tuple[int, int]]:
+    """Per profile name of the node's models: (memory slices, compute slices), what orders a demand."""
+    return {p.name: (p.memory_slices, p.compute_slices) for g in node.gpus for p in g.model.profiles}
+
+
+def _largest_first(named: List[Tuple[str, int]], sizes: Mapping[str, Tuple[int, int]]) -> _Demand:
+    named = sorted(named, key=lambda nc: (-sizes[nc[0]][0], -sizes[nc[0]][1], nc[0]))
     return [(_chooser_by_name(n), _positive(c, n)) for n, c in named]
 
 

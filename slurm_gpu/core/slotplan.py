@@ -18,11 +18,13 @@ from slurm_gpu.core.planner import (
     _Demand,
     _feasible,
     _gpu,
+    _largest_first,
     _Model,
     _model,
     _node_gpus,
     _plan,
     _positive,
+    _sizes,
     _strict,
 )
 
@@ -99,7 +101,7 @@ def node_counts_checker(node: NodeState, strict: bool = False) -> Callable[[Mapp
     gathered once, and each profile's own room on the node (what it alone could add) answers most
     refusals before the exact walk. The same answers as ``fits_counts(node, counts, strict)``."""
     gpus = [g for _, g in _node_gpus(node, strict)]
-    sizes = {p.name: (p.memory_slices, p.compute_slices) for g in node.gpus for p in g.model.profiles}
+    sizes = _sizes(node)
     alone: Dict[str, Tuple[str, int]] = {}  # name as asked -> (profile name, its own room)
 
     def fits(counts: Mapping[str, int]) -> bool:
@@ -114,8 +116,7 @@ def node_counts_checker(node: NodeState, strict: bool = False) -> Callable[[Mapp
             if isinstance(c, int) and known[1] < c:
                 return False
             named.append((known[0], c))
-        named.sort(key=lambda nc: (-sizes[nc[0]][0], -sizes[nc[0]][1], nc[0]))  # as _count_demand
-        return _feasible(gpus, [(_chooser_by_name(n), _positive(c, n)) for n, c in named])
+        return _feasible(gpus, _largest_first(named, sizes))
 
     return fits
 

@@ -161,22 +161,17 @@ class CountPublisher:
     def _drop_read(self) -> None:
         started, self._started = self._started, None
         if started is not None:
-            try:
-                started[1]()  # waited for, never left behind
-            except SlurmError:
-                pass
+            _settle(started[1])
 
     def _read(self, node: str, state: NodeState) -> _View:
-        # The first read after start_read is the one it began (asked under this lock, before the GPUs were
-        # read: Slurm's counts move only by this node's publishes, which take the lock); later reads ask anew.
+        # The first read within ``reading`` is the one it began (asked under this lock, before the GPUs
+        # were read: Slurm's counts move only by this node's publishes, which take the lock); later reads
+        # ask anew.
         started, self._started = self._started, None
-        if started is not None and started[0] == node:
-            configured, used = started[1]()
-        else:
-            if started is not None:
-                self._started = started
-                self._drop_read()
-            configured, used = self.slurm.node_gres(node)
+        if started is not None and started[0] != node:
+            _settle(started[1])
+            started = None
+        configured, used = started[1]() if started is not None else self.slurm.node_gres(node)
         alloc = _typed(used)
         promised = _typed(configured)
         # The node's types: its profiles and the aliases Slurm knows for it (slurm.conf lists them: a
@@ -278,6 +273,14 @@ class CountPublisher:
     def place(self, node: str, state: NodeState, profile: str, count: int) -> Tuple[PlannedInstance, ...]:
         view = self._read(node, state)
         return place(state, by_profile(view.promised, view.types), profile, count)
+
+
+def _settle(read: Callable[[], NodeGres]) -> None:
+    """Wait for a started read nothing will use: never left behind, its failure no one's concern."""
+    try:
+        read()
+    except SlurmError:
+        pass
 
 
 class _View(NamedTuple):

@@ -303,10 +303,7 @@ class Journal:
             created = InstanceRecord(item.planned, act, InstanceState.CREATED)
             phase = Phase.PREPARE_STARTED
             if complete:
-                missing = [n for n, i in enumerate(record.instances)
-                           if n != index and i.state != InstanceState.CREATED]
-                if missing:
-                    raise StateError(f"job {job_id}: instances {missing} are not created")
+                _require_created(job_id, record.instances, but=index)
                 phase = Phase.PREPARE_COMPLETED
             return self._set_instance(record, index, created, phase)
 
@@ -319,9 +316,7 @@ class Journal:
                 return record
             if record.phase != Phase.PREPARE_STARTED:
                 raise StateError(f"job {job_id}: finish_prepare in phase {record.phase}")
-            missing = [n for n, i in enumerate(record.instances) if i.state != InstanceState.CREATED]
-            if missing:
-                raise StateError(f"job {job_id}: instances {missing} are not created")
+            _require_created(job_id, record.instances)
             return self._write(replace(record, phase=Phase.PREPARE_COMPLETED, updated=_now()))
 
     def begin_release(self, job_id: Union[str, int]) -> Optional[JobRecord]:
@@ -422,6 +417,13 @@ class Journal:
 
     def remove_task_env(self, job_id: Union[str, int]) -> bool:
         return task_env.remove_task_env(self.state_dir, job_id)
+
+
+def _require_created(job_id: str, instances: Sequence[InstanceRecord], but: Optional[int] = None) -> None:
+    """StateError unless every instance (but the one at ``but``) is created: a prepare may complete."""
+    missing = [n for n, i in enumerate(instances) if n != but and i.state != InstanceState.CREATED]
+    if missing:
+        raise StateError(f"job {job_id}: instances {missing} are not created")
 
 
 def _make_dir(path: str, mode: int, check_owner: bool = False) -> None:
