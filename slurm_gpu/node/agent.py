@@ -401,6 +401,12 @@ class NodeAgent:
         if self._replan_due:
             self._replan_due = False
             self.publisher.prefetch()
+            # The search for the target outside the lock: the Prolog of the job Slurm starts on the
+            # freed slot (or the next Epilog) takes the lock meanwhile, and the publish below confirms it.
+            try:
+                self.publisher.plan_ahead(self.node, self.snapshot().state())
+            except SlurmGpuError:
+                pass  # a node read failing here fails under the lock too, and is reported there
             try:
                 with self.journal.lock():
                     self._publish_quietly(problems)

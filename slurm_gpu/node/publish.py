@@ -79,6 +79,13 @@ class Publisher(Protocol):
         a read nothing used is waited for at exit, never left behind."""
         ...
 
+    def plan_ahead(self, node: str, state: NodeState) -> None:
+        """Work out, *outside* the node lock, from ``state`` and Slurm as they are now, what the next
+        ``publish`` would decide, so that the publish under the lock only confirms it when its own reads
+        come out the same (and decides anew when they do not): other hooks of the node do not wait on the
+        lock behind the search. Never raises."""
+        ...
+
     def publish(self, node: str, state: NodeState) -> Tuple[str, ...]:
         """Tell Slurm what ``state`` can still host (under the node lock); returns what was published."""
         ...
@@ -112,6 +119,9 @@ class FeaturePublisher:
 
     def reading(self, node: str) -> ContextManager[None]:
         return contextlib.nullcontext()  # placement reads the GPUs alone
+
+    def plan_ahead(self, node: str, state: NodeState) -> None:
+        return None  # fit features are a cheap function of the node
 
     def publish(self, node: str, state: NodeState) -> Tuple[str, ...]:
         fit_all, fit_active = self.fit_features(state)
@@ -195,6 +205,15 @@ class CountPublisher:
             self._queue = self.slurm.pending_jobs() if self.follow_queue else ()
         except SlurmError:
             self._queue = None
+
+    def plan_ahead(self, node: str, state: NodeState) -> None:
+        if self._queue is None:
+            return  # no queue read: the publish reads it under the lock, a guess here would not match
+        try:
+            view = self._read(node, state)
+        except SlurmError:
+            return
+        self._target(state, view.alloc, demand_of(self._queue), view.types)  # kept in _last
 
     def publish(self, node: str, state: NodeState) -> Tuple[str, ...]:
         view = self._read(node, state)

@@ -233,3 +233,52 @@ def test_the_queue_is_read_before_the_node_lock_is_taken(node):
     assert locked_reads == [False, False]  # the watch loop's and the Epilog's, each outside the lock
     node.release(ctx(6))  # not a job of ours: no queue read at all
     assert len(locked_reads) == 2
+
+
+def _searches(node, monkeypatch):
+    """Record, per search for a target layout, whether the node lock was held."""
+    from slurm_gpu.node import publish as publish_module
+
+    locked = []
+    search = publish_module.choose_typed_target
+
+    def recorded(*args, **kwargs):
+        locked.append(node.journal.locked)
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(publish_module, "choose_typed_target", recorded)
+    return locked
+
+
+def test_the_epilogs_replan_searches_outside_the_lock(node, monkeypatch):
+    # The hook server's Epilog re-plans after answering slurmd, while Slurm starts the next job on the
+    # freed slot: that job's Prolog must not wait on the lock behind the search for the target.
+    node.slurm.pending = ["gres:migp:1g.10gb:1"]
+    publish(node)
+    node.slurm.add_typed(5, "1g.10gb")
+    assert node.prepare(ctx(5)).action == "created"
+    node.slurm.pending = ["gres:migp:3g.40gb:2"]
+    locked = _searches(node, monkeypatch)
+    assert node.release(ctx(5), publish=False).action == "released"
+    node.slurm.jobs[5] = type(node.slurm.jobs[5])(5, "COMPLETED", (), 1000, ("n1",))
+    assert node.publish_after_release() == []
+    assert locked == [False]  # searched once, ahead; the publish under the lock found the same node
+    assert node.slurm.counts()["3g.40gb"] >= 2
+    published = node.slurm.counts()
+    publish(node)  # a fresh re-plan of the same node and queue says the same
+    assert node.slurm.counts() == published
+
+
+def test_a_plan_ahead_of_another_node_state_is_not_used(node, monkeypatch):
+    node.slurm.pending = ["gres:migp:2g.20gb:1"]
+    publish(node)
+    node.slurm.add_typed(7, "2g.20gb")
+    assert node.prepare(ctx(7)).action == "created"
+    node.slurm.jobs[7] = type(node.slurm.jobs[7])(7, "COMPLETED", (), 1000, ("n1",))
+    node.slurm.pending = ["gres:migp:7g.80gb:2"]
+    locked = _searches(node, monkeypatch)
+    node.publisher.prefetch()
+    node.publisher.plan_ahead("n1", node.snapshot().state())  # with job 7's instance, soon gone
+    assert node.release(ctx(7)).action == "released"  # publishes under the lock, the GPU empty
+    assert locked == [False, True]  # the guess was of another node: searched again under the lock
+    assert node.slurm.counts() == {"7g.80gb": 2}
