@@ -87,8 +87,9 @@ class VCluster:
         info = None
         while time.monotonic() < deadline:
             info = self.job(job_id)
-            # RUNNING+CONFIGURING: the Prolog still runs (PrologFlags=Alloc)
-            if info.state in states and "CONFIGURING" not in info.flags:
+            # RUNNING+CONFIGURING: the Prolog still runs (PrologFlags=Alloc); COMPLETED+COMPLETING: an
+            # Epilog still runs, and the job's nodes are only those still completing (one of a -N2 job's)
+            if info.state in states and not {"CONFIGURING", "COMPLETING"} & set(info.flags):
                 return info
             time.sleep(0.2)
         raise AssertionError(f"job {job_id} not in {states} after {timeout} s: {info}")
