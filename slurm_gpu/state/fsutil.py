@@ -114,8 +114,10 @@ class FileLock:
     True
     """
 
-    # Polling starts fine-grained (an uncontended hand-over is quick) and backs off to this ceiling.
-    _MAX_SLEEP_S = 0.05
+    # Polling starts fine-grained (an uncontended hand-over is quick) and backs off to this ceiling: a
+    # hook holds the node lock for tens of milliseconds, so a coarser one would add as much to every
+    # hand-over of a burst of Prologs (a job array's), where a poll is a microsecond's syscall.
+    _MAX_SLEEP_S = 0.01
 
     def __init__(self, path: Union[str, os.PathLike], timeout_s: float = 30.0, mode: int = 0o600):
         self.path = os.fspath(path)
