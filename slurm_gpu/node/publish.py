@@ -25,7 +25,7 @@ from typing import (
     Tuple,
 )
 
-from slurm_gpu.core.errors import SlurmError
+from slurm_gpu.core.errors import SlurmError, SlurmGpuError
 from slurm_gpu.core.features import active_features, all_features, is_fit_feature
 from slurm_gpu.core.planner import capacity, plan
 from slurm_gpu.core.target import (
@@ -211,9 +211,9 @@ class CountPublisher:
             return  # no queue read: the publish reads it under the lock, a guess here would not match
         try:
             view = self._read(node, state)
-        except SlurmError:
-            return
-        self._target(state, view.alloc, demand_of(self._queue), view.types)  # kept in _last
+            self._target(state, view.alloc, demand_of(self._queue), view.types)  # kept in _last
+        except SlurmGpuError:
+            pass  # Slurm unreadable, or its allocations no longer fit: the publish finds and says so
 
     def publish(self, node: str, state: NodeState) -> Tuple[str, ...]:
         view = self._read(node, state)
