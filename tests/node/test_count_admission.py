@@ -43,6 +43,11 @@ def publish(agent):
         return agent.publish_features(agent.snapshot())
 
 
+def _ended(agent, job_id):
+    """Slurm has the job COMPLETED (it no longer counts against the node)."""
+    agent.slurm.jobs[job_id] = type(agent.slurm.jobs[job_id])(job_id, "COMPLETED", (), 1000, ("n1",))
+
+
 def test_idle_node_offers_whole_gpus_then_follows_the_queue(node):
     publish(node)
     assert node.slurm.counts() == {"7g.80gb": 2}
@@ -68,7 +73,7 @@ def test_a_jobs_start_and_end_change_no_count(node):
     assert node.release(ctx(5)).action == "released"
     # While its epilog runs Slurm still counts the job: its slot stays promised until the next re-plan.
     assert node.slurm.counts().get("1g.10gb", 0) >= 1
-    node.slurm.jobs[5] = type(node.slurm.jobs[5])(5, "COMPLETED", (), 1000, ("n1",))
+    _ended(node, 5)
     publish(node)
     assert node.slurm.counts() == {"7g.80gb": 2}
 
@@ -260,7 +265,7 @@ def test_the_epilogs_replan_searches_outside_the_lock(node, monkeypatch):
     node.slurm.pending = ["gres:migp:3g.40gb:2"]
     locked = _searches(node, monkeypatch)
     assert node.release(ctx(5), publish=False).action == "released"
-    node.slurm.jobs[5] = type(node.slurm.jobs[5])(5, "COMPLETED", (), 1000, ("n1",))
+    _ended(node, 5)
     assert node.publish_after_release() == []
     assert locked == [False]  # searched once, ahead; the publish under the lock found the same node
     assert node.slurm.counts()["3g.40gb"] >= 2
@@ -274,7 +279,7 @@ def test_a_plan_ahead_of_another_node_state_is_not_used(node, monkeypatch):
     publish(node)
     node.slurm.add_typed(7, "2g.20gb")
     assert node.prepare(ctx(7)).action == "created"
-    node.slurm.jobs[7] = type(node.slurm.jobs[7])(7, "COMPLETED", (), 1000, ("n1",))
+    _ended(node, 7)
     node.slurm.pending = ["gres:migp:7g.80gb:2"]
     locked = _searches(node, monkeypatch)
     node.publisher.prefetch()
