@@ -34,7 +34,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from slurm_gpu.core.catalog import load_catalog
 from slurm_gpu.core.errors import BadInputError, StateError
 from slurm_gpu.devices import simdevfiles
-from slurm_gpu.state.fsutil import FileLock, atomic_write, checksum
+from slurm_gpu.state.fsutil import FileLock, atomic_write, canonical_json, checksum
 
 __all__ = [
     "FORMAT",
@@ -103,7 +103,7 @@ def read_state(path: str) -> Dict[str, Any]:
         raise StateError(
             f"simulated GPU state {path} does not exist (create it with init_state / 'slurm-gpu sim init')"
         ) from None
-    key = (st.st_ino, st.st_mtime_ns, st.st_size)
+    key = _key(st)
     hit = _cache.get(path)
     if hit is not None and hit[0] == key:
         return hit[1]
@@ -117,12 +117,21 @@ def read_state(path: str) -> Dict[str, Any]:
     return body
 
 
+def _key(st: os.stat_result) -> Tuple[int, int, int]:
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def _write(path: str, body: Dict[str, Any]) -> None:
-    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "checksum": checksum(body), "body": body}
-    # Compact (json's C encoder) and not fsynced: a real GPU's MIG instances do not survive a power loss
-    # either, and the state is rewritten on every create and destroy.
-    atomic_write(path, json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n", mode=0o600,
-                 durable=False)
+    # The document is what json.dumps(doc, sort_keys=True, separators=(",", ":")) makes, with the body
+    # encoded once for both its checksum and the file. Compact and not fsynced: a real GPU's MIG
+    # instances do not survive a power loss either, and the state is rewritten on every create and destroy.
+    text = canonical_json(body)
+    head = json.dumps({"checksum": checksum(body, text)}, separators=(",", ":"))[1:-1]
+    tail = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION}, separators=(",", ":"))[1:]
+    atomic_write(path, f'{{"body":{text},{head},{tail}\n', mode=0o600, durable=False)
+    # Writers hold the lock, so the file stat'ed now is the one just written: the next read of this
+    # process needs no parse. A copy, as the caller's body may still change.
+    _cache[path] = (_key(os.stat(path)), _copied(body))
 
 
 def _lock(path: str, timeout_s: float = LOCK_TIMEOUT_S) -> FileLock:

@@ -16,8 +16,8 @@ from typing import Any, Optional, Tuple, Union
 
 from slurm_gpu.core.errors import LockTimeout, StateError
 
-__all__ = ["atomic_write", "fsync_dir", "append_line", "FileLock", "set_owner_mode", "checksum", "boot_id",
-           "BOOT_ID_PATH", "TEMP_SUFFIX"]
+__all__ = ["atomic_write", "fsync_dir", "append_line", "FileLock", "set_owner_mode", "canonical_json", "checksum",
+           "boot_id", "BOOT_ID_PATH", "TEMP_SUFFIX"]
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 # Temporary files are named ".<target>.<random>.tmp": hidden, and never mistaken for a real record.
@@ -216,11 +216,18 @@ def set_owner_mode(path: str, uid: int, gid: int, mode: int) -> None:
         raise StateError(f"cannot set owner/mode of {path}: {exc}") from exc
 
 
-def checksum(body: Any) -> str:
-    """``sha256:<hex>`` of the canonical JSON of ``body`` (sorted keys, no spaces, ASCII): what the journal's
-    records and the simulated driver's state file carry to prove they were written whole."""
-    import hashlib
+def canonical_json(body: Any) -> str:
+    """The canonical JSON of ``body`` (sorted keys, no spaces, ASCII): what ``checksum`` hashes."""
     import json
 
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return "sha256:" + hashlib.sha256(canonical.encode("ascii")).hexdigest()
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def checksum(body: Any, canonical: Optional[str] = None) -> str:
+    """``sha256:<hex>`` of the canonical JSON of ``body`` (``canonical``, when the caller has it already):
+    what the journal's records and the simulated driver's state file carry to prove they were written
+    whole."""
+    import hashlib
+
+    text = canonical_json(body) if canonical is None else canonical
+    return "sha256:" + hashlib.sha256(text.encode("ascii")).hexdigest()

@@ -223,6 +223,21 @@ def test_state_file_is_private_and_atomic(drv, state, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
 
 
+
+def test_state_file_is_canonical_and_a_writer_reads_what_it_wrote(drv, state):
+    from slurm_gpu.devices import simstate
+
+    drv.create(0, pid_of(H100, "1g.10gb"), 0)
+    text = open(state).read()
+    doc = json.loads(text)
+    assert text == json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n"
+    with simstate.locked_state(state) as body:
+        body["next_serial"] += 1
+    body["gpus"].clear()  # the writer's own body, changed after the write: not what readers get
+    cached = simstate.read_state(state)
+    simstate._cache.clear()  # as another process reads it
+    assert cached == simstate.read_state(state) and cached["gpus"]
+
 def test_uninitialised_and_unknown_calls_raise_nvml_errors(state):
     nv = SimNvml(state)
     with pytest.raises(pynvml.NVMLError_Uninitialized):
