@@ -16,8 +16,8 @@ from typing import Any, Optional, Tuple, Union
 
 from slurm_gpu.core.errors import LockTimeout, StateError
 
-__all__ = ["atomic_write", "fsync_dir", "append_line", "FileLock", "set_owner_mode", "canonical_json", "checksum",
-           "boot_id", "BOOT_ID_PATH", "TEMP_SUFFIX"]
+__all__ = ["atomic_write", "fsync_dir", "append_line", "FileLock", "set_owner_mode", "canonical_json",
+           "checksum", "boot_id", "BOOT_ID_PATH", "TEMP_SUFFIX"]
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 # Temporary files are named ".<target>.<random>.tmp": hidden, and never mistaken for a real record.
