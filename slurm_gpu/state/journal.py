@@ -145,8 +145,7 @@ class Journal:
                 data = f.read()
         except OSError as exc:
             raise StateError(f"cannot read journal file {path}: {exc}") from exc
-        record = parse_record(data, job_id)
-        return replace(record, stale=record.boot_id != self.boot_id)
+        return parse_record(data, job_id, self.boot_id)
 
     def get(self, job_id: Union[str, int]) -> Optional[JobRecord]:
         """The job's record (``stale=True`` if from another boot), None if it has none; raises

@@ -166,9 +166,17 @@ def _actual_dict(a: Actual) -> Dict[str, Any]:
 # --- validation of a parsed file --------------------------------------------------------------------
 
 
-def _want(cond: bool, what: str) -> None:
+_INSTANCE_KEYS = frozenset({"planned", "actual", "state"})
+_RECORD_KEYS = frozenset({"format_version", "boot_id", "job_id", "uid", "gid", "request", "phase", "created",
+                          "updated", "instances"})
+_PHASES = frozenset(str(v) for v in Phase)
+
+
+def _want(cond: bool, what: str, *args: Any) -> None:
+    """ValueError(``what.format(*args)``) unless ``cond``: the message is formatted only when it is needed
+    (every record of the journal is checked on each hook's node read)."""
     if not cond:
-        raise ValueError(what)
+        raise ValueError(what.format(*args))
 
 
 def is_int(v: Any) -> bool:
@@ -181,28 +189,31 @@ def _opt_int(v: Any) -> bool:
 
 def check_planned(p: Planned, where: str) -> None:
     for name in ("gpu_index", "profile_id", "start", "size"):
-        _want(is_int(getattr(p, name)) and getattr(p, name) >= 0, f"{where}.{name} must be an integer >= 0")
-    _want(isinstance(p.gpu_uuid, str), f"{where}.gpu_uuid must be a string")
-    _want(isinstance(p.profile_name, str) and p.profile_name != "", f"{where}.profile_name must be a name")
+        value = getattr(p, name)
+        _want(is_int(value) and value >= 0, "{}.{} must be an integer >= 0", where, name)
+    _want(isinstance(p.gpu_uuid, str), "{}.gpu_uuid must be a string", where)
+    _want(isinstance(p.profile_name, str) and p.profile_name != "", "{}.profile_name must be a name", where)
 
 
 def check_actual(a: Actual, where: str) -> None:
-    _want(is_int(a.gi_id) and is_int(a.ci_id), f"{where}: gi_id and ci_id must be integers")
+    _want(is_int(a.gi_id) and is_int(a.ci_id), "{}: gi_id and ci_id must be integers", where)
     uuid_ok = isinstance(a.mig_uuid, str) and is_mig_uuid(a.mig_uuid)
-    _want(uuid_ok, f"{where}.mig_uuid is not a MIG UUID")
-    _want(_opt_int(a.gi_cap_minor) and _opt_int(a.ci_cap_minor), f"{where}: cap minors must be int or null")
+    _want(uuid_ok, "{}.mig_uuid is not a MIG UUID", where)
+    _want(_opt_int(a.gi_cap_minor) and _opt_int(a.ci_cap_minor), "{}: cap minors must be int or null", where)
 
 
-def _record_from_body(body: Mapping[str, Any]) -> JobRecord:
-    """Build a record from a checksum-verified body, checking every field's type (ValueError if wrong)."""
+def _record_from_body(body: Mapping[str, Any], boot_id: Optional[str]) -> JobRecord:
+    """Build a record from a checksum-verified body, checking every field's type (ValueError if wrong);
+    stale if ``boot_id`` (this boot's) is given and differs."""
     instances = []
     raw_instances = body.get("instances")
     if not isinstance(raw_instances, list):
         raise ValueError("instances must be a list")
     for n, raw in enumerate(raw_instances):
-        _want(isinstance(raw, dict), f"instances[{n}] must be an object")
-        _want(set(raw) == {"planned", "actual", "state"}, f"instances[{n}] has keys {sorted(raw)}")
-        _want(isinstance(raw["planned"], dict), f"instances[{n}].planned must be an object")
+        _want(isinstance(raw, dict), "instances[{}] must be an object", n)
+        if raw.keys() != _INSTANCE_KEYS:
+            raise ValueError(f"instances[{n}] has keys {sorted(raw)}")
+        _want(isinstance(raw["planned"], dict), "instances[{}].planned must be an object", n)
         try:
             planned = Planned(**raw["planned"])
             actual = None if raw["actual"] is None else Actual(**raw["actual"])
@@ -217,20 +228,19 @@ def _record_from_body(body: Mapping[str, Any]) -> JobRecord:
             raise ValueError(f"instances[{n}].state {raw['state']!r} is not one of "
                              f"{[str(v) for v in InstanceState]}") from None
         _want((state == InstanceState.CREATED) <= (actual is not None),
-              f"instances[{n}] is created but has no actual")
+              "instances[{}] is created but has no actual", n)
         instances.append(InstanceRecord(planned, actual, state))
-    expected = {"format_version", "boot_id", "job_id", "uid", "gid", "request", "phase", "created", "updated",
-                "instances"}
-    _want(set(body) == expected, f"keys {sorted(set(body) ^ expected)} unexpected or missing")
+    if body.keys() != _RECORD_KEYS:
+        raise ValueError(f"keys {sorted(set(body) ^ _RECORD_KEYS)} unexpected or missing")
     _want(is_job_id(body["job_id"]), "job_id is not a job id")
     _want(is_int(body["uid"]) and is_int(body["gid"]), "uid and gid must be integers")
     _want(isinstance(body["request"], str), "request must be a string")
-    _want(body["phase"] in {str(v) for v in Phase}, f"phase {body['phase']!r} is not one of "
-          f"{[str(v) for v in Phase]}")
+    if body["phase"] not in _PHASES:
+        raise ValueError(f"phase {body['phase']!r} is not one of {[str(v) for v in Phase]}")
     _want(isinstance(body["boot_id"], str), "boot_id must be a string")
     for name in ("created", "updated"):
         number = isinstance(body[name], (int, float)) and not isinstance(body[name], bool)
-        _want(number, f"{name} must be a number")
+        _want(number, "{} must be a number", name)
     return JobRecord(
         job_id=body["job_id"],
         uid=body["uid"],
@@ -242,11 +252,13 @@ def _record_from_body(body: Mapping[str, Any]) -> JobRecord:
         boot_id=body["boot_id"],
         instances=tuple(instances),
         format_version=body["format_version"],
+        stale=boot_id is not None and body["boot_id"] != boot_id,
     )
 
 
-def parse_record(data: bytes, job_id: Optional[str] = None) -> JobRecord:
-    """Parse and verify one record file's bytes; raises ``RecordProblem`` (a StateError) saying why not."""
+def parse_record(data: bytes, job_id: Optional[str] = None, boot_id: Optional[str] = None) -> JobRecord:
+    """Parse and verify one record file's bytes (of job ``job_id``; written during boot ``boot_id``, else
+    marked stale); raises ``RecordProblem`` (a StateError) saying why not."""
     try:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -263,7 +275,7 @@ def parse_record(data: bytes, job_id: Optional[str] = None) -> JobRecord:
     if stored != actual:
         raise RecordProblem("checksum", f"checksum mismatch (stored {stored}, computed {actual})")
     try:
-        record = _record_from_body(doc)
+        record = _record_from_body(doc, boot_id)
     except ValueError as exc:
         raise RecordProblem("corrupt", f"malformed record: {exc}") from None
     if job_id is not None and record.job_id != job_id:
