@@ -65,6 +65,7 @@ class SimNvml(InstanceCalls):
 
             missing.__name__ = name
             return missing
+        self.__dict__[name] = value  # a constant or a type: looked up once per instance, not per call
         return value
 
     def __repr__(self) -> str:
