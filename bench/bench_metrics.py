@@ -3,6 +3,7 @@ results use: GPC utilization, P95 wait, stranded capacity; every policy, the ide
 without the instance-time model. Prints Markdown tables (bench/RESULTS.md).
 
     python bench/bench_metrics.py [--traces steady,bursty] [--policies default,ideal] [--saturated-only]
+                                  [--bounded-jobs 150] [--seeds 5] [--priority submit|small-first|large-first]
 
 Saturated workload (the issue's item 6): 2 x 4 H100-80GB, offered load 1.4, equal shares of 1g.10gb,
 2g.20gb, 3g.40gb and 7g.80gb, one instance per job, Poisson arrivals, log-normal run times (median 30 min),
@@ -35,8 +36,8 @@ def saturated(jobs: int = 3000, seed: int = 1) -> List[tr.TraceJob]:
 
 
 def row(label: str, policy: str, trace: List[tr.TraceJob], cluster: str, times: Optional[InstanceTimes],
-        window: Optional[tuple] = None) -> str:
-    cfg = SimConfig(instance_times=times, window=window)
+        window: Optional[tuple] = None, priority: str = "submit") -> str:
+    cfg = SimConfig(instance_times=times, window=window, priority=priority)
     t0 = time.process_time()
     result = Simulation(trace, parse_cluster(cluster), make_policy(policy), cfg).run()
     d = result.to_dict()
@@ -57,6 +58,7 @@ def main() -> None:
     ap.add_argument("--saturated-only", action="store_true")
     ap.add_argument("--bounded-jobs", type=int, default=150)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--priority", default="submit", help="the queue's order (SimConfig.priority)")
     args = ap.parse_args()
     policies = args.policies.split(",")
     times = InstanceTimes()
@@ -65,22 +67,25 @@ def main() -> None:
         for name in args.traces.split(","):
             trace = tr.read_trace(f"traces/{name}.jsonl")
             for p in policies:
-                print(row(name, p, trace, "16x8xH100-80GB", times), flush=True)
+                print(row(name, p, trace, "16x8xH100-80GB", times, priority=args.priority), flush=True)
     trace = saturated()
     span = max(j.submit for j in trace)
     window = (0.1 * span, 0.9 * span)
     print("\nsaturated mixed workload, 2x4xH100-80GB, offered load 1.4, window = middle 80 % of arrivals\n")
     print(header())
     for p in policies:
-        print(row("saturated", p, trace, "2x4xH100-80GB", times, window), flush=True)
+        print(row("saturated", p, trace, "2x4xH100-80GB", times, window, args.priority), flush=True)
     for p in ("default", "ideal"):
-        print(row("saturated, no instance times", p, trace, "2x4xH100-80GB", None, window), flush=True)
-    bounded(policies, times, args.bounded_jobs, args.seeds)
+        print(row("saturated, no instance times", p, trace, "2x4xH100-80GB", None, window, args.priority),
+              flush=True)
+    bounded(policies, times, args.bounded_jobs, args.seeds, args.priority)
 
 
-def bounded(policies: List[str], times: InstanceTimes, jobs: int, seeds: int) -> None:
+def bounded(policies: List[str], times: InstanceTimes, jobs: int, seeds: int,
+            priority: str = "submit") -> None:
     """The same workload, short enough that the queue stays bounded: means over seeds."""
-    print(f"\nbounded saturated workload: {jobs} jobs, mean of seeds 1-{seeds}, window = middle 80 %\n")
+    print(f"\nbounded saturated workload: {jobs} jobs, mean of seeds 1-{seeds}, window = middle 80 %, "
+          f"queue order {priority}\n")
     keys = ("mean_wait_s", "p95_wait_s", "compute_utilization", "stranded_of_total", "stranded_capacity")
     print("| policy | " + " | ".join(keys) + " |\n|---|" + "---:|" * len(keys))
     for p in policies:
@@ -88,7 +93,7 @@ def bounded(policies: List[str], times: InstanceTimes, jobs: int, seeds: int) ->
         for seed in range(1, seeds + 1):
             trace = saturated(jobs, seed)
             span = max(j.submit for j in trace)
-            cfg = SimConfig(instance_times=times, window=(0.1 * span, 0.9 * span))
+            cfg = SimConfig(instance_times=times, window=(0.1 * span, 0.9 * span), priority=priority)
             sim = Simulation(trace, parse_cluster("2x4xH100-80GB"), make_policy(p), cfg)
             runs.append(sim.run().to_dict())
         means = [sum(r[k] for r in runs) / len(runs) for k in keys]

@@ -102,6 +102,14 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     "admission (features: 1, the others: Slurm's own 0).",
 )
 @click.option(
+    "--priority",
+    default="submit",
+    show_default=True,
+    help="The queue's priority order: submit (Slurm without priority factors), small-first or "
+    "large-first (fewer / more compute slices per job first, as a site's job-size priority; then submit "
+    "order).",
+)
+@click.option(
     "--requeue-delay",
     type=float,
     default=None,
@@ -131,6 +139,7 @@ def cmd(
     shard_cost: str,
     bf_interval: Optional[float],
     max_starts: Optional[int],
+    priority: str,
     requeue_delay: Optional[float],
     plot_path: Optional[str],
     strict: bool,
@@ -159,7 +168,8 @@ def cmd(
         from slurm_gpu.simulate.plot import check_available
 
         check_available()
-    config = SimConfig(requeue_delay=requeue_delay, record_series=bool(plot_path), progress=stderr_progress())
+    config = SimConfig(requeue_delay=requeue_delay, record_series=bool(plot_path), progress=stderr_progress(),
+                       priority=priority)
     if bf_interval is not None:
         config.bf_interval = bf_interval
     if max_starts is not None:
@@ -177,7 +187,8 @@ def cmd(
         config.record_series, config.progress = False, None
         bound = Simulation(jobs, cluster, make_policy("ideal"), config).run().to_dict()
         payload["ideal"] = {k: bound[k] for k in IDEAL_KEYS}
-    payload.update({"trace": trace_path, "cluster": cluster_spec, "total_slices": result.total_slices})
+    payload.update({"trace": trace_path, "cluster": cluster_spec, "total_slices": result.total_slices,
+                    "priority": priority})
     if as_json:
         emit_json("simulate", payload)
         return

@@ -1,4 +1,5 @@
-"""Discrete-event replay with a Slurm-like queue: priority FIFO (submit order) plus EASY backfill.
+"""Discrete-event replay with a Slurm-like queue: priority order (submit order unless ``SimConfig.priority``
+says otherwise) plus EASY backfill.
 
 Like slurmctld, two kinds of scheduling pass run over the same policy:
 - the main scheduler, after every batch of events at one instant (job ends, submissions, requeues): jobs
@@ -42,6 +43,7 @@ from slurm_gpu.simulate.traces import TraceJob, parse_job_gres
 __all__ = [
     "SimConfig",
     "Simulation",
+    "PRIORITIES",
     "simulate",
     "SHIPPED_MAX_STARTS",
     "SHIPPED_BF_INTERVAL",
@@ -49,6 +51,7 @@ __all__ = [
     "SLURM_BF_INTERVAL",
 ]
 
+PRIORITIES = ("submit", "small-first", "large-first")  # SimConfig.priority
 _END, _SUBMIT, _WAKE = 0, 1, 2  # at one instant: ends free room before submissions are looked at
 _BY_LIMIT = operator.attrgetter("limit_end", "index")  # backfill's end of a running job; ties by priority
 
@@ -69,6 +72,10 @@ class SimConfig:
     max_starts: Optional[int] = None
     pass_interval: float = 3.0
     record_series: bool = False
+    # the pending queue's priority order: "submit" (FIFO: Slurm's order without priority factors), or
+    # "small-first" / "large-first" (fewer / more compute slices per job first, then submit order: what a
+    # site's job-size priority, or a job_submit.lua nice by profile, gives)
+    priority: str = "submit"
     check_invariants: bool = False  # verify the whole cluster after every instant (tests; slow)
     progress: Optional[Callable[[int, int], None]] = None
     # the measurement window, seconds after the first submission (None: first to last submission)
@@ -124,6 +131,7 @@ class Simulation:
             SimJob(i, j.id, j.submit, j.duration, j.limit, canon[key_index[k]], c, j.nodes)
             for i, (j, (k, c)) in enumerate(zip(trace, parsed))
         ]
+        self._rank = self._priority_ranks(self.config.priority)
         policy.setup(self.nodes, self.keys, slices_of)
         policy.prepare(self.nodes, self.jobs)  # e.g. static: pick the layout for this trace's mix
         # the answer depends on the request only, and a trace repeats few requests
@@ -155,7 +163,7 @@ class Simulation:
                 events.append((job.submit, _SUBMIT, seq, job.index))
                 seq += 1
         heapq.heapify(events)
-        pending: List[SimJob] = []  # priority order = trace order (the job index)
+        pending: List[SimJob] = []  # priority order (``_rank``: submit order unless configured)
         self.pending = pending
         self.policy.follow(pending)
         last_t = events[0][0] if events else 0.0
@@ -280,15 +288,22 @@ class Simulation:
         if (self.version, self._arrived) != self._bf_stamp and self._next_bf > t:
             self._wake(events, self._next_bf)
 
+    def _priority_ranks(self, priority: str) -> List[Tuple[int, int]]:
+        """Each job's place in the queue, by index: (size rank, index)."""
+        if priority not in PRIORITIES:
+            raise BadInputError(f"priority {priority!r} is not one of {', '.join(PRIORITIES)}", part=priority)
+        sign = {"submit": 0, "small-first": 1, "large-first": -1}[priority]
+        return [(sign * self._compute_of[j.key] * j.count * j.nodes, j.index) for j in self.jobs]
+
     def _enqueue(self, job: SimJob) -> None:
-        pending = self.pending
-        if not pending or pending[-1].index < job.index:
+        pending, rank = self.pending, self._rank
+        if not pending or rank[pending[-1].index] < rank[job.index]:
             pending.append(job)
         else:
             import bisect
 
-            keys = [j.index for j in pending]
-            pending.insert(bisect.bisect(keys, job.index), job)
+            keys = [rank[j.index] for j in pending]
+            pending.insert(bisect.bisect(keys, rank[job.index]), job)
 
     def _wake(self, events: list, at: float) -> None:
         if at not in self._wake_at:
