@@ -51,7 +51,8 @@ __all__ = [
     "SLURM_BF_INTERVAL",
 ]
 
-PRIORITIES = ("submit", "small-first", "large-first")  # SimConfig.priority
+# SimConfig.priority: each order's sign on a job's compute slices (0: submit order alone)
+PRIORITIES = {"submit": 0, "small-first": 1, "large-first": -1}
 _END, _SUBMIT, _WAKE = 0, 1, 2  # at one instant: ends free room before submissions are looked at
 _BY_LIMIT = operator.attrgetter("limit_end", "index")  # backfill's end of a running job; ties by priority
 
@@ -292,7 +293,7 @@ class Simulation:
         """Each job's place in the queue, by index: (size rank, index)."""
         if priority not in PRIORITIES:
             raise BadInputError(f"priority {priority!r} is not one of {', '.join(PRIORITIES)}", part=priority)
-        sign = {"submit": 0, "small-first": 1, "large-first": -1}[priority]
+        sign = PRIORITIES[priority]
         return [(sign * self._compute_of[j.key] * j.count * j.nodes, j.index) for j in self.jobs]
 
     def _enqueue(self, job: SimJob) -> None:
