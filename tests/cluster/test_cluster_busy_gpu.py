@@ -6,6 +6,7 @@ outcome, no node drains, nothing leaks."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from test_integration_hooks import (
     _with_outdir,
     assert_clean,
-    drained,
+    assert_nothing_drained,
     history,
     instances,
     node_dir,
@@ -52,7 +53,7 @@ def test_held_gpus_requeue_the_job_with_the_reason_and_drain_nothing(cl):
                           120, "the job requeued by its prolog")
         assert "in use by another client" in events[0]["reason"], events
         assert "slurm-gpu-requeued:" in sjob(cl, j).admin_comment
-        assert drained(cl) == {}
+        assert_nothing_drained(cl)
         assert all(not instances(cl, n) for n in cl.nodes)
         cl.run(["scancel", j], check=True)
     finally:
@@ -69,7 +70,10 @@ def _set_faults(cl, rules):
     text = "".join(line for line in path.read_text().splitlines(True) if "sim_faults" not in line)
     if rules:
         text = text.replace("driver:\n", f"driver:\n  sim_faults: {json.dumps(rules)}\n", 1)
-    path.write_text(text)
+    # replaced, not rewritten in place: a hook starting meanwhile must read a whole configuration
+    tmp = path.with_name(".config.yaml.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def test_a_slow_driver_and_slow_handle_walks_still_give_each_job_its_instances(cl):
@@ -85,7 +89,7 @@ def test_a_slow_driver_and_slow_handle_walks_still_give_each_job_its_instances(c
         assert done[j]["JobState"] == "COMPLETED", done[j]
         visible, mine = output(cl, j).split()
         assert visible.startswith("MIG-") and len(mine.split(",")) == 2
-    assert drained(cl) == {}
+    assert_nothing_drained(cl)
     assert_clean(cl)
 
 
@@ -111,7 +115,7 @@ def test_an_ampere_gpu_out_of_mig_mode_is_named_and_never_switched_by_a_hook(amp
                                if e.get("job_id") == j and e.get("event") == "requeued"],
                       120, "the job requeued by its prolog")
     assert "needs a GPU reset" in events[0]["detail"], events
-    assert drained(ampere) == {}
+    assert_nothing_drained(ampere)
     with locked_state(state) as body:
         assert all(g["mig_current"] == 0 for g in body["gpus"])  # the hook switched nothing
     ampere.run(["scancel", j], check=True)

@@ -108,10 +108,31 @@ def drained(cl) -> Dict[str, str]:
             if p and any(s in p[1] for s in ("drain", "drng", "down", "fail"))}
 
 
+def drain_evidence(cl, nodes) -> str:
+    """What a drained node's hooks and slurmd said last: the message of a failed 'nothing drained'."""
+    out = []
+    for node in nodes:
+        hooks = node_dir(cl, node) / "state" / "hooks.log"
+        lines = hooks.read_text(errors="replace").splitlines() if hooks.exists() else []
+        out += [f"{node} hooks.log: {line[:600]}" for line in lines if '"error"' in line
+                or '"problems":[]' not in line][-6:]
+        slurmd = node_dir(cl, node) / "slurmd.log"
+        lines = slurmd.read_text(errors="replace").splitlines() if slurmd.exists() else []
+        out += [f"{node} slurmd.log: {line[:300]}" for line in lines
+                if any(w in line.lower() for w in ("prolog", "epilog", "error", "drain"))
+                and "pmix" not in line][-8:]
+    return "\n".join(out)
+
+
+def assert_nothing_drained(cl) -> None:
+    bad = drained(cl)
+    assert bad == {}, f"{bad}\n{drain_evidence(cl, bad)}"
+
+
 def assert_clean(cl) -> None:
     for node in cl.nodes:
         wait_for(lambda n=node: not instances(cl, n), 30, f"no instances left on {node}")
-    assert drained(cl) == {}
+    assert_nothing_drained(cl)
 
 
 def history(cl, node: str) -> List[dict]:
