@@ -169,7 +169,6 @@ def _actual_dict(a: Actual) -> Dict[str, Any]:
 _INSTANCE_KEYS = frozenset({"planned", "actual", "state"})
 _RECORD_KEYS = frozenset({"format_version", "boot_id", "job_id", "uid", "gid", "request", "phase", "created",
                           "updated", "instances"})
-_PHASES = frozenset(str(v) for v in Phase)
 
 
 def _want(cond: bool, what: str, *args: Any) -> None:
@@ -235,8 +234,10 @@ def _record_from_body(body: Mapping[str, Any], boot_id: Optional[str]) -> JobRec
     _want(is_job_id(body["job_id"]), "job_id is not a job id")
     _want(is_int(body["uid"]) and is_int(body["gid"]), "uid and gid must be integers")
     _want(isinstance(body["request"], str), "request must be a string")
-    if body["phase"] not in _PHASES:
-        raise ValueError(f"phase {body['phase']!r} is not one of {[str(v) for v in Phase]}")
+    try:
+        phase = Phase(body["phase"])
+    except ValueError:
+        raise ValueError(f"phase {body['phase']!r} is not one of {[str(v) for v in Phase]}") from None
     _want(isinstance(body["boot_id"], str), "boot_id must be a string")
     for name in ("created", "updated"):
         number = isinstance(body[name], (int, float)) and not isinstance(body[name], bool)
@@ -246,7 +247,7 @@ def _record_from_body(body: Mapping[str, Any], boot_id: Optional[str]) -> JobRec
         uid=body["uid"],
         gid=body["gid"],
         request=body["request"],
-        phase=Phase(body["phase"]),
+        phase=phase,
         created=float(body["created"]),
         updated=float(body["updated"]),
         boot_id=body["boot_id"],

@@ -5,10 +5,7 @@ outcome, no node drains, nothing leaks."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
 from test_integration_hooks import (
@@ -19,6 +16,7 @@ from test_integration_hooks import (
     instances,
     node_dir,
     output,
+    set_sim_faults,
     sjob,
     submit,
     wait,
@@ -64,27 +62,15 @@ def test_held_gpus_requeue_the_job_with_the_reason_and_drain_nothing(cl):
         holder.wait()
 
 
-def _set_faults(cl, rules):
-    """Fault rules for every node's simulated driver (each hook run reads the configuration)."""
-    path = Path(cl.spec.dir) / "config.yaml"
-    text = "".join(line for line in path.read_text().splitlines(True) if "sim_faults" not in line)
-    if rules:
-        text = text.replace("driver:\n", f"driver:\n  sim_faults: {json.dumps(rules)}\n", 1)
-    # replaced, not rewritten in place: a hook starting meanwhile must read a whole configuration
-    tmp = path.with_name(".config.yaml.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def test_a_slow_driver_and_slow_handle_walks_still_give_each_job_its_instances(cl):
     # 50 ms on every NVML call, 1 s on every walk of a GPU's MIG handles: a driver under load.
-    _set_faults(cl, "*=delay:0.05;walk=delay:1")
+    set_sim_faults(cl, "*=delay:0.05;walk=delay:1")
     try:
         jobs = [submit(cl, "--gres=gpu:1g.10gb:2", wrap="echo $CUDA_VISIBLE_DEVICES $SLURM_GPU_MIG_DEVICES")
                 for _ in range(2)]
         done = wait(cl, jobs, timeout=240)
     finally:
-        _set_faults(cl, None)
+        set_sim_faults(cl, None)
     for j in jobs:
         assert done[j]["JobState"] == "COMPLETED", done[j]
         visible, mine = output(cl, j).split()

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pytest
 
@@ -106,6 +106,19 @@ def drained(cl) -> Dict[str, str]:
     out = cl.run(["sinfo", "-h", "-N", "-o", "%N %t %E"], check=True).stdout
     return {p[0]: " ".join(p[1:]) for p in (line.split() for line in out.splitlines())
             if p and any(s in p[1] for s in ("drain", "drng", "down", "fail"))}
+
+
+def set_sim_faults(cl, rules: Optional[str]) -> None:
+    """Fault rules (``SLURM_GPU_SIM_FAULTS`` syntax; None: none) for every node's simulated driver: each
+    hook run reads the configuration. The file is replaced, not rewritten in place, so that a hook starting
+    meanwhile reads a whole one."""
+    path = Path(cl.spec.dir) / "config.yaml"
+    text = "".join(line for line in path.read_text().splitlines(True) if "sim_faults" not in line)
+    if rules:
+        text = text.replace("driver:\n", f"driver:\n  sim_faults: {json.dumps(rules)}\n", 1)
+    tmp = path.with_name(".config.yaml.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def drain_evidence(cl, nodes) -> str:

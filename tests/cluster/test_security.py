@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
+from test_integration_hooks import set_sim_faults
 
 pytestmark = [pytest.mark.slurm, pytest.mark.security]
 
@@ -153,12 +154,7 @@ class Sec:
         return proc
 
     def set_faults(self, rules: Optional[str]) -> None:
-        """Fault rules for the simulated driver of every node (read by each hook run)."""
-        path = Path(self.cl.spec.dir) / "config.yaml"
-        text = "".join(line for line in path.read_text().splitlines(True) if "sim_faults" not in line)
-        if rules:
-            text = text.replace("driver:\n", f"driver:\n  sim_faults: {json.dumps(rules)}\n", 1)
-        path.write_text(text)
+        set_sim_faults(self.cl, rules)
 
 
 def _state(job: dict) -> str:
