@@ -2,11 +2,11 @@
 node), 1 for an unexpected error (one line on stderr; ``SLURM_GPU_DEBUG=1`` shows the traceback instead),
 130 when interrupted. ``slurm-gpu-hook`` and the hook server's children both end here."""
 
-from __future__ import annotations
-
 import sys
 
-TYPE_CHECKING = False  # typing is not imported just for annotations
+# typing is not imported just for annotations, and they are quoted: "from __future__ import
+# annotations" would import the __future__ module in every hook process (0.4 ms).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Optional
 
@@ -15,7 +15,7 @@ __all__ = ["HOOKS", "run_hook"]
 HOOKS = ("prolog", "epilog")
 
 
-def run_hook(hook: str, config: Optional[str] = None) -> int:
+def run_hook(hook: str, config: "Optional[str]" = None) -> int:
     """Run ``hook`` (one of HOOKS) with the configuration at ``config`` (None: the default search)."""
     try:
         if hook == "prolog":

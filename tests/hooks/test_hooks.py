@@ -191,6 +191,17 @@ def test_hook_entry_imports_no_click(configured_node):
     assert "no-slurm" in out.stderr  # it got as far as asking Slurm
 
 
+def test_the_client_path_imports_only_what_asking_the_server_needs():
+    # What a served hook's process loads (the launcher's -I -S interpreter): no os, no typing, and no
+    # __future__ module (quoted annotations instead), each a fraction of every job's start.
+    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+            "import slurm_gpu.hooks.entry, slurm_gpu.hooks.client\n"
+            "print(sorted(m for m in ('os', 'typing', '__future__', 'socket') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(REPO)], capture_output=True, text=True,
+                         timeout=60, cwd="/")
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 def test_hook_entry_command_line(configured_node):
     _, _, config = configured_node
     assert hook_entry(config, "--help").returncode == 0
