@@ -4,8 +4,7 @@ node), 1 for an unexpected error (one line on stderr; ``SLURM_GPU_DEBUG=1`` show
 
 import sys
 
-# typing is not imported just for annotations, and they are quoted: "from __future__ import
-# annotations" would import the __future__ module in every hook process (0.4 ms).
+# Annotations quoted, typing not imported: a served hook's process loads this (see hooks.client).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Optional

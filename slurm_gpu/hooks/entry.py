@@ -14,8 +14,7 @@ import sys
 
 from slurm_gpu.hooks.dispatch import HOOKS
 
-# typing is not imported just for annotations, and they are quoted: "from __future__ import
-# annotations" would import the __future__ module in every hook process (0.4 ms).
+# Annotations quoted, typing not imported: a served hook's process loads this (see hooks.client).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Dict, List, Optional, Sequence, Tuple
