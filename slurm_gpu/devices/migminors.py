@@ -25,6 +25,7 @@ __all__ = [
     "access_key",
     "mig_minors_text",
     "read_mig_minors",
+    "remember",
     "MigMinors",
 ]
 
@@ -61,20 +62,60 @@ def mig_minors_text(gpu_minors: Iterable[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+class _Table:
+    """One parse of a mig-minors file: key -> minor, and each GPU's minors (grouped on first use)."""
+
+    __slots__ = ("raw", "minors", "_by_gpu")
+
+    def __init__(self, raw: bytes):
+        self.raw = raw
+        self.minors: Dict[str, int] = {}
+        for line in raw.decode("ascii", "replace").splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                self.minors[parts[0]] = int(parts[1])
+        self._by_gpu: Optional[Dict[str, Tuple[int, ...]]] = None
+
+    def by_gpu(self) -> Dict[str, Tuple[int, ...]]:
+        if self._by_gpu is None:  # one pass over the file's ~1,100 lines, not one per GPU
+            grouped: Dict[str, List[int]] = {}
+            for key, minor in self.minors.items():
+                head, slash, _ = key.partition("/")
+                if slash:
+                    grouped.setdefault(head, []).append(minor)
+            self._by_gpu = {head: tuple(sorted(minors)) for head, minors in grouped.items()}
+        return self._by_gpu
+
+
+_NOTHING = _Table(b"")
+# The last parse of each file, with the bytes it came from. The hook server parses the node's file before
+# it forks (``remember``); a hook reads the file and, finding the same bytes, uses that parse rather than
+# building ~1,100 entries in its fresh process (about 3 ms of a served Prolog, bench/bench_hooks.py).
+_parsed: Dict[str, _Table] = {}
+
+
+def _table_of(path: Optional[str]) -> _Table:
+    if not path:
+        return _NOTHING
+    try:
+        with open(path, "rb") as fh:  # bytes: no text codec to load for it
+            raw = fh.read()
+    except OSError:
+        return _NOTHING
+    table = _parsed.get(path)
+    if table is None or table.raw != raw:
+        table = _parsed[path] = _Table(raw)
+    return table
+
+
 def read_mig_minors(path: Optional[str]) -> Dict[str, int]:
     """``gpu0/gi1/access 12`` lines of a mig-minors file as key -> minor; empty if it cannot be read."""
-    minors: Dict[str, int] = {}
-    if not path:
-        return minors
-    try:
-        with open(path, encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) == 2 and parts[1].isdigit():
-                    minors[parts[0]] = int(parts[1])
-    except OSError:
-        pass
-    return minors
+    return dict(_table_of(path).minors)
+
+
+def remember(path: Optional[str]) -> None:
+    """Parse ``path`` now (and group it by GPU), for the processes forked from this one to reuse."""
+    _table_of(path).by_gpu()
 
 
 class MigMinors:
@@ -82,25 +123,17 @@ class MigMinors:
 
     def __init__(self, path: Optional[str] = DEFAULT_MIG_MINORS):
         self.path = path
-        self._minors: Optional[Dict[str, int]] = None
-        self._by_gpu: Optional[Dict[str, Tuple[int, ...]]] = None
+        self._table: Optional[_Table] = None
 
-    def _table(self) -> Dict[str, int]:
-        if self._minors is None:
-            self._minors = read_mig_minors(self.path)
-        return self._minors
+    def _read(self) -> _Table:
+        if self._table is None:
+            self._table = _table_of(self.path)
+        return self._table
 
     def cap_minor(self, gpu_minor: int, gi_id: int, ci_id: Optional[int] = None) -> Optional[int]:
         """The file's minor of a GPU or compute instance; None where the file does not say."""
-        return self._table().get(access_key(gpu_minor, gi_id, ci_id))
+        return self._read().minors.get(access_key(gpu_minor, gi_id, ci_id))
 
     def of_gpu(self, gpu_minor: int) -> Tuple[int, ...]:
         """Every GPU- and compute-instance minor reserved for GPU ``gpu_minor``, sorted."""
-        if self._by_gpu is None:  # one pass over the file's ~1,100 lines, not one per GPU
-            grouped: Dict[str, List[int]] = {}
-            for key, minor in self._table().items():
-                head, slash, _ = key.partition("/")
-                if slash:
-                    grouped.setdefault(head, []).append(minor)
-            self._by_gpu = {head: tuple(sorted(minors)) for head, minors in grouped.items()}
-        return self._by_gpu.get(f"gpu{int(gpu_minor)}", ())
+        return self._read().by_gpu().get(f"gpu{int(gpu_minor)}", ())

@@ -11,7 +11,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from slurm_gpu.devices.calllog import NvmlCallLog
     from slurm_gpu.devices.nvml import NvmlDriver
 
-__all__ = ["open_driver"]
+__all__ = ["mig_minors_file", "open_driver"]
+
+
+def mig_minors_file(kind: str, sim_state: Optional[str] = None) -> str:
+    """The mig-minors file a driver of ``kind`` reads: the driver's own, or the simulated node's
+    ``<sandbox>/mig-minors`` ("" when its state has no sandbox: minors unknown)."""
+    from slurm_gpu.devices.migminors import DEFAULT_MIG_MINORS
+
+    if kind.strip().lower() != "sim":
+        return DEFAULT_MIG_MINORS
+    from slurm_gpu.devices import simstate
+
+    sandbox = simstate.load_state(sim_state).get("sandbox") if sim_state else None
+    return f"{sandbox}/mig-minors" if sandbox else ""
 
 
 def open_driver(
@@ -35,7 +48,6 @@ def open_driver(
         sim_faults = sim_faults or getattr(section, "sim_faults", None)
     kind = kind.strip().lower()
     # Imported here, not at the top: hooks import this module, and each loads only the driver it asks for.
-    from slurm_gpu.devices.migminors import DEFAULT_MIG_MINORS
     from slurm_gpu.devices.nvml import NvmlDriver
 
     if kind == "nvml":
@@ -44,16 +56,14 @@ def open_driver(
             import pynvml
 
             module = call_log.wrap(pynvml)
-        return NvmlDriver(module, mig_minors_path=mig_minors_path or DEFAULT_MIG_MINORS)
+        return NvmlDriver(module, mig_minors_path=mig_minors_path or mig_minors_file(kind))
     if kind == "sim":
         if not sim_state:
             raise BadInputError("the simulated driver needs a state file (sim_state)", part=kind)
-        from slurm_gpu.devices import simstate
         from slurm_gpu.devices.simnvml import SimNvml
 
         if mig_minors_path is None:
-            sandbox = simstate.load_state(sim_state).get("sandbox")
-            mig_minors_path = f"{sandbox}/mig-minors" if sandbox else ""
+            mig_minors_path = mig_minors_file(kind, sim_state)
         sim: Any = SimNvml(sim_state, faults=sim_faults)
         module = call_log.wrap(sim) if call_log is not None else sim
         return NvmlDriver(module, mig_minors_path=mig_minors_path)

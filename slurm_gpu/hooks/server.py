@@ -35,7 +35,7 @@ from slurm_gpu.core.errors import BadInputError, StateError
 from slurm_gpu.hooks.client import DEFAULT_SOCKET, PROTOCOL, STALE, package_id
 from slurm_gpu.hooks.dispatch import HOOKS, run_hook
 
-__all__ = ["serve", "parse_request", "Request"]
+__all__ = ["serve", "preload", "parse_request", "Request"]
 
 MAX_REQUEST = 1 << 20  # argv and a hook's environment are a few KiB
 # A new spare waits this long for a request before it takes its copy-on-write faults (``_own_pages``): not
@@ -64,6 +64,7 @@ _PRELOAD = (
     "hashlib",
     "datetime",
     "base64",
+    "encodings.ascii",  # the codec of the files a hook opens with encoding="ascii"
 )
 
 
@@ -107,13 +108,30 @@ def parse_request(data: bytes, passed: int) -> Request:
     return Request(os.fsdecode(package), hook.decode(), os.fsdecode(config) or None, cwd, mask, fds, env)
 
 
+def preload() -> None:
+    """Import what the hooks import (``_PRELOAD``) and do what each would otherwise do first (``_warm``):
+    done once in the server, inherited by every child it forks."""
+    import importlib
+
+    from slurm_gpu.core.catalog import load_catalog
+
+    for name in _PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    _warm(load_catalog())
+
+
 def _warm(catalog: Catalog) -> None:
     """What every child would otherwise compute for itself, done once before any fork: the target's
-    stranding rule of each catalogued model (an exact search, tens of milliseconds each), and one read of
-    the configuration as the hooks find it, forgotten (what its first read builds, the YAML loader and the
-    checks' tables, is then shared; each child reads its own anew). A configuration that does not load
-    is the hooks' to report."""
+    stranding rule of each catalogued model (an exact search, tens of milliseconds each), one read of the
+    configuration as the hooks find it, forgotten (what its first read builds, the YAML loader and the
+    checks' tables, is then shared; each child reads its own anew), and the parse of the mig-minors file
+    it names (``migminors.remember``). A configuration that does not load is the hooks' to report."""
     from slurm_gpu.core.planner import clear_caches, stranding_placements
+    from slurm_gpu.devices.migminors import remember
+    from slurm_gpu.devices.open import mig_minors_file
     from slurm_gpu.node.config import load_config
 
     for key in catalog.keys():
@@ -123,7 +141,9 @@ def _warm(catalog: Catalog) -> None:
     clear_caches()
 
     try:
-        load_config()
+        config = load_config()
+        # the node's mig-minors file, parsed: a hook that reads the same bytes uses this parse
+        remember(mig_minors_file(config.driver.kind, config.driver.sim_state))
     except Exception:  # noqa: BLE001, S110 - nothing of it is kept; each hook reads and reports itself
         pass
 
@@ -190,16 +210,9 @@ def _changed(sources: Dict[str, int]) -> bool:
 def serve(path: str = DEFAULT_SOCKET) -> int:
     """Serve hook requests on ``path`` until SIGTERM or SIGINT; returns 0. When the package's files change
     (an upgrade in place), the request at hand is told ``stale`` and the server starts itself anew."""
-    import importlib
+    from slurm_gpu.core.catalog import CATALOG_PATH
 
-    for name in _PRELOAD:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
-    from slurm_gpu.core.catalog import CATALOG_PATH, load_catalog
-
-    _warm(load_catalog())
+    preload()
     package = package_id()
     sources = _sources()
     sources[CATALOG_PATH] = _mtime(CATALOG_PATH)  # a catalog changed in place renews the server too
@@ -302,6 +315,8 @@ def _fork_spare(listener: socket.socket, package: str) -> Optional[socket.socket
             _become_child()
             if not select.select([theirs], [], [], _SETTLE_S)[0]:  # no request came meanwhile
                 _own_pages()
+                if not select.select([theirs], [], [], 0)[0]:
+                    _read_journal()
             _msg, fds, _flags, _addr = socket.recv_fds(theirs, 1, 1)
             theirs.close()
             code = _child(socket.socket(fileno=fds[0]), package) if fds else 0
@@ -363,6 +378,20 @@ def _own_pages() -> None:  # pragma: no cover - runs in a forked child
     bench/bench_hooks.py). A request that comes meanwhile waits for it."""
     gc.unfreeze()
     gc.get_objects()
+
+
+def _read_journal() -> None:  # pragma: no cover - runs in a forked child
+    """Read the journal of the configuration the server found, while the spare waits (1-3 ms): the hook
+    a request brings then parses only the records written since (``state.journal``'s reuse of parsed
+    records, which compares their bytes). A configuration or journal that cannot be read is left to that
+    hook to report."""
+    from slurm_gpu.node.config import load_config
+    from slurm_gpu.state.journal import Journal
+
+    try:
+        Journal(load_config().state_dir).scan()
+    except Exception:  # noqa: BLE001, S110 - nothing is decided here
+        pass
 
 
 def _child(conn: socket.socket, package: str) -> int:  # pragma: no cover - runs in the forked child

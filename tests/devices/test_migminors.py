@@ -11,6 +11,7 @@ from slurm_gpu.devices.migminors import (
     gi_cap_minor,
     mig_minors_text,
     read_mig_minors,
+    remember,
 )
 
 
@@ -42,3 +43,16 @@ def test_unreadable_file_knows_nothing(tmp_path):
         minors = MigMinors(path)
         assert minors.cap_minor(0, 1, 0) is None
         assert minors.of_gpu(0) == ()
+
+
+def test_a_parse_is_reused_only_for_the_same_bytes(tmp_path):
+    path = tmp_path / "mig-minors"
+    path.write_text(mig_minors_text([0]), encoding="ascii")
+    remember(str(path))  # what the hook server does before it forks
+    assert MigMinors(str(path)).of_gpu(1) == ()
+    read_mig_minors(str(path)).clear()  # a caller's copy: the remembered parse is untouched
+    assert MigMinors(str(path)).cap_minor(0, 1) == gi_cap_minor(0, 1)
+    path.write_text(mig_minors_text([0, 1]), encoding="ascii")  # the driver reloaded with another GPU
+    fresh = MigMinors(str(path))
+    assert fresh.cap_minor(1, 2, 3) == ci_cap_minor(1, 2, 3)
+    assert len(fresh.of_gpu(1)) == (MAX_GI_ID + 1) * (MAX_CI_ID + 2)

@@ -293,3 +293,44 @@ def test_a_served_epilog_answers_before_it_re_plans_the_node(tmp_path):
         assert not open_driver("sim", sim_state=str(state)).instances()
     finally:
         srv.stop()
+
+
+# In a process prepared as the server prepares itself: a prolog and an epilog, then what they imported and
+# whether they parsed the mig-minors file anew (the server's parse is what a served hook should use).
+SERVED_ALIKE = """
+import json, sys
+from slurm_gpu.devices import migminors
+from slurm_gpu.hooks.dispatch import run_hook
+from slurm_gpu.hooks.server import preload
+
+preload()
+before, parses = set(sys.modules), dict(migminors._parsed)
+codes = [run_hook("prolog"), run_hook("epilog")]
+print(json.dumps({"codes": codes, "imported": sorted(set(sys.modules) - before),
+                  "parsed_anew": sorted(p for p, t in migminors._parsed.items() if parses.get(p) is not t),
+                  "preparsed": sorted(parses)}))
+"""
+
+
+def test_a_hook_in_a_prepared_server_imports_nothing_and_reuses_its_mig_minors_parse(tmp_path):
+    state = tmp_path / "gpus.json"
+    simstate.init_state(str(state), [("H100-80GB", 2)], sandbox=str(tmp_path / "sb"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("scontrol", "squeue"):
+        (bin_dir / tool).write_text(STAND_IN.replace("sleep 1; ", "").format(uid=os.getuid(),
+                                                                             updates=tmp_path / "updates"))
+        (bin_dir / tool).chmod(0o755)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"version: 1\ndriver:\n  kind: sim\n  sim_state: {state}\n"
+                      f"  sim_sandbox: {tmp_path / 'sb'}\nstate_dir: {tmp_path / 'state'}\n"
+                      f"slurm:\n  bin_dir: {bin_dir}\nadmission:\n  mode: counts\n")
+    env = _env(tmp_path, str(config), "none", SLURM_JOB_ID="42")
+    proc = subprocess.run([sys.executable, "-c", SERVED_ALIKE], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    log = (tmp_path / "state" / "hooks.log").read_text()
+    assert out["codes"] == [0, 0] and '"action":"created"' in log and '"action":"released"' in log, log
+    assert out["imported"] == [], out  # each would be imported anew by every served hook
+    assert out["preparsed"] == [str(tmp_path / "sb" / "mig-minors")] and out["parsed_anew"] == [], out

@@ -232,6 +232,28 @@ def test_problems_are_reported_with_reason_and_never_deleted(journal, tmp_path):
         journal.quarantine(leftover)
 
 
+def test_a_record_is_parsed_again_exactly_when_its_bytes_or_the_boot_differ(journal, monkeypatch):
+    import slurm_gpu.state.journal as journal_module
+
+    journal.begin_prepare("1", 1, 1, "x", [P0])
+    parsed = []
+    real = journal_module.parse_record
+    monkeypatch.setattr(journal_module, "parse_record", lambda *a: parsed.append(a[1:]) or real(*a))
+    first = journal.get("1")
+    assert journal.jobs() == (first,) and journal.get("1") is first and parsed == [("1", BOOT)]
+    path = os.path.join(journal.jobs_dir, "1.json")
+    good = open(path, "rb").read()
+    assert b'"uid": 1,' in good
+    _write_raw(journal, "1.json", good.replace(b'"uid": 1,', b'"uid": 0,'))  # same size, other bytes
+    with pytest.raises(StateError, match="checksum mismatch"):
+        journal.get("1")
+    _write_raw(journal, "1.json", good)
+    assert journal.get("1") == first and not first.stale
+    assert Journal(journal.state_dir, boot_id="another-boot").get("1").stale  # same bytes, other boot
+    os.unlink(path)
+    assert journal.jobs() == () and path not in journal_module._parsed
+
+
 def test_a_stale_record_can_still_be_released(journal):
     Journal(journal.state_dir, boot_id="old-boot").begin_prepare("3", 1, 1, "x", [P0])
     assert journal.get("3").stale
