@@ -71,27 +71,28 @@ class NvmlDriver:
             self._raw("nvmlInit", (), "")
             self._initialised = True
 
-    def _raw(self, name: str, args: Tuple[Any, ...], context: str) -> Any:
+    def _raw(self, name: str, args: Tuple[Any, ...], context: str,
+             tolerate: Tuple[int, ...] = ()) -> Tuple[Any, Optional[int]]:
+        """(result, None), or (None, code) when NVML answered one of the ``tolerate`` codes (an answer
+        such as a sparse handle index: no error is built for it); DriverError for any other failure."""
         try:
-            return getattr(self._nv, name)(*args)
+            return getattr(self._nv, name)(*args), None
         except self._nv.NVMLError as exc:
             code = getattr(exc, "value", None)
+            if code in tolerate:
+                return None, code
             raise DriverError(f"{name}({context}) failed: {exc} (NVML code {code})", nvml_code=code) from exc
 
     def _call(self, name: str, *args: Any, ctx: str = "") -> Any:
         self._init()
-        return self._raw(name, args, ctx)
+        return self._raw(name, args, ctx)[0]
 
     def _try(
         self, name: str, *args: Any, ctx: str = "", tolerate: Iterable[int] = ()
     ) -> Tuple[Any, Optional[int]]:
         """(result, None), or (None, code) when NVML answered one of the ``tolerate`` codes."""
-        try:
-            return self._call(name, *args, ctx=ctx), None
-        except DriverError as exc:
-            if exc.nvml_code in tuple(tolerate):
-                return None, exc.nvml_code
-            raise
+        self._init()
+        return self._raw(name, args, ctx, tuple(tolerate))
 
     def _handle(self, gpu_index: int) -> Any:
         if gpu_index not in self._handles:

@@ -29,7 +29,7 @@ from slurm_gpu.node.allocation import allocated_on, check_allocation, resolve_re
 from slurm_gpu.node.context import AgentPolicy, JobContext, Outcome
 from slurm_gpu.node.destroy import NODE_FAULT_CODES, busy_reason, create_retrying, destroy_gi
 from slurm_gpu.node.publish import Publisher, publisher_for
-from slurm_gpu.node.snapshot import NodeSnapshot, read_snapshot
+from slurm_gpu.node.snapshot import NodeSnapshot, read_gpus, read_snapshot
 
 if TYPE_CHECKING:
     from slurm_gpu.core.catalog import Catalog, GpuModel
@@ -84,6 +84,16 @@ class NodeAgent:
         return read_snapshot(self.driver, self.journal, self.catalog, self.policy.enable_mig_mode,
                              self._profiles)
 
+    def _read_gpus_early(self) -> None:
+        """The GPUs and profile tables, read while Slurm answers the job read a hook started with the
+        agent (``node.snapshot.read_gpus``): the node read under the lock then asks the driver only what
+        can change. Nothing is decided on it; a driver that fails fails that node read again, where its
+        error is handled."""
+        try:
+            read_gpus(self.driver, self.catalog, self._profiles)
+        except DriverError:
+            pass
+
     def publish_features(self, snap: Optional[NodeSnapshot] = None) -> Tuple[str, ...]:
         """Tell Slurm what the node can still host (``node.publish``); returns what was published."""
         return self.publisher.publish(self.node, (snap or self.snapshot()).state())
@@ -98,6 +108,7 @@ class NodeAgent:
     def prepare(self, ctx: JobContext) -> Outcome:
         """Create the job's instances. Only what Slurm alone controls is trusted: the recorded request
         (admin comment, set by job_submit.lua) checked against this node's allocation (gres detail)."""
+        self._read_gpus_early()
         job = self.slurm.job(ctx.base_job_id)
         try:
             req = job.request()

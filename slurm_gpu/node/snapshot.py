@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from slurm_gpu.state.api import JournalStore
     from slurm_gpu.state.records import JobRecord, Problem
 
-__all__ = ["NodeSnapshot", "read_snapshot"]
+__all__ = ["NodeSnapshot", "read_gpus", "read_snapshot"]
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,22 @@ def read_snapshot(driver: Driver, journal: JournalStore, catalog: Catalog, enabl
                   profile_cache: Optional[Dict[str, GpuModel]] = None) -> NodeSnapshot:
     """Read the node: one walk of the GPUs, one of the instances, one profile table per GPU model (kept in
     ``profile_cache`` across snapshots of one process), one scan of the journal."""
+    gpus, models = read_gpus(driver, catalog, profile_cache)
+    enabled = {g.index: bool(g.mig_current)
+               or (enable_mig_mode and not models[g.index].mode_change_requires_reset) for g in gpus}
+    instances = tuple(driver.instances()) if gpus else ()
+    records, problems = journal.scan()
+    return NodeSnapshot(gpus, instances, tuple(records), tuple(problems), models, enabled)
+
+
+def read_gpus(driver: Driver, catalog: Catalog, profile_cache: Optional[Dict[str, GpuModel]] = None
+              ) -> Tuple[Tuple[GpuInfo, ...], Dict[int, GpuModel]]:
+    """The GPUs of known models and each one's model with its driver's profile table (read once per model
+    into ``profile_cache``). Most of it cannot change while the driver stays open (a driver caches names,
+    UUIDs, minors), so a first call also readies the node read that follows."""
     cache: Dict[str, GpuModel] = {} if profile_cache is None else profile_cache
     gpus = tuple(g for g in driver.gpus() if g.model is not None)
     models: Dict[int, GpuModel] = {}
-    enabled: Dict[int, bool] = {}
     for g in gpus:
         assert g.model is not None
         model = catalog.model(g.model)
@@ -91,9 +103,5 @@ def read_snapshot(driver: Driver, journal: JournalStore, catalog: Catalog, enabl
             if offered or g.mig_current:
                 cache[g.model] = model.with_driver_profiles(offered)
             # else a driver that answers the table only in MIG mode: the catalog's stands in until then
-        model = cache.get(g.model, model)
-        models[g.index] = model
-        enabled[g.index] = bool(g.mig_current) or (enable_mig_mode and not model.mode_change_requires_reset)
-    instances = tuple(driver.instances()) if gpus else ()
-    records, problems = journal.scan()
-    return NodeSnapshot(gpus, instances, tuple(records), tuple(problems), models, enabled)
+        models[g.index] = cache.get(g.model, model)
+    return gpus, models
