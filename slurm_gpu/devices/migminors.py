@@ -90,7 +90,7 @@ class _Table:
 _NOTHING = _Table(b"")
 # The last parse of each file, with the bytes it came from. The hook server parses the node's file before
 # it forks (``remember``); a hook reads the file and, finding the same bytes, uses that parse rather than
-# building ~1,100 entries in its fresh process (about 3 ms of a served Prolog, bench/bench_hooks.py).
+# building ~1,100 entries in its fresh process.
 _parsed: Dict[str, _Table] = {}
 
 

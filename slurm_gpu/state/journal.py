@@ -206,8 +206,9 @@ class Journal:
                 problems.append(Problem(path, "stale", reason, record.job_id))
         records.sort(key=lambda r: _job_sort_key(r.job_id))
         listed = {os.path.join(self.jobs_dir, name) for name in names}
-        for path in [p for p in _parsed if p not in listed and os.path.dirname(p) == self.jobs_dir]:
-            del _parsed[path]  # the file is gone: so is what this process remembers of it
+        for path in list(_parsed):  # a copy: entries are removed on the way
+            if path not in listed and os.path.dirname(path) == self.jobs_dir:
+                _parsed.pop(path, None)  # the file is gone: so is what this process remembers of it
         return records, problems
 
     def scan(self) -> Tuple[Tuple[JobRecord, ...], Tuple[Problem, ...]]:
