@@ -18,7 +18,13 @@ pass`` (and ``-I -S -c pass``); each sample is paired with a baseline run taken 
 processes run in a scratch folder, so they import the package installed for the interpreter: run the
 bench with a site (non-editable) install's interpreter to measure that install.
 
-Run: ``.venv/bin/python bench/bench_hooks.py [--jobs 24]``
+With ``--trace``, only the served rounds run, under a server whose children time their steps (the
+agent's build, the job read's wait, the node read and its parts, the decision, the journal writes, the
+create, the seal, the job's files, the log line): it prints each step's median over the jobs, inclusive of
+the steps it calls. The wrappers add a few microseconds a step; the ratios of a traced run are not the
+bench's figures.
+
+Run: ``.venv/bin/python bench/bench_hooks.py [--jobs 24] [--trace]``
 """
 
 from __future__ import annotations
@@ -63,6 +69,95 @@ exit 0
 """
 
 
+# The hook server, its children timing the steps named here (module, attribute, label; a class's method
+# as "Class.method"); each child writes its steps to <trace dir>/<hook>-<pid>.json.
+TRACED = [
+    ("slurm_gpu.hooks.runtime", "build_agent", "build the agent (configuration, Slurm read started, driver)"),
+    ("slurm_gpu.slurm.client", "SlurmCli.job", "wait for the job read"),
+    ("slurm_gpu.node.agent", "NodeAgent._read_gpus_early", "GPUs and profile table, during the job read"),
+    ("slurm_gpu.node.agent", "NodeAgent.snapshot", "node read (under the lock)"),
+    ("slurm_gpu.devices.nvml", "NvmlDriver.gpus", "  GPU walks (a Prolog's early one too)"),
+    ("slurm_gpu.devices.nvml", "NvmlDriver.instances", "  instances"),
+    ("slurm_gpu.state.journal", "Journal.scan", "  journal scan"),
+    ("slurm_gpu.node.agent", "NodeAgent._decide_locked", "decision (counts read, placement)"),
+    ("slurm_gpu.state.journal", "Journal.begin_prepare", "journalled intent"),
+    ("slurm_gpu.devices.nvml", "NvmlDriver.create", "create (GPU and compute instance)"),
+    ("slurm_gpu.state.journal", "Journal.record_created", "journalled result"),
+    ("slurm_gpu.state.journal", "Journal.write_task_env", "task file"),
+    ("slurm_gpu.node.cdi", "write_spec", "CDI spec"),
+    ("slurm_gpu.node.agent", "NodeAgent._seal", "device seal"),
+    ("slurm_gpu.state.journal", "Journal.begin_release", "journalled release"),
+    ("slurm_gpu.devices.nvml", "NvmlDriver.destroy", "destroy"),
+    ("slurm_gpu.state.journal", "Journal.finish_release", "record closed"),
+    ("slurm_gpu.hooks.runtime", "log_event", "log line"),
+]
+ANSWER = "the child until its answer (what slurmd waits for)"
+DONE = "the child until its end (an Epilog re-plans after its answer)"
+TRACER = f"""
+import functools, importlib, json, os, sys, time
+ANSWER, DONE = {ANSWER!r}, {DONE!r}
+from slurm_gpu.hooks import server
+steps, out = [], sys.argv[2]
+for module, attr, label in json.loads(sys.argv[3]):
+    owner = importlib.import_module(module)
+    *path, name = attr.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    def timed(fn, label=label):
+        @functools.wraps(fn)
+        def run(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                steps.append((label, time.perf_counter() - t0))
+        return run
+    setattr(owner, name, timed(getattr(owner, name)))
+from slurm_gpu.hooks import runtime
+real, served_by, t0 = server.run_hook, runtime.served_by, [0.0]
+def answered(pid, answer):
+    def timed_answer(code):
+        steps.append((ANSWER, time.perf_counter() - t0[0]))
+        answer(code)
+    served_by(pid, timed_answer)
+def run_hook(hook, config):
+    del steps[:]
+    t0[0] = time.perf_counter()
+    try:
+        return real(hook, config)
+    finally:
+        steps.append((DONE, time.perf_counter() - t0[0]))
+        with open(os.path.join(out, "%s-%d.json" % (hook, os.getpid())), "w") as f:
+            json.dump(steps, f)
+runtime.served_by, server.run_hook = answered, run_hook
+sys.exit(server.serve(sys.argv[1]))
+"""
+
+
+def print_trace(trace_dir, jobs):
+    """Each traced step's median over the served hooks (summed within one hook, up to its answer), by
+    hook; waits up to 60 s for the children still re-planning after their answer."""
+    deadline = time.monotonic() + 60
+    while len(list(Path(trace_dir).glob("*.json"))) < 2 * jobs and time.monotonic() < deadline:
+        time.sleep(0.1)
+    labels = [ANSWER, DONE] + [label for _, _, label in TRACED]
+    for hook in ("prolog", "epilog"):
+        per_job = []
+        for path in sorted(Path(trace_dir).glob(f"{hook}-*.json")):
+            sums, answered = {}, False
+            for label, seconds in json.loads(path.read_text()):
+                if not answered or label == DONE:  # after the answer: an Epilog's re-plan
+                    sums[label] = sums.get(label, 0.0) + seconds
+                answered = answered or label == ANSWER
+            per_job.append(sums)
+        print(f"{hook}: where a served child's time goes, medians of {len(per_job)} jobs (a step includes the"
+              " steps it calls)")
+        for label in labels:
+            seen = [job[label] for job in per_job if label in job]
+            if seen:
+                print(f"  {label:62} {statistics.median(seen) * 1000:7.2f} ms")
+
+
 def _child_cpu():
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -90,6 +185,7 @@ def entry(name, fallback_module):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=24, help="jobs per round (default 24)")
+    ap.add_argument("--trace", action="store_true", help="only the served rounds, timing the child's steps")
     args = ap.parse_args()
 
     from slurm_gpu.devices import simstate
@@ -145,14 +241,23 @@ def main() -> int:
         current.write_text(f"{job}\n")  # the job whose instances the stand-in's node counts promise
         return paired([*cmd, name], {**env, "SLURM_JOB_ID": str(job), **extra}, base_cmd, cwd=scratch)
 
-    server = subprocess.Popen([*script, "serve", "--socket", str(sock)], env=env, cwd=scratch,
-                              stderr=subprocess.DEVNULL)
+    serve = [*script, "serve", "--socket", str(sock)]
+    trace_dir = tmp / "trace"
+    if args.trace:
+        trace_dir.mkdir()
+        serve = [sys.executable, "-c", TRACER, str(sock), str(trace_dir), json.dumps(TRACED)]
+    server = subprocess.Popen(serve, env=env, cwd=scratch, stderr=subprocess.DEVNULL)
     while not sock.exists():
         assert server.poll() is None, "the hook server did not start"
         time.sleep(0.02)
     try:
         srv_pro = [run_hook(hook, "prolog", j) for j, *_ in served]
         srv_epi = [run_hook(hook, "epilog", j) for j, *_ in served]
+        if args.trace:
+            base = statistics.median(timed(base_cmd)[0] for _ in range(9))
+            print(f"8 x H100 simulated node, {n} jobs; {sys.executable} -c pass median {base * 1000:.1f} ms")
+            print_trace(trace_dir, n)
+            return 0
         scr_pro = [run_hook(script, "prolog", j) for j, *_ in scripted]
         scr_epi = [run_hook(script, "epilog", j) for j, *_ in scripted]
     finally:

@@ -334,3 +334,21 @@ def test_a_hook_in_a_prepared_server_imports_nothing_and_reuses_its_mig_minors_p
     assert out["codes"] == [0, 0] and '"action":"created"' in log and '"action":"released"' in log, log
     assert out["imported"] == [], out  # each would be imported anew by every served hook
     assert out["preparsed"] == [str(tmp_path / "sb" / "mig-minors")] and out["parsed_anew"] == [], out
+
+
+def test_the_hook_bench_traces_where_a_served_childs_time_goes():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PYTHON"))}
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_hooks.py"), "--trace", "--jobs", "4"],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "prolog: where a served child's time goes, medians of 4 jobs" in out, out
+    assert "epilog: where a served child's time goes, medians of 4 jobs" in out, out
+    prolog, epilog = out.split("epilog: ")
+    times = {line[:64].strip(): float(line.split()[-2]) for line in prolog.splitlines() if line[:2] == "  "}
+    whole = "the child until its answer (what slurmd waits for)"
+    for step in (whole, "create (GPU and compute instance)", "GPUs and profile table, during the job read",
+                 "journalled intent", "journalled result"):
+        assert times.get(step, 0) > 0, (step, out)
+    assert times["create (GPU and compute instance)"] < times[whole]
+    assert "destroy" in epilog and "create" not in epilog, out
