@@ -69,6 +69,9 @@ exit 0
 """
 
 
+# The stream's jobs, in turn: (profile, count, slices Slurm allocates); 24 of them about fill 8 GPUs.
+PROFILES = [("1g.10gb", 1, 1), ("2g.20gb", 1, 2), ("3g.40gb", 1, 4), ("1g.10gb", 2, 2)]
+
 # The hook server, its children timing the steps named here (module, attribute, label; a class's method
 # as "Class.method"); each child writes its steps to <trace dir>/<hook>-<pid>.json.
 TRACED = [
@@ -158,6 +161,38 @@ def print_trace(trace_dir, jobs):
                 print(f"  {label:62} {statistics.median(seen) * 1000:7.2f} ms")
 
 
+def hook_launcher(python, cwd):
+    """What ``slurm-gpu node install`` writes into prolog.d/epilog.d for the package ``python`` imports
+    (asked in ``cwd``, outside the repository), without the hook's name."""
+    return json.loads(subprocess.run(
+        [python, "-c", "import json; from slurm_gpu.install.layout import hook_command as h; "
+         "print(json.dumps(h()))"], cwd=cwd, capture_output=True, text=True, check=True).stdout)
+
+
+def write_node(tmp, jobs):
+    """The bench node's files in ``tmp`` but its simulated GPUs (``tmp/gpus.json``, sandbox ``tmp/sb``):
+    the stand-in ``scontrol``/``squeue`` answering for ``jobs`` (job id, profile, count, slices) in
+    ``tmp/bin``, and the configuration as ``slurm-gpu config`` ships it but for these paths. Returns the
+    hooks' environment and the file that names the job the stand-in's node counts promise."""
+    bindir = tmp / "bin"
+    bindir.mkdir()
+    jobs_file = tmp / "jobs.txt"
+    jobs_file.write_text("".join(f"{j} {p} {c} {s}\n" for j, p, c, s in jobs))
+    current = tmp / "current"
+    (bindir / "scontrol").write_text(FAKE_SCONTROL.format(jobs=jobs_file, uid=os.getuid(), current=current))
+    (bindir / "squeue").write_text("#!/bin/sh\nexit 0\n")  # an empty pending queue
+    for tool in ("scontrol", "squeue"):
+        (bindir / tool).chmod(0o755)
+    config = tmp / "config.yaml"
+    config.write_text(f"version: 1\ndriver:\n  kind: sim\n  sim_state: {tmp / 'gpus.json'}\n"
+                      f"  sim_sandbox: {tmp / 'sb'}\nstate_dir: {tmp / 'state'}\n"
+                      f"slurm:\n  bin_dir: {bindir}\nadmission:\n  mode: counts\n")
+    env = {"PATH": "/usr/bin:/bin", "SLURM_GPU_CONFIG": str(config), "SLURMD_NODENAME": "bench",
+           "SLURM_JOB_UID": str(os.getuid()), "SLURM_JOB_GID": str(os.getgid()),
+           "SLURM_GPU_HOOK_SOCKET": str(tmp / "run" / "hooks.sock")}
+    return env, current
+
+
 def _child_cpu():
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -176,10 +211,14 @@ def paired(cmd, env, base_cmd, cwd=None):
     return timed(cmd, env, cwd=cwd), base
 
 
+def entry_of(python, name, fallback_module):
+    """The console script ``name`` next to the interpreter ``python``, else ``python -m fallback_module``."""
+    script = Path(python).with_name(name)
+    return [str(script)] if script.exists() else [python, "-m", fallback_module]
+
+
 def entry(name, fallback_module):
-    """The console script ``name`` next to this interpreter, else ``python -m fallback_module``."""
-    script = Path(sys.executable).with_name(name)
-    return [str(script)] if script.exists() else [sys.executable, "-m", fallback_module]
+    return entry_of(sys.executable, name, fallback_module)
 
 
 def main() -> int:
@@ -198,25 +237,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-hooks-"))
     state = tmp / "gpus.json"
     simstate.init_state(str(state), [("H100-80GB", 8)], sandbox=str(tmp / "sb"))
-    bindir = tmp / "bin"
-    bindir.mkdir()
-    jobs_file = tmp / "jobs.txt"
-    profiles = [("1g.10gb", 1, 1), ("2g.20gb", 1, 2), ("3g.40gb", 1, 4), ("1g.10gb", 2, 2)]
-    jobs = [(1000 + n, *profiles[n % len(profiles)]) for n in range(args.jobs * 5)]
-    jobs_file.write_text("".join(f"{j} {p} {c} {s}\n" for j, p, c, s in jobs))
-    current = tmp / "current"
-    (bindir / "scontrol").write_text(FAKE_SCONTROL.format(jobs=jobs_file, uid=os.getuid(), current=current))
-    (bindir / "squeue").write_text("#!/bin/sh\nexit 0\n")  # an empty pending queue
-    for tool in ("scontrol", "squeue"):
-        (bindir / tool).chmod(0o755)
-    config = tmp / "config.yaml"
-    config.write_text(f"version: 1\ndriver:\n  kind: sim\n  sim_state: {state}\n  sim_sandbox: {tmp / 'sb'}\n"
-                      f"state_dir: {tmp / 'state'}\nslurm:\n  bin_dir: {bindir}\n"
-                      "admission:\n  mode: counts\n")  # what slurm-gpu config ships
-    sock = tmp / "run" / "hooks.sock"
-    env = {"PATH": "/usr/bin:/bin", "SLURM_GPU_CONFIG": str(config), "SLURMD_NODENAME": "bench",
-           "SLURM_JOB_UID": str(os.getuid()), "SLURM_JOB_GID": str(os.getgid()),
-           "SLURM_GPU_HOOK_SOCKET": str(sock)}
+    jobs = [(1000 + n, *PROFILES[n % len(PROFILES)]) for n in range(args.jobs * 5)]
+    env, current = write_node(tmp, jobs)
+    bindir, sock = tmp / "bin", Path(env["SLURM_GPU_HOOK_SOCKET"])
 
     # Each sample is paired with a baseline run just before it: ratios stay meaningful on a busy machine.
     # The hooks run under the package's interpreter, the TaskProlog under the system one: each is
@@ -225,10 +248,7 @@ def main() -> int:
     sys_python = shutil.which("python3", path="/usr/bin:/bin") or "python3"
     sys_base = [sys_python, "-c", "pass"]
     scratch = str(tmp)  # not the repository: the hooks import the installed package
-    # what `slurm-gpu node install` writes into prolog.d/epilog.d, for the interpreter's installed package
-    hook = json.loads(subprocess.run(
-        [sys.executable, "-c", "import json; from slurm_gpu.install.layout import hook_command as h; "
-         "print(json.dumps(h()))"], cwd=scratch, capture_output=True, text=True, check=True).stdout)
+    hook = hook_launcher(sys.executable, scratch)
     script = entry("slurm-gpu-hook", "slurm_gpu.hooks.entry")  # the console script, for comparison
     cli = entry("slurm-gpu", "slurm_gpu")
     package = subprocess.run([sys.executable, "-c", "import slurm_gpu; print(slurm_gpu.__file__)"],

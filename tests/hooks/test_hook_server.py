@@ -352,3 +352,17 @@ def test_the_hook_bench_traces_where_a_served_childs_time_goes():
         assert times.get(step, 0) > 0, (step, out)
     assert times["create (GPU and compute instance)"] < times[whole]
     assert "destroy" in epilog and "create" not in epilog, out
+
+
+def test_the_alternating_hook_bench_compares_two_installs():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PYTHON"))}
+    # one install against itself: what is checked is that both servers serve and the report is whole
+    cmd = [sys.executable, str(REPO / "bench" / "bench_hooks_ab.py"), "--before", sys.executable,
+           "--after", sys.executable, "--rounds", "1", "--jobs", "4"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("4 jobs per hook and install, alternated"), proc.stdout
+    for hook, line in zip(("prolog", "epilog"), lines[1:]):
+        assert line.startswith(f"{hook}: before ") and "paired median" in line, line
+        assert "in the child" in line, line
