@@ -23,7 +23,7 @@ def mig_minors_file(kind: str, sim_state: Optional[str] = None) -> str:
         return DEFAULT_MIG_MINORS
     from slurm_gpu.devices import simstate
 
-    sandbox = simstate.load_state(sim_state).get("sandbox") if sim_state else None
+    sandbox = simstate.read_state(sim_state).get("sandbox") if sim_state else None  # read, not copied
     return f"{sandbox}/mig-minors" if sandbox else ""
 
 

@@ -37,8 +37,13 @@ def node(tmp_path):
     return tmp_path, str(config)
 
 
+def _clean_env():
+    """This process's environment without Slurm's and Python's variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PYTHON"))}
+
+
 def _env(tmp_path, config, sock, **extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PYTHON"))}
+    env = _clean_env()
     env.update(SLURM_GPU_CONFIG=config, SLURM_GPU_HOOK_SOCKET=str(sock), SLURMD_NODENAME="n1",
                SLURM_JOB_UID=str(os.getuid()), SLURM_JOB_GID=str(os.getgid()), **extra)
     return env
@@ -255,19 +260,27 @@ exit 0
 """
 
 
-def test_a_served_epilog_answers_before_it_re_plans_the_node(tmp_path):
+def _counts_node(tmp_path, gpus, slow_updates=True):
+    """A simulated node of ``gpus`` H100s under count admission, Slurm the stand-in above (its count
+    updates instant unless ``slow_updates``); returns (state file, configuration file, updates file)."""
     state = tmp_path / "gpus.json"
-    simstate.init_state(str(state), [("H100-80GB", 1)], sandbox=str(tmp_path / "sb"))
+    simstate.init_state(str(state), [("H100-80GB", gpus)], sandbox=str(tmp_path / "sb"))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     updates = tmp_path / "updates"
+    stand_in = STAND_IN if slow_updates else STAND_IN.replace("sleep 1; ", "")
     for tool in ("scontrol", "squeue"):
-        (bin_dir / tool).write_text(STAND_IN.format(uid=os.getuid(), updates=updates))
+        (bin_dir / tool).write_text(stand_in.format(uid=os.getuid(), updates=updates))
         (bin_dir / tool).chmod(0o755)
     config = tmp_path / "config.yaml"
     config.write_text(f"version: 1\ndriver:\n  kind: sim\n  sim_state: {state}\n"
                       f"  sim_sandbox: {tmp_path / 'sb'}\nstate_dir: {tmp_path / 'state'}\n"
                       f"slurm:\n  bin_dir: {bin_dir}\nadmission:\n  mode: counts\n")
+    return state, config, updates
+
+
+def test_a_served_epilog_answers_before_it_re_plans_the_node(tmp_path):
+    state, config, updates = _counts_node(tmp_path, 1)
     sock = tmp_path / "run" / "hooks.sock"
     env = _env(tmp_path, str(config), sock, SLURM_JOB_ID="42")
     srv = Server(sock, _env(tmp_path, str(config), "none"))
@@ -313,18 +326,7 @@ print(json.dumps({"codes": codes, "imported": sorted(set(sys.modules) - before),
 
 
 def test_a_hook_in_a_prepared_server_imports_nothing_and_reuses_its_mig_minors_parse(tmp_path):
-    state = tmp_path / "gpus.json"
-    simstate.init_state(str(state), [("H100-80GB", 2)], sandbox=str(tmp_path / "sb"))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for tool in ("scontrol", "squeue"):
-        (bin_dir / tool).write_text(STAND_IN.replace("sleep 1; ", "").format(uid=os.getuid(),
-                                                                             updates=tmp_path / "updates"))
-        (bin_dir / tool).chmod(0o755)
-    config = tmp_path / "config.yaml"
-    config.write_text(f"version: 1\ndriver:\n  kind: sim\n  sim_state: {state}\n"
-                      f"  sim_sandbox: {tmp_path / 'sb'}\nstate_dir: {tmp_path / 'state'}\n"
-                      f"slurm:\n  bin_dir: {bin_dir}\nadmission:\n  mode: counts\n")
+    _, config, _ = _counts_node(tmp_path, 2, slow_updates=False)
     env = _env(tmp_path, str(config), "none", SLURM_JOB_ID="42")
     proc = subprocess.run([sys.executable, "-c", SERVED_ALIKE], env=env, capture_output=True, text=True,
                           timeout=120, cwd=REPO)
@@ -337,7 +339,7 @@ def test_a_hook_in_a_prepared_server_imports_nothing_and_reuses_its_mig_minors_p
 
 
 def test_the_hook_bench_traces_where_a_served_childs_time_goes():
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PYTHON"))}
+    env = _clean_env()
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_hooks.py"), "--trace", "--jobs", "4"],
                           env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
@@ -355,7 +357,7 @@ def test_the_hook_bench_traces_where_a_served_childs_time_goes():
 
 
 def test_the_alternating_hook_bench_compares_two_installs():
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PYTHON"))}
+    env = _clean_env()
     # one install against itself: what is checked is that both servers serve and the report is whole
     cmd = [sys.executable, str(REPO / "bench" / "bench_hooks_ab.py"), "--before", sys.executable,
            "--after", sys.executable, "--rounds", "1", "--jobs", "4"]
